@@ -1,0 +1,182 @@
+"""Message contracts between stages (spec §3).
+
+Every message is a pydantic v2 model with a `schema_version`, snake_case fields and a `times`
+record of the stages it passed, so end-to-end latency can be split by stage. Validation happens at
+the edges (a stage's input); inside a stage the hot path builds outputs without re-validating.
+All timestamps are Unix epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+#: Namespace for deterministic task ids; changing it would change every task id.
+TASK_ID_NAMESPACE = uuid.UUID("6f1c2a7e-4b1d-4e55-9a39-2f0b1c7d9e10")
+
+BBox = Annotated[
+    tuple[float, float, float, float],
+    Field(description="x1, y1, x2, y2 in frame pixels"),
+]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+RiskLevel = Literal["none", "low", "medium", "high"]
+RISK_LEVELS: tuple[RiskLevel, ...] = ("none", "low", "medium", "high")
+
+
+class Message(BaseModel):
+    """Base for all wire messages: strict about unknown fields so drift is caught at the edge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="null")
+
+
+class StageTimes(Message):
+    """When a message passed each stage; a stage fills its own field and copies the rest."""
+
+    capture: float | None = None
+    detect: float | None = None
+    published: float | None = None
+    expand: float | None = None
+    dequeue: float | None = None
+    llm_start: float | None = None
+    llm_end: float | None = None
+    result: float | None = None
+    alert: float | None = None
+
+
+class DetectorInfo(Message):
+    model: str
+    version: str = ""
+
+
+class DetectedObject(Message):
+    object_id: int = Field(ge=0, description="index of the object within its frame")
+    class_name: str
+    class_id: int = Field(ge=0)
+    confidence: Probability
+    bbox: BBox
+    track_id: int | None = None
+
+
+class SpatialFeatures(Message):
+    density_per_10k_px2: float = Field(ge=0.0)
+    mean_spacing: float = Field(ge=0.0)
+    min_spacing: float = Field(ge=0.0)
+    vehicle_count: int = Field(ge=0)
+    pedestrian_count: int = Field(ge=0)
+    min_pedestrian_vehicle_distance: float | None = None
+
+
+class Group(Message):
+    """Road users close together; `group_id` is stable across frames for the same physical group."""
+
+    group_id: str = Field(min_length=1, max_length=128)
+    member_ids: list[int] = Field(min_length=1)
+    bbox: BBox
+    classes: list[str]
+    mean_confidence: Probability
+    features: SpatialFeatures
+    crop_jpeg_b64: str | None = Field(default=None, description="JPEG crop, base64, carried once")
+    crop_size: tuple[int, int] | None = Field(default=None, description="crop width, height")
+
+
+class DetectionResult(Message):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    message_id: str = Field(min_length=1, max_length=128)
+    camera_id: str = Field(min_length=1, max_length=128)
+    frame_id: int = Field(ge=0)
+    frame_ts: float = Field(description="capture time of the frame")
+    frame_width: int = Field(gt=0)
+    frame_height: int = Field(gt=0)
+    detector: DetectorInfo
+    objects: list[DetectedObject] = Field(default_factory=list)
+    groups: list[Group] = Field(default_factory=list)
+    times: StageTimes = Field(default_factory=StageTimes)
+
+
+class AssessmentTask(Message):
+    """One group to assess; the id is deterministic so a redelivered detection is idempotent."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    task_id: str
+    detection_id: str
+    camera_id: str
+    frame_id: int
+    frame_ts: float
+    frame_width: int
+    frame_height: int
+    group: Group
+    objects: list[DetectedObject] = Field(description="the group's members, for the prompt")
+    reason: Literal["new", "changed", "refresh"]
+    deadline: float = Field(description="after this time the task is stale and is not assessed")
+    times: StageTimes = Field(default_factory=StageTimes)
+
+
+class RiskAssessment(Message):
+    """What the LLM must answer: one strict JSON object (validated, retried once if malformed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    level: RiskLevel
+    risk_types: list[str] = Field(default_factory=list, max_length=5)
+    description: str = ""
+    confidence: Probability = 0.5
+    danger_object_ids: list[int] = Field(default_factory=list)
+
+
+class RiskAssessmentResult(Message):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    task_id: str
+    detection_id: str
+    camera_id: str
+    group_id: str
+    frame_id: int
+    frame_ts: float
+    status: Literal["ok", "failed", "stale"]
+    level: RiskLevel | None = None
+    risk_types: list[str] = Field(default_factory=list)
+    description: str = ""
+    confidence: Probability | None = None
+    danger_object_ids: list[int] = Field(default_factory=list)
+    key_name: str | None = Field(default=None, description="name of the API key used, never the secret")
+    model: str | None = None
+    attempts: int = Field(default=0, ge=0)
+    error_class: str | None = None
+    crop_jpeg_b64: str | None = Field(default=None, description="the assessed crop, for operators")
+    times: StageTimes = Field(default_factory=StageTimes)
+
+
+class DeadLetter(Message):
+    """An input a stage could not handle: kept whole, with where it came from and why."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    stage: str
+    reason: str
+    error_class: str
+    payload: str = Field(description="the original payload (UTF-8, or base64 when not text)")
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    source: str = Field(description="e.g. 'stdin', 'file:x.jsonl' or 'kafka:topic'")
+    line: int | None = None
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    ts: float
+
+
+MESSAGE_MODELS: dict[str, type[Message]] = {
+    "detection-result": DetectionResult,
+    "assessment-task": AssessmentTask,
+    "risk-assessment-result": RiskAssessmentResult,
+    "dead-letter": DeadLetter,
+    "risk-assessment": RiskAssessment,
+}
+
+
+def task_id_for(detection_id: str, group_id: str) -> str:
+    """Deterministic task id: redelivery of the same detection yields the same task id."""
+    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{detection_id}\x1f{group_id}"))

@@ -1,0 +1,226 @@
+"""Kafka behind the transport interface: the only module that touches confluent_kafka's clients.
+
+Producer: acks=all, idempotence, compression, small linger, every delivery report checked.
+Consumer: no auto-commit; we commit the contiguous prefix of offsets whose outputs are delivered
+(`OffsetTracker`), pause partitions for backpressure, and commit what is done on revoke and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from hazardctl.config import KafkaSettings
+from hazardctl.errors import ConfigError, DeliveryError, ServiceUnavailable
+from hazardctl.offsets import OffsetTracker
+from hazardctl.transports.base import DeliveryCallback, Record
+
+log = logging.getLogger("hazardctl.kafka")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "message.max.bytes": 4 * 1024 * 1024,
+    "queue.buffering.max.messages": 100_000,
+    "queue.buffering.max.kbytes": 256 * 1024,  # bounds memory when the broker is away
+    "message.timeout.ms": 120_000,
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    "partition.assignment.strategy": "cooperative-sticky",
+    "session.timeout.ms": 10_000,
+}
+
+
+class _ErrorLog:
+    """librdkafka repeats the same error every few ms while a broker is down: log it once a while."""
+
+    def __init__(self, what: str, every_s: float = 10.0):
+        self._what, self._every, self._last = what, every_s, {}
+
+    def __call__(self, err: KafkaError) -> None:
+        now = time.monotonic()
+        if now - self._last.get(err.code(), -1e9) >= self._every:
+            self._last[err.code()] = now
+            log.warning("%s: %s", self._what, err.str())
+
+
+def _client_conf(settings: KafkaSettings, defaults: dict[str, Any], overrides: dict[str, Any], what: str) -> dict:
+    conf = {**settings.common(), **defaults, **overrides}
+    conf["error_cb"] = _ErrorLog(f"kafka {what} ({settings.bootstrap_servers})")
+    return conf
+
+
+def _make(cls, conf: dict, what: str):
+    try:
+        return cls(conf)
+    except KafkaException as e:  # e.g. a Java-client property name in the overrides
+        raise ConfigError(f"kafka {what} settings: {e.args[0].str()}") from None
+
+
+def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0, topics: list[str] | None = None) -> int:
+    """Block until the cluster answers (returns the broker count); check that `topics` exist."""
+    admin = _make(AdminClient, {**settings.common(), "error_cb": _ErrorLog("kafka admin", 1e9)}, "admin")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            md = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            break
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(
+                    f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s "
+                    "(is it running? try `make kafka-up`)"
+                ) from None
+            time.sleep(0.5)
+    missing = [t for t in topics or [] if t not in md.topics]
+    if missing:
+        raise ConfigError(f"Kafka topic(s) {', '.join(missing)} do not exist: run `hazardctl setup-topics`")
+    return len(md.brokers)
+
+
+class KafkaOutput:
+    """Produces to one topic; several outputs of a process share one producer."""
+
+    def __init__(self, producer: Producer, topic: str):
+        self.name = f"kafka:{topic}"
+        self.topic = topic
+        self._producer = producer
+
+    def send(self, value: bytes, key: bytes | None = None, on_delivered: DeliveryCallback | None = None) -> None:
+        cb = None
+        if on_delivered is not None:
+
+            def cb(err: KafkaError | None, _msg: Any) -> None:
+                on_delivered(None if err is None else DeliveryError(f"{self.name}: {err.str()}"))
+
+        while True:
+            try:
+                self._producer.produce(self.topic, value, key, on_delivery=cb)
+                return
+            except BufferError:  # local queue full (broker slow or away): wait, bounded memory
+                self._producer.poll(0.1)
+            except KafkaException as e:
+                err = DeliveryError(f"{self.name}: {e.args[0].str()}")
+                if on_delivered is None:
+                    raise err from None
+                on_delivered(err)
+                return
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self._producer.flush(timeout)
+
+    def close(self) -> None:
+        self._producer.flush(10.0)
+
+
+class KafkaInput:
+    """Consumes topics in a group; commits only offsets whose outputs are all delivered."""
+
+    def __init__(self, consumer: Consumer, topics: list[str], commit_interval: float = 0.5):
+        self.name = f"kafka:{','.join(topics)}"
+        self._consumer = consumer
+        self._tracker = OffsetTracker()
+        self._paused = False
+        self._commit_interval = commit_interval
+        self._last_commit = time.monotonic()
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    # rebalance callbacks (run inside consume())
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._paused and partitions:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit(sync=True)
+        for tp in partitions:
+            self._tracker.forget(tp.topic, tp.partition)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._tracker.forget(tp.topic, tp.partition)
+
+    def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
+        msgs = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        out: list[Record] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: %s", self.name, err.str())
+                continue
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            self._tracker.read(topic, part, off)
+            out.append(Record(value=m.value() or b"", key=m.key(), source=f"kafka:{topic}", topic=topic, partition=part, offset=off))
+        if time.monotonic() - self._last_commit >= self._commit_interval:
+            self._commit(sync=False)
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return False  # a topic never ends
+
+    @property
+    def in_flight(self) -> int:
+        return self._tracker.in_flight
+
+    def done(self, record: Record) -> None:
+        self._tracker.finish(record.topic, record.partition, record.offset)
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        assignment = self._consumer.assignment()
+        if assignment:
+            (self._consumer.pause if paused else self._consumer.resume)(assignment)
+        self._paused = paused
+
+    def _commit(self, sync: bool) -> None:
+        self._last_commit = time.monotonic()
+        positions = self._tracker.to_commit()
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=not sync)
+            self._tracker.committed(positions)
+        except KafkaException as e:
+            log.warning("%s: commit failed, will retry: %s", self.name, e.args[0].str())
+
+    def close(self) -> None:
+        self._commit(sync=True)
+        self._consumer.close()
+
+
+class KafkaClients:
+    """Creates the consumer and one shared producer for a stage process."""
+
+    def __init__(self, settings: KafkaSettings):
+        self.settings = settings
+        self._producer: Producer | None = None
+
+    def producer(self) -> Producer:
+        if self._producer is None:
+            conf = _client_conf(self.settings, PRODUCER_DEFAULTS, self.settings.producer, "producer")
+            self._producer = _make(Producer, conf, "producer")
+        return self._producer
+
+    def output(self, topic: str) -> KafkaOutput:
+        return KafkaOutput(self.producer(), topic)
+
+    def input(self, topics: list[str], group_id: str) -> KafkaInput:
+        overrides = {"group.id": group_id, **self.settings.consumer}
+        conf = _client_conf(self.settings, CONSUMER_DEFAULTS, overrides, "consumer")
+        return KafkaInput(_make(Consumer, conf, "consumer"), topics)

@@ -1,0 +1,1 @@
+"""One module per pipeline stage; each is runnable alone through `hazardctl <stage>`."""

@@ -112,6 +112,50 @@ def expand_cmd(
     expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
 
 
+@command(
+    "setup-topics",
+    help="Create the pipeline's Kafka topics if missing; report any that differ (idempotent).\n\n"
+    "Example: hazardctl setup-topics --dry-run",
+)
+def setup_topics_cmd(
+    topics: str = typer.Option("config/kafka_topics.yaml", "--topics", help="Topics YAML."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
+    timeout: float = typer.Option(30.0, help="Seconds to wait for a broker to answer."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+) -> None:
+    from hazardctl.config import load_kafka_settings
+    from hazardctl.topics import setup_topics
+
+    setup_topics(load_kafka_settings(kafka_config), topics, dry_run=dry_run, timeout=timeout, report=typer.echo)
+
+
+@command(
+    "llm-sim",
+    help="Serve a simulated OpenAI-compatible vision LLM on loopback (per-key 429 limits, fault injection).\n\n"
+    "Prints the base URL on stdout, serves until SIGTERM/Ctrl-C. Flags override --config.\n\n"
+    "Example: hazardctl llm-sim --keys 10 --qps 5 --latency uniform:1:2 --fault sim-key-03=unauthorized",
+)
+def llm_sim_cmd(
+    config: Optional[str] = typer.Option(None, "--config", help="Simulator YAML (see config/llm_sim.yaml)."),
+    host: Optional[str] = typer.Option(None, help="Address to bind (default: 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port; 0 = any free port (default: 8000)."),
+    keys: Optional[int] = typer.Option(None, help="Generate N keys sim-key-01.. (secrets sim-secret-01..) (default: 10)."),
+    qps: Optional[float] = typer.Option(None, help="Per-key qps limit (token bucket) (default: 5)."),
+    rpm: Optional[int] = typer.Option(None, help="Per-key requests per sliding minute (default: none)."),
+    latency: Optional[str] = typer.Option(
+        None, help="fixed:S | uniform:MIN:MAX | lognormal:MEDIAN:P95 (default: uniform:1.0:2.0)."),
+    fault: list[str] = typer.Option(
+        [], "--fault", help="KEY=FAULT[,param=value...], repeatable; e.g. sim-key-02=server_error_burst,count=5."),
+    seed: Optional[int] = typer.Option(None, help="Seed of answers and latencies (default: 1)."),
+    model: Optional[str] = typer.Option(None, help="Model name in answers (default: qwen-vl-plus)."),
+) -> None:
+    from hazardctl import llm_sim
+
+    cfg = llm_sim.build_config(config, keys=keys, qps=qps, rpm=rpm, latency=latency, faults=fault, seed=seed,
+                               host=host, port=port, model=model)
+    llm_sim.run(cfg)
+
+
 def run() -> None:
     app()
 

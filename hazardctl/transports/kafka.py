@@ -55,9 +55,17 @@ class _ErrorLog:
 
 
 def _client_conf(settings: KafkaSettings, defaults: dict[str, Any], overrides: dict[str, Any], what: str) -> dict:
-    conf = {**settings.common(), **defaults, **overrides}
+    conf = {**settings.common(), "log_level": 2, **defaults, **overrides}
     conf["error_cb"] = _ErrorLog(f"kafka {what} ({settings.bootstrap_servers})")
     return conf
+
+
+def admin_client(settings: KafkaSettings, quiet: bool = False) -> AdminClient:
+    """An admin client; `quiet` while waiting for a broker (the caller reports the outcome)."""
+    conf = _client_conf(settings, {}, {}, "admin")
+    if quiet:
+        conf["log_level"], conf["error_cb"] = 0, lambda _err: None
+    return _make(AdminClient, conf, "admin")
 
 
 def _make(cls, conf: dict, what: str):
@@ -69,7 +77,7 @@ def _make(cls, conf: dict, what: str):
 
 def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0, topics: list[str] | None = None) -> int:
     """Block until the cluster answers (returns the broker count); check that `topics` exist."""
-    admin = _make(AdminClient, {**settings.common(), "error_cb": _ErrorLog("kafka admin", 1e9)}, "admin")
+    admin = admin_client(settings, quiet=True)
     deadline = time.monotonic() + timeout
     while True:
         try:

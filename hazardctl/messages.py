@@ -8,6 +8,7 @@ All timestamps are Unix epoch seconds (float).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Annotated, Literal
 
@@ -30,7 +31,7 @@ RISK_LEVELS: tuple[RiskLevel, ...] = ("none", "low", "medium", "high")
 class Message(BaseModel):
     """Base for all wire messages: strict about unknown fields so drift is caught at the edge."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="null")
+    model_config = ConfigDict(extra="forbid", frozen=False, ser_json_inf_nan="null", allow_inf_nan=False)
 
 
 class StageTimes(Message):
@@ -178,5 +179,13 @@ MESSAGE_MODELS: dict[str, type[Message]] = {
 
 
 def task_id_for(detection_id: str, group_id: str) -> str:
-    """Deterministic task id: redelivery of the same detection yields the same task id."""
-    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{detection_id}\x1f{group_id}"))
+    """Deterministic task id (a UUIDv5): redelivery of the same detection yields the same id."""
+    digest = hashlib.sha1(_NS_BYTES + f"{detection_id}\x1f{group_id}".encode()).digest()
+    h = bytearray(digest[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_NS_BYTES = TASK_ID_NAMESPACE.bytes

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the whole suite against a real local Kafka broker; stop the broker whatever happens.
+# A broker that was already running (a developer's `make kafka-up`) is left running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+
+started=0
+if ! bash scripts/kafka-local.sh status >/dev/null 2>&1; then
+  bash scripts/kafka-local.sh up
+  started=1
+fi
+cleanup() { [ "$started" = 1 ] && bash scripts/kafka-local.sh down || true; }
+trap cleanup EXIT INT TERM
+
+mkdir -p test-artifacts
+# HAZARDCTL_REQUIRE_KAFKA=1: an unreachable broker fails the Kafka tests instead of skipping them.
+HAZARDCTL_REQUIRE_KAFKA=1 "$PY" -m pytest -ra --durations=15 "$@"

@@ -96,6 +96,20 @@ def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0, topics: list
     return len(md.brokers)
 
 
+def topic_max_message_bytes(settings: KafkaSettings, topic: str, timeout: float = 10.0) -> int | None:
+    """The topic's max.message.bytes (what one record must stay under), or None if it cannot be read."""
+    from confluent_kafka.admin import ConfigResource
+
+    admin = _make(AdminClient, {**settings.common(), "error_cb": _ErrorLog("kafka admin", 1e9)}, "admin")
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([res], request_timeout=timeout)[res].result(timeout)
+        return int(configs["max.message.bytes"].value)
+    except Exception as e:  # not authorised to describe, or an old broker: the caller uses a default
+        log.debug("cannot read max.message.bytes of %s: %s", topic, e)
+        return None
+
+
 class KafkaOutput:
     """Produces to one topic; several outputs of a process share one producer."""
 
@@ -212,6 +226,70 @@ class KafkaInput:
         self._consumer.close()
 
 
+class KafkaReplay:
+    """Reads a topic from a point in time up to the end it had when opened: no group, no commits.
+
+    A stage that keeps state in memory rebuilds it from here on start (spec §10); `ends` tells its
+    live input which records the replay already covered (offset < end), so none is applied twice.
+    Each record carries its Kafka timestamp (seconds) in `extra["ts"]`.
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float, timeout: float = 30.0):
+        overrides = {**settings.consumer, "group.id": "hazardctl-replay", "enable.auto.commit": False}
+        self._consumer = _make(Consumer, _client_conf(settings, CONSUMER_DEFAULTS, overrides, "replay"), "replay")
+        self.topic = topic
+        self.ends: dict[tuple[str, int], int] = {}
+        self._left: dict[int, int] = {}
+        try:
+            meta = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise ConfigError(f"Kafka topic {topic} does not exist: run `hazardctl setup-topics`")
+            wanted = [TopicPartition(topic, p, int(since_ts * 1000)) for p in sorted(meta.partitions)]
+            starts = self._consumer.offsets_for_times(wanted, timeout=timeout)
+            assign = []
+            for tp in starts:
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)
+                self.ends[(topic, tp.partition)] = high
+                if 0 <= tp.offset < high:  # -1: nothing written since since_ts
+                    assign.append(TopicPartition(topic, tp.partition, tp.offset))
+                    self._left[tp.partition] = high
+        except KafkaException as e:
+            self._consumer.close()
+            raise ServiceUnavailable(f"Kafka replay of {topic}: {e.args[0].str()}") from None
+        if assign:
+            self._consumer.assign(assign)
+
+    def batches(self, max_records: int = 500, timeout: float = 60.0):
+        """Yield lists of Records until every partition reached its end (or `timeout` passed)."""
+        deadline = time.monotonic() + timeout
+        while self._left and time.monotonic() < deadline:
+            out: list[Record] = []
+            for m in self._consumer.consume(num_messages=max_records, timeout=0.5):
+                if m.error() is not None:
+                    continue
+                part, off = m.partition(), m.offset()
+                end = self._left.get(part)
+                if end is None or off >= end:
+                    continue
+                ts_type, ts_ms = m.timestamp()
+                out.append(Record(value=m.value() or b"", key=m.key(), source=f"kafka:{self.topic}", topic=self.topic,
+                                  partition=part, offset=off, extra={"ts": ts_ms / 1000 if ts_type else None}))
+                if off >= end - 1:
+                    del self._left[part]
+            if not out and self._left:  # gaps (e.g. transaction markers): trust the position
+                for tp in self._consumer.position([TopicPartition(self.topic, p) for p in self._left]):
+                    if tp.offset >= self._left[tp.partition]:
+                        del self._left[tp.partition]
+            if out:
+                yield out
+        if self._left:
+            log.warning("kafka replay of %s stopped after %.0fs with %d partition(s) unfinished",
+                        self.topic, timeout, len(self._left))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class KafkaClients:
     """Creates the consumer and one shared producer for a stage process."""
 
@@ -232,3 +310,7 @@ class KafkaClients:
         overrides = {"group.id": group_id, **self.settings.consumer}
         conf = _client_conf(self.settings, CONSUMER_DEFAULTS, overrides, "consumer")
         return KafkaInput(_make(Consumer, conf, "consumer"), topics)
+
+    def replay(self, topic: str, since_ts: float) -> KafkaReplay:
+        """The records of `topic` written since `since_ts` (epoch seconds), for rebuilding state."""
+        return KafkaReplay(self.settings, topic, since_ts)

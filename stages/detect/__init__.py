@@ -1,0 +1,425 @@
+"""detect: cameras in; detection results with tracked, size-aware groups and their crops out (spec §4).
+
+    camera readers (a thread each, newest frame wins) → the frames ready across cameras, as one batch
+    → detector → tracker (per camera) → groups (size-relative) → stable group ids → crops within
+    the message size → outbox (bounded; never blocks a camera) → output, keyed by camera id
+
+detect is a source stage: nothing upstream to commit, so a result that cannot be delivered is
+counted, not fatal — except on a pipe or file, where a closed reader means nobody is listening and
+the stage stops. SIGTERM/SIGINT stop the cameras, deliver what is pending (bounded wait), exit 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+from hazardctl import metrics as shared_metrics
+from hazardctl.errors import ConfigError
+from hazardctl.grouping import Cluster, GroupIds, GroupingConfig, cluster_tracks, find_groups
+from hazardctl.messages import DetectedObject, DetectionResult, DetectorInfo, Group, SpatialFeatures, StageTimes
+from hazardctl.runner import StopSignal
+from stages.detect import metrics as m
+from stages.detect.camera_state import LIVE, STALE, STATES, Transition
+from stages.detect.crops import Crop, CropConfig, fit_crops
+from stages.detect.outbox import Outbox
+from stages.detect.sources import CameraReader, Frame, ReaderSettings, SourceSpec
+
+if TYPE_CHECKING:
+    from hazardctl.transports import Endpoints
+    from stages.detect.backends import Box, Detector
+
+log = logging.getLogger("hazardctl.detect")
+
+STAGE = "detect"
+DEFAULT_MODEL = ".cache/models/centernet-coco.onnx"
+DEFAULT_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign")
+#: For pipes and files, and for Kafka when the topic's limit cannot be read (Kafka's default is 1 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+#: Room left under the limit for the record's key and Kafka's record/batch headers.
+RECORD_OVERHEAD = 512
+
+
+class Tracker(Protocol):
+    """Per-camera tracking (stages/detect/tracking.py): the same boxes back, with track ids."""
+
+    def update(self, boxes: list[Box], frame_shape: tuple[int, int]) -> list[Box]: ...
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    cameras: tuple[SourceSpec, ...]
+    out: str = "-"
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    classes: tuple[str, ...] | None = DEFAULT_CLASSES
+    conf: float = 0.35
+    iou: float = 0.5
+    imgsz: int = 640
+    track: bool = True
+    max_batch: int = 8
+    max_message_bytes: int | None = None
+    """None: the Kafka topic's max.message.bytes, or DEFAULT_MAX_MESSAGE_BYTES for pipes/files"""
+    buffer_bytes: int = 64 * 1024 * 1024
+    """at most this many bytes of results held undelivered while the output is slow or away"""
+    grouping: GroupingConfig = GroupingConfig()
+    crops: CropConfig = CropConfig()
+    reader: ReaderSettings = ReaderSettings()
+    group_memory_s: float = 3.0
+    group_min_iou: float = 0.3
+    status_every_s: float = 10.0
+    drain_timeout_s: float = 10.0
+
+
+@dataclass
+class CameraRun:
+    """What the stage keeps per camera besides its reader."""
+
+    reader: CameraReader
+    group_ids: GroupIds
+    tracker: Tracker | None
+    transitions: list[Transition] = field(default_factory=list)
+    reset_tracker: bool = False
+    """set when the camera comes back from stale: old tracks mean nothing after a gap"""
+
+
+@dataclass
+class DetectStats:
+    frames: int = 0
+    batches: int = 0
+    published: int = 0
+    groups: int = 0
+    errors: int = 0
+    crops_downsized: int = 0
+    crops_dropped: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    dropped_backpressure: int = 0
+    max_buffered_bytes: int = 0
+    cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def message_id(camera_id: str, frame_id: int, capture_ts: float) -> str:
+    """Unique and stable for one frame: camera, frame number and capture time (hashed when too long)."""
+    mid = f"{camera_id}:{frame_id}:{int(capture_ts * 1000)}"
+    return mid if len(mid) <= 128 else hashlib.sha1(mid.encode()).hexdigest()
+
+
+def to_objects(boxes: Sequence[Box], width: int, height: int) -> list[DetectedObject]:
+    """Wire objects, boxes clipped to the frame and confidences to [0, 1] (backends may overshoot)."""
+    out = []
+    for i, b in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in b.bbox)
+        out.append(DetectedObject(
+            object_id=i, class_name=b.class_name, class_id=int(b.class_id),
+            confidence=min(1.0, max(0.0, float(b.confidence))),
+            bbox=(min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height)),
+            track_id=None if b.track_id is None else int(b.track_id),
+        ))
+    return out
+
+
+def to_groups(objects: list[DetectedObject], clusters: list[Cluster], ids: list[str]) -> list[Group]:
+    groups = []
+    for c, gid in zip(clusters, ids):
+        mem = [objects[i] for i in c.members]
+        groups.append(Group(
+            group_id=gid, member_ids=list(c.members), bbox=c.bbox,
+            classes=sorted({o.class_name for o in mem}),
+            mean_confidence=sum(o.confidence for o in mem) / len(mem),
+            features=SpatialFeatures(**asdict(c.features)),
+        ))
+    return groups
+
+
+def _tracker_factory(detector: Detector, cfg: DetectConfig) -> Callable[[SourceSpec], Tracker | None]:
+    """One tracker per camera, unless the backend tracks by itself (ultralytics) or tracking is off."""
+    if not cfg.track or getattr(detector, "tracks", False):
+        return lambda spec: None
+    try:
+        from stages.detect.tracking import Tracker as ByteTracker
+    except ImportError as e:
+        log.warning("tracking unavailable (%s): group ids come from IoU matching", e)
+        return lambda spec: None
+    return lambda spec: ByteTracker(fps=spec.fps)
+
+
+class DetectStage:
+    def __init__(self, cfg: DetectConfig, detector: Detector, outbox_output, *, max_message_bytes: int,
+                 stop_on_delivery_failure: bool, make_tracker: Callable[[SourceSpec], Tracker | None] | None = None):
+        self.cfg = cfg
+        self.detector = detector
+        self.max_message_bytes = max_message_bytes
+        self.stop = StopSignal()
+        self.stats = DetectStats()
+        self._stop_on_failure = stop_on_delivery_failure
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._rr = 0
+        self._failure_logged = 0.0
+        self._info = DetectorInfo(model=detector.model_name, version=detector.model_version)
+        self._m_out = shared_metrics.MESSAGES_OUT.labels(STAGE)
+        self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
+        self.outbox = Outbox(outbox_output, cfg.buffer_bytes, on_dropped=self._on_dropped, on_failed=self._on_failed)
+        session = _base36(int(time.time() * 10) % 36 ** 6)
+        make_tracker = make_tracker or _tracker_factory(detector, cfg)
+        self.cameras: dict[str, CameraRun] = {}
+        for spec in cfg.cameras:
+            reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event)
+            self.cameras[spec.camera_id] = CameraRun(
+                reader, GroupIds(prefix=f"{session}-", min_iou=cfg.group_min_iou, memory_s=cfg.group_memory_s),
+                make_tracker(spec))
+            self._set_state_metric(spec.camera_id, STALE)
+
+    # --- events from reader threads ---
+    def _on_camera_event(self, camera_id: str, kind: str, value: object) -> None:
+        if kind == "read":
+            m.FRAMES_READ.labels(camera_id).inc(value)  # type: ignore[arg-type]
+        elif kind == "drop":
+            m.FRAMES_DROPPED.labels(camera_id, str(value)).inc()
+        elif kind == "transition":
+            t: Transition = value  # type: ignore[assignment]
+            with self._lock:
+                self.cameras[camera_id].transitions.append(t)
+            self._set_state_metric(camera_id, t.new)
+            if t.new == STALE:
+                log.warning("camera %s: STALE (%s); nothing is analysed until it is back", camera_id, t.reason)
+            elif t.new == LIVE and t.old == STALE and self.cameras[camera_id].reader.health.reconnects:
+                self.cameras[camera_id].reset_tracker = True
+                m.RECONNECTS.labels(camera_id).inc()
+                log.info("camera %s: live again (reconnect #%d)", camera_id,
+                         self.cameras[camera_id].reader.health.reconnects)
+            else:
+                log.info("camera %s: %s (%s)", camera_id, t.new, t.reason)
+
+    @staticmethod
+    def _set_state_metric(camera_id: str, state: str) -> None:
+        for s in STATES:
+            m.CAMERA_STATE.labels(camera_id, s).set(1 if s == state else 0)
+
+    # --- events from the outbox (main thread) ---
+    def _on_dropped(self, camera_id: str) -> None:
+        self.stats.dropped_backpressure += 1
+        self.cameras[camera_id].reader.counters.drop("backpressure")
+        m.FRAMES_DROPPED.labels(camera_id, "backpressure").inc()
+
+    def _on_failed(self, camera_id: str, err: Exception) -> None:
+        self.stats.delivery_failures += 1
+        self._m_fail.inc()
+        now = time.monotonic()
+        if now - self._failure_logged > 10.0:
+            self._failure_logged = now
+            log.warning("detect: result not delivered (%s); %d so far", err, self.stats.delivery_failures)
+        if self._stop_on_failure:
+            log.error("detect: output closed (%s): stopping", err)
+            self.stop.stop()
+
+    # --- the loop ---
+    def run(self) -> DetectStats:
+        readers = [c.reader for c in self.cameras.values()]
+        next_status = time.monotonic() + self.cfg.status_every_s
+        with self.stop:
+            for r in readers:
+                r.start()
+            try:
+                while not self.stop.stopped:
+                    self._ready.clear()
+                    now = time.monotonic()
+                    for r in readers:
+                        r.check(now)
+                    frames = self._take_ready(readers)
+                    if frames:
+                        self._process_batch(frames)
+                    elif all(r.ended for r in readers):
+                        break
+                    else:
+                        self.outbox.pump()
+                        self._ready.wait(0.05)
+                    self.outbox.pump()
+                    self._note_buffer()
+                    if self.cfg.status_every_s and now >= next_status:
+                        next_status = now + self.cfg.status_every_s
+                        log.info(self.status_line())
+            finally:
+                for r in readers:
+                    r.stop()
+                left = self.outbox.drain(self.cfg.drain_timeout_s, time.monotonic)
+                if left:
+                    log.error("detect: %d results not delivered after %.0fs", left, self.cfg.drain_timeout_s)
+                self._note_buffer()
+                for r in readers:
+                    r.join(2.0)
+        self.stats.delivered = self.outbox.stats.delivered
+        self.stats.cameras = self.camera_summary()
+        log.info(self.status_line())
+        return self.stats
+
+    def _take_ready(self, readers: list[CameraReader]) -> list[Frame]:
+        """Up to max_batch ready frames, starting at a rotating camera so none is starved."""
+        n = len(readers)
+        frames = []
+        for k in range(n):
+            f = readers[(self._rr + k) % n].take()
+            if f is not None:
+                frames.append(f)
+                if len(frames) >= self.cfg.max_batch:
+                    break
+        self._rr = (self._rr + 1) % n
+        return frames
+
+    def _process_batch(self, frames: list[Frame]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = self.detector.detect([f.image for f in frames])
+        except Exception:
+            log.exception("detect: detector failed on a batch of %d frames", len(frames))
+            m.ERRORS.labels("detector").inc()
+            self.stats.errors += len(frames)
+            return
+        detect_done = time.time()
+        m.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
+        m.BATCH_SIZE.observe(len(frames))
+        self.stats.batches += 1
+        for frame, boxes in zip(frames, results):
+            cam = self.cameras[frame.camera_id]
+            cam.reader.counters.processed += 1
+            m.FRAMES_PROCESSED.labels(frame.camera_id).inc()
+            self.stats.frames += 1
+            try:
+                self._publish(cam, frame, boxes, detect_done)
+            except Exception:
+                log.exception("detect: camera %s frame %d failed after detection", frame.camera_id, frame.frame_id)
+                m.ERRORS.labels("publish").inc()
+                self.stats.errors += 1
+
+    def _publish(self, cam: CameraRun, frame: Frame, boxes: list[Box], detect_done: float) -> None:
+        image = frame.image
+        h, w = image.shape[:2]
+        if cam.tracker is not None:
+            if cam.reset_tracker and hasattr(cam.tracker, "reset"):
+                cam.tracker.reset()
+            cam.reset_tracker = False
+            boxes = cam.tracker.update(boxes, (h, w))
+        objects = to_objects(boxes, w, h)
+        clusters = find_groups(objects, self.cfg.grouping)
+        ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], frame.capture_ts)
+        groups = to_groups(objects, clusters, ids)
+        result = DetectionResult(
+            message_id=message_id(frame.camera_id, frame.frame_id, frame.capture_ts),
+            camera_id=frame.camera_id, frame_id=frame.frame_id, frame_ts=frame.capture_ts,
+            frame_width=w, frame_height=h, detector=self._info, objects=objects, groups=groups,
+            times=StageTimes(capture=frame.capture_ts, detect=detect_done),
+        )
+        if groups:
+            skeleton = len(result.model_dump_json()) + RECORD_OVERHEAD
+
+            def size_of(crops: list[Crop | None]) -> int:  # base64 needs no JSON escaping
+                return skeleton + sum(len(c.jpeg_b64) + 16 for c in crops if c is not None)
+
+            crops, report = fit_crops(image, [g.bbox for g in groups], self.cfg.crops, size_of, self.max_message_bytes)
+            for g, c in zip(groups, crops):
+                if c is not None:
+                    g.crop_jpeg_b64, g.crop_size = c.jpeg_b64, c.size
+            if report.downsized or report.dropped:
+                self.stats.crops_downsized += report.downsized
+                self.stats.crops_dropped += report.dropped
+                m.CROPS_DOWNSIZED.inc(report.downsized)
+                m.CROPS_DROPPED.inc(report.dropped)
+        published = time.time()
+        result.times.published = published
+        value = result.model_dump_json().encode()
+        m.GROUPS_PER_FRAME.observe(len(groups))
+        m.FRAME_LATENCY.observe(max(0.0, published - frame.capture_ts))
+        self.stats.groups += len(groups)
+        self.stats.published += 1
+        self._m_out.inc()
+        self.outbox.put(frame.camera_id.encode(), value, frame.camera_id)
+
+    def _note_buffer(self) -> None:
+        b = self.outbox.buffered_bytes
+        m.BUFFERED_BYTES.set(b)
+        if b > self.stats.max_buffered_bytes:
+            self.stats.max_buffered_bytes = b
+
+    def camera_summary(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for cid, c in self.cameras.items():
+            cnt = c.reader.counters
+            out[cid] = {"state": c.reader.state, "read": cnt.read, "processed": cnt.processed,
+                        "dropped": dict(cnt.dropped), "reconnects": c.reader.health.reconnects,
+                        "transitions": [(t.old, t.new, t.reason) for t in c.transitions]}
+        return out
+
+    def status_line(self) -> str:
+        cams = " ".join(
+            f"{cid}={c.reader.state}(read={c.reader.counters.read} processed={c.reader.counters.processed})"
+            for cid, c in list(self.cameras.items())[:20])
+        more = f" +{len(self.cameras) - 20} cameras" if len(self.cameras) > 20 else ""
+        o = self.outbox.stats
+        return (f"detect: frames={self.stats.frames} groups={self.stats.groups} sent={o.sent} "
+                f"delivered={o.delivered} failed={o.failed} dropped_backpressure={o.dropped} "
+                f"buffered={self.outbox.buffered_bytes / 1e6:.1f}MB | {cams}{more}")
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    s = ""
+    while True:
+        n, r = divmod(n, 36)
+        s = digits[r] + s
+        if n == 0:
+            return s
+
+
+def resolve_max_message_bytes(cfg: DetectConfig, endpoints: "Endpoints") -> int:
+    """The limit a result must stay under: the flag, else the topic's max.message.bytes, else 1 MB."""
+    if cfg.max_message_bytes is not None:
+        return cfg.max_message_bytes
+    from hazardctl.transports import is_kafka, kafka_topic
+
+    if is_kafka(cfg.out):
+        from hazardctl.transports.kafka import PRODUCER_DEFAULTS, topic_max_message_bytes
+
+        producer_max = int(endpoints.kafka.settings.producer.get("message.max.bytes",
+                                                                 PRODUCER_DEFAULTS["message.max.bytes"]))
+        topic_max = topic_max_message_bytes(endpoints.kafka.settings, kafka_topic(cfg.out))
+        if topic_max is None:
+            log.warning("detect: cannot read max.message.bytes of %s; assuming %d", cfg.out, DEFAULT_MAX_MESSAGE_BYTES)
+            topic_max = DEFAULT_MAX_MESSAGE_BYTES
+        return min(topic_max, producer_max)
+    return DEFAULT_MAX_MESSAGE_BYTES
+
+
+def load_detector_for(cfg: DetectConfig) -> Detector:
+    try:
+        from stages.detect.backends import load_detector
+    except ImportError as e:
+        raise ConfigError(f"detector backends are not installed ({e}); pip install 'hazardctl[detect]'") from None
+    return load_detector(cfg.model, device=cfg.device, conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz,
+                         classes=list(cfg.classes) if cfg.classes else None)
+
+
+def run(cfg: DetectConfig, *, endpoints: "Endpoints", detector: Detector | None = None,
+        make_tracker: Callable[[SourceSpec], Tracker | None] | None = None, connect_timeout: float = 30.0,
+        on_start: Callable[[DetectStage], None] | None = None) -> DetectStats:
+    """Run the stage until every camera has ended (files) or SIGTERM/SIGINT (or `stage.stop.stop()`)."""
+    from hazardctl.transports import is_kafka
+
+    if not cfg.cameras:
+        raise ConfigError("no camera: give --source or --cameras")
+    detector = detector or load_detector_for(cfg)
+    endpoints.wait_ready([cfg.out], connect_timeout)
+    max_bytes = resolve_max_message_bytes(cfg, endpoints)
+    output = endpoints.output(cfg.out)
+    stage = DetectStage(cfg, detector, output, max_message_bytes=max_bytes,
+                        stop_on_delivery_failure=not is_kafka(cfg.out), make_tracker=make_tracker)
+    if on_start:
+        on_start(stage)
+    try:
+        return stage.run()
+    finally:
+        output.close()

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the detect stage (the shared ones are in hazardctl.metrics).
+
+Per camera: frames read / dropped (by reason) / processed and the camera state, so a dashboard
+shows at a glance which cameras are stale and why frames are not analysed.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from hazardctl.metrics import LATENCY_BUCKETS
+
+FRAMES_READ = Counter("hazardctl_detect_frames_read_total", "Frames read from a camera", ["camera"])
+FRAMES_DROPPED = Counter(
+    "hazardctl_detect_frames_dropped_total",
+    "Frames read but not published: sampling (between samples at --fps), superseded (a newer frame "
+    "came before the detector was free), blank, repeated, undecodable, backpressure (output away)",
+    ["camera", "reason"],
+)
+FRAMES_PROCESSED = Counter("hazardctl_detect_frames_processed_total", "Frames run through the detector", ["camera"])
+CAMERA_STATE = Gauge("hazardctl_detect_camera_state", "1 for the camera's current state (live/stale/ended)",
+                     ["camera", "state"])
+RECONNECTS = Counter("hazardctl_detect_camera_reconnects_total", "Times a stale camera came back", ["camera"])
+INFERENCE_SECONDS = Histogram("hazardctl_detect_inference_seconds", "Time of one detector call (one batch)",
+                              buckets=LATENCY_BUCKETS)
+FRAME_LATENCY = Histogram("hazardctl_detect_frame_latency_seconds",
+                          "Capture to publish of one frame (read, wait, detect, group, crop, encode)",
+                          buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("hazardctl_detect_batch_size", "Frames per detector call", buckets=(1, 2, 4, 8, 16, 32))
+GROUPS_PER_FRAME = Histogram("hazardctl_detect_groups_per_frame", "Groups found in one frame",
+                             buckets=(0, 1, 2, 3, 5, 8, 13, 20))
+CROPS_DOWNSIZED = Counter("hazardctl_detect_crops_downsized_total",
+                          "Crops encoded smaller than --crop-max-side to keep a message under the size limit")
+CROPS_DROPPED = Counter("hazardctl_detect_crops_dropped_total",
+                        "Crops left out because the message would not fit under the size limit")
+BUFFERED_BYTES = Gauge("hazardctl_detect_buffered_bytes", "Detection results held undelivered (bounded)")
+ERRORS = Counter("hazardctl_detect_errors_total", "Frames that failed in the stage (detector or bug)", ["where"])

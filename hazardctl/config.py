@@ -21,7 +21,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 CONFIG_DIR = Path(os.environ.get("HAZARDCTL_CONFIG_DIR", "config"))
 
 
-def expand_env(value: Any, *, where: str) -> Any:
+def expand_env(value: Any, *, where: str, field: str = "") -> Any:
     """Replace `${VAR}` / `${VAR:-default}` in every string of a parsed YAML tree."""
     if isinstance(value, str):
 
@@ -31,13 +31,13 @@ def expand_env(value: Any, *, where: str) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{where}: environment variable {name} is not set")
+            raise ConfigError(f"{where}: {field or '(top level)'}: environment variable {name} is not set")
 
         return _ENV_REF.sub(sub, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, where=where) for k, v in value.items()}
+        return {k: expand_env(v, where=where, field=f"{field}.{k}" if field else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, where=where) for v in value]
+        return [expand_env(v, where=where, field=f"{field}.{i}" if field else str(i)) for i, v in enumerate(value)]
     return value
 
 
@@ -55,6 +55,8 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: file not found")
     try:
         return yaml.safe_load(p.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
@@ -127,7 +129,9 @@ def load_kafka_settings(path: str | Path | None = None) -> KafkaSettings:
         data, where = load_yaml(path), str(path)
     elif default.is_file():
         data, where = load_yaml(default), str(default)
-    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: (top level): expected a mapping of settings, got {type(data).__name__}")
+    data = dict(data)
     for env, field in KAFKA_ENV.items():
         if os.environ.get(env):
             data[field] = os.environ[env]

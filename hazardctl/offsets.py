@@ -62,6 +62,10 @@ class OffsetTracker:
                 out[tp] = pos
         return out
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Every partition's current commit position (for the final, synchronous commit)."""
+        return {tp: p.commit_position for tp, p in self._parts.items() if p.commit_position is not None}
+
     def committed(self, positions: dict[tuple[str, int], int]) -> None:
         self._committed.update(positions)
 

@@ -17,6 +17,7 @@ from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import DeliveryError
 from hazardctl.transports.base import Input, Output, Record, Ticket
+from hazardctl.transports.pipes import MAX_LINE_BYTES, OversizedLine
 
 log = logging.getLogger("hazardctl.stage")
 
@@ -44,6 +45,7 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.signal_name: str | None = None
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignal":
@@ -55,8 +57,9 @@ class StopSignal:
         return self
 
     def _handle(self, signum: int, _frame: object) -> None:
-        if not self.stopped:
-            log.info("received %s: draining", signal.Signals(signum).name)
+        # No I/O here: the handler may interrupt a write to stderr (a dead letter), and logging to
+        # the same buffer from inside it raises "reentrant call". The loop logs it instead.
+        self.signal_name = self.signal_name or signal.Signals(signum).name
         self.stopped = True
 
     def stop(self) -> None:
@@ -105,6 +108,9 @@ class StageLoop:
         ticket = Ticket(record, self.input)
         t0 = time.perf_counter()
         try:
+            if isinstance(record.value, OversizedLine):  # only its head was kept: do not parse it
+                raise BadInput(f"line longer than {MAX_LINE_BYTES} bytes: not parsed, the payload keeps "
+                               f"its first {len(record.value)} bytes", "oversized")
             outs = self.process(record)
             n = 0
             for key, value in outs:
@@ -153,6 +159,8 @@ class StageLoop:
                 if self.live_every and time.monotonic() >= next_live:
                     next_live += self.live_every
                     log.info(self.stats.line(self.stage))
+            if self.stop.signal_name:
+                log.info("%s: received %s: draining", self.stage, self.stop.signal_name)
             self._drain()
         log.info(self.stats.line(self.stage))
         if self._failed is not None:

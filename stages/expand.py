@@ -47,12 +47,13 @@ def expand(det: DetectionResult, raw: dict, gate: GroupGate, cfg: ExpandConfig, 
     tracks = {o.object_id: o.track_id for o in det.objects}
     tasks: list[dict] = []
     raw_objects = None
-    for group, raw_group in zip(det.groups, raw["groups"]):
+    for group, raw_group in zip(det.groups, raw.get("groups", ())):  # "groups" may be omitted (default [])
         reason = gate.check(det.camera_id, group.group_id, group_view(group, tracks), det.frame_ts)
         if reason is None:
             continue
         if raw_objects is None:
-            raw_objects = {o["object_id"]: o for o in raw.get("objects", ())}
+            # keyed by the validated ids: lax validation may have turned "3" into 3
+            raw_objects = {o.object_id: r for o, r in zip(det.objects, raw.get("objects", ()))}
             times = {**raw.get("times", {}), "expand": now}
             capture = det.times.capture or det.frame_ts
         tasks.append({

@@ -100,7 +100,7 @@ def topic_max_message_bytes(settings: KafkaSettings, topic: str, timeout: float 
     """The topic's max.message.bytes (what one record must stay under), or None if it cannot be read."""
     from confluent_kafka.admin import ConfigResource
 
-    admin = _make(AdminClient, {**settings.common(), "error_cb": _ErrorLog("kafka admin", 1e9)}, "admin")
+    admin = admin_client(settings, quiet=True)
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         configs = admin.describe_configs([res], request_timeout=timeout)[res].result(timeout)
@@ -112,6 +112,9 @@ def topic_max_message_bytes(settings: KafkaSettings, topic: str, timeout: float 
 
 class KafkaOutput:
     """Produces to one topic; several outputs of a process share one producer."""
+
+    #: how long send() waits for room in a full local queue before failing the message
+    buffer_full_timeout = 30.0
 
     def __init__(self, producer: Producer, topic: str):
         self.name = f"kafka:{topic}"
@@ -125,11 +128,20 @@ class KafkaOutput:
             def cb(err: KafkaError | None, _msg: Any) -> None:
                 on_delivered(None if err is None else DeliveryError(f"{self.name}: {err.str()}"))
 
+        give_up = None
         while True:
             try:
                 self._producer.produce(self.topic, value, key, on_delivery=cb)
                 return
             except BufferError:  # local queue full (broker slow or away): wait, bounded memory
+                now = time.monotonic()
+                give_up = give_up or now + self.buffer_full_timeout
+                if now >= give_up:
+                    err = DeliveryError(f"{self.name}: local queue still full after {self.buffer_full_timeout:.0f}s")
+                    if on_delivered is None:
+                        raise err from None
+                    on_delivered(err)
+                    return
                 self._producer.poll(0.1)
             except KafkaException as e:
                 err = DeliveryError(f"{self.name}: {e.args[0].str()}")
@@ -210,8 +222,10 @@ class KafkaInput:
         self._paused = paused
 
     def _commit(self, sync: bool) -> None:
+        """Async while running; sync (every position, even unchanged ones) on revoke and close,
+        so an async commit that failed earlier is not lost at the end."""
         self._last_commit = time.monotonic()
-        positions = self._tracker.to_commit()
+        positions = self._tracker.positions() if sync else self._tracker.to_commit()
         if not positions:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]

@@ -12,6 +12,8 @@ from hazardctl.transports.base import DeliveryCallback, Record
 
 #: A line longer than this is not parsed: it becomes a dead letter holding its first bytes.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Lines read ahead of the stage loop; a full queue stops the reader, so the OS pipe pushes back.
+READ_AHEAD_LINES = 4096
 _EOF = object()
 
 
@@ -27,13 +29,26 @@ class LineInput:
         self._stream = stream
         self._max = max_line_bytes
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._room = threading.Event()  # cleared while the reader waits for the queue to drain
+        self._room.set()
         self._exhausted = False
         self._thread = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
         self._thread.start()
 
+    def _put(self, item: object) -> None:
+        """Queue a line; past READ_AHEAD_LINES stop reading until poll() drained half of them.
+
+        (A bounded queue.Queue would wake this thread once per line; this wakes it once per half
+        queue, which keeps the GIL with the stage loop.)"""
+        self._queue.put(item)
+        if self._queue.qsize() >= READ_AHEAD_LINES:
+            self._room.clear()
+            if self._queue.qsize() >= READ_AHEAD_LINES:  # re-check: poll() may have drained meanwhile
+                self._room.wait()
+
     def _read(self) -> None:
         lineno = 0
-        readline, limit, put = self._stream.readline, self._max + 1, self._queue.put
+        readline, limit, put = self._stream.readline, self._max + 1, self._put
         try:
             while True:
                 line = readline(limit)
@@ -70,6 +85,8 @@ class LineInput:
                 item = get(block=False)
         except queue.Empty:
             pass
+        if not self._room.is_set() and self._queue.qsize() <= READ_AHEAD_LINES // 2:
+            self._room.set()
         return out
 
     @property
@@ -87,26 +104,38 @@ class LineInput:
 
 
 class LineOutput:
-    """Writes one message per line; a write to a closed pipe is a delivery error."""
+    """Writes one message per line; a message counts as delivered only once it is flushed to the OS.
+
+    A failed write or flush (downstream closed, disk full) is a delivery error for every message not
+    yet flushed, so a task or dead letter is never reported delivered and then lost in a buffer.
+    """
 
     def __init__(self, stream: BinaryIO, name: str, owns_stream: bool = False):
         self.name = name
         self._stream = stream
         self._owns = owns_stream
         self._dirty = False
+        self._unflushed: list[DeliveryCallback] = []
+
+    def _failed(self, e: Exception) -> DeliveryError:
+        err = DeliveryError(f"{self.name}: downstream closed or full ({type(e).__name__})")
+        callbacks, self._unflushed = self._unflushed, []
+        for cb in callbacks:
+            cb(err)
+        return err
 
     def send(self, value: bytes, key: bytes | None = None, on_delivered: DeliveryCallback | None = None) -> None:
         try:
             self._stream.write(value + b"\n")
-        except (BrokenPipeError, ValueError, OSError) as e:
-            err = DeliveryError(f"{self.name}: downstream closed ({type(e).__name__})")
+        except (ValueError, OSError) as e:  # BrokenPipeError is an OSError
+            err = self._failed(e)
             if on_delivered:
                 on_delivered(err)
                 return
             raise err from None
         self._dirty = True
         if on_delivered:
-            on_delivered(None)
+            self._unflushed.append(on_delivered)
 
     def poll(self, timeout: float = 0.0) -> None:
         """Flush once per loop iteration: low latency in a pipeline without a syscall per line."""
@@ -114,8 +143,12 @@ class LineOutput:
             self._dirty = False
             try:
                 self._stream.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                pass
+            except (ValueError, OSError) as e:
+                self._failed(e)
+                return
+            callbacks, self._unflushed = self._unflushed, []
+            for cb in callbacks:
+                cb(None)
 
     def flush(self, timeout: float) -> int:
         self.poll()
@@ -124,12 +157,18 @@ class LineOutput:
     def close(self) -> None:
         self.poll()
         if self._owns:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except (ValueError, OSError):
+                pass  # a failed flush was already reported to the senders by poll()
 
 
 def open_line_input(spec: str) -> LineInput:
     if spec == "-":
-        return LineInput(sys.stdin.buffer, "stdin")
+        # A private reader on fd 0: the reader thread may still block in readline() holding its lock
+        # when the process exits (SIGTERM, pipe still open); had it been sys.stdin.buffer, the
+        # interpreter's shutdown would abort ("could not acquire lock for <stdin>").
+        return LineInput(open(sys.stdin.fileno(), "rb", closefd=False), "stdin")
     try:
         return LineInput(open(spec, "rb"), f"file:{spec}")
     except OSError as e:

@@ -1,0 +1,486 @@
+"""schedule: one vision-LLM risk assessment per task, spread over the API-key pool (spec §6).
+
+The life of a task, top to bottom in `Scheduler.handle`:
+
+    receive → stale check → acquire a key → call the LLM → validate → emit → commit
+
+One asyncio loop runs everything. The input is polled on its own thread (a Kafka poll or a pipe
+read never blocks the loop); the key pool (`hazardctl.keypool`) decides which key sends when;
+`hazardctl.llm_client` makes the calls (openai's AsyncOpenAI, its own retries off), so the retry loop here is the only
+one, bounded by the task's deadline. A record is committed only after its result (and its dead
+letter, if it failed) is delivered. SIGTERM/SIGINT: stop reading, finish the tasks in flight
+(bounded by their deadlines), deliver, commit, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from hazardctl import metrics
+from hazardctl.deadletter import BadInput, dead_letter
+from hazardctl.errors import DeliveryError
+from hazardctl.keypool import AsyncKeyPool, KeyPool, KeyState, NoKeyInTime, Outcome, should_retry
+from hazardctl.keys import KeysConfig, LLMKey
+from hazardctl.llm_client import Call, call_llm, open_clients
+from hazardctl.messages import AssessmentTask, RiskAssessmentResult
+from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
+
+STAGE = "schedule"
+log = logging.getLogger("hazardctl.schedule")
+
+LLM_CALLS = Counter("hazardctl_llm_calls_total", "LLM calls by key and outcome", ["key", "outcome"])
+RESULTS = Counter("hazardctl_schedule_results_total", "Results by status and error class", ["status", "error_class"])
+STALE = Counter("hazardctl_stale_tasks_total", "Tasks already past their deadline when received", ["stage"])
+LLM_LATENCY = Histogram("hazardctl_llm_latency_seconds", "One LLM HTTP call", ["key"],
+                        buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 5, 10, 30))
+OVERHEAD = Histogram("hazardctl_schedule_overhead_seconds",
+                     "Task dequeued → result produced, minus the LLM calls and the wait for a key",
+                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
+KEY_WAIT = Histogram("hazardctl_key_wait_seconds", "Time a task waited for a key (pacing, cooling)",
+                     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+KEY_STATE = Gauge("hazardctl_key_state", "1 for the key's current state", ["key", "state"])
+KEY_IN_FLIGHT = Gauge("hazardctl_key_in_flight", "Requests in flight on the key", ["key"])
+KEY_TOKENS = Gauge("hazardctl_key_tokens", "Pacing tokens available on the key", ["key"])
+KEY_SUCCESS = Gauge("hazardctl_key_success_ratio", "Successful calls / finished calls", ["key"])
+KEY_COOLDOWN = Gauge("hazardctl_key_cooldown_seconds", "Seconds until a cooling or disabled key may send", ["key"])
+KEY_LAST_ERROR = Gauge("hazardctl_key_last_error", "1 for the class of the key's last error", ["key", "error_class"])
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    workers: int = 256
+    """tasks in progress at once (waiting for a key or in a call); more stay in the input"""
+    max_pending: int = 5000
+    """records read but not yet committed; above this the input is paused"""
+    batch: int = 200
+    live_every: float = 10.0
+    drain_timeout: float = 30.0
+    """on stop: longest wait for tasks in flight (each is bounded by its own deadline anyway)"""
+    temperature: float = 0.1
+    max_tokens: int = 400
+
+
+@dataclass
+class Assessed:
+    """What the retry loop produced for one task, with the time it spent waiting and calling."""
+
+    call: Call
+    key: LLMKey | None = None
+    attempts: int = 0
+    llm_start: float | None = None
+    llm_end: float | None = None
+    llm_s: float = 0.0
+    key_wait_s: float = 0.0
+    error_class: str | None = None
+
+
+NO_CALL = Assessed(Call(Outcome.ABANDONED))  # a stale task: no key, no call
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    ok: int = 0
+    failed: int = 0
+    stale: int = 0
+    dead_letters: int = 0
+    delivery_failures: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self, in_flight: int, keys: str) -> str:
+        dt = max(1e-9, time.monotonic() - self.started)
+        return (f"{STAGE}: in={self.received} ok={self.ok} failed={self.failed} stale={self.stale} "
+                f"dead_letters={self.dead_letters} in_flight={in_flight} "
+                f"({(self.ok + self.failed) / dt:.1f} results/s) keys: {keys}")
+
+
+class InputThread:
+    """Owns the Input on one thread, so poll, done, pause and commit never race or block the loop."""
+
+    def __init__(self, input_: Input):
+        self.input = input_
+        self.name = input_.name
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix="schedule-input")
+        self.read = 0
+        self.finished = 0
+
+    async def poll(self, timeout: float, max_records: int) -> list[Record]:
+        records = await asyncio.get_running_loop().run_in_executor(self._ex, self.input.poll, timeout, max_records)
+        self.read += len(records)
+        return records
+
+    @property
+    def exhausted(self) -> bool:
+        return self.input.exhausted
+
+    @property
+    def pending(self) -> int:
+        return self.read - self.finished
+
+    def done(self, record: Record) -> None:  # called by Ticket when the record's outputs are delivered
+        self.finished += 1
+        self._ex.submit(self.input.done, record)
+
+    async def set_paused(self, paused: bool) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._ex, self.input.set_paused, paused)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._ex, self.input.close)
+        self._ex.shutdown(wait=True)
+
+
+class Scheduler:
+    def __init__(self, keys: KeysConfig, input_: Input, output: Output, dlq: Output,
+                 cfg: ScheduleConfig = ScheduleConfig(), trace: list | None = None):
+        if not keys.keys:
+            raise ValueError("no keys")
+        self.keys = keys
+        self.by_name = {k.name: k for k in keys.keys}
+        self.input = InputThread(input_)
+        self.output, self.dlq, self.cfg = output, dlq, cfg
+        self.stats = Stats()
+        self.trace = trace  # benchmarks: one (dequeue, key_wait_s, llm_s, result) tuple per task
+        self._active: set[asyncio.Task] = set()
+        self._slot_free = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failed: Exception | None = None
+        self._secrets = [k.secret() for k in keys.keys]
+        self._last_error: dict[str, str] = {}
+        self._m_in = metrics.MESSAGES_IN.labels(STAGE)
+        self._m_out = metrics.MESSAGES_OUT.labels(STAGE)
+        self._m_inflight = metrics.IN_FLIGHT.labels(STAGE)
+        self._m_paused = metrics.PAUSED.labels(STAGE)
+        self._m_latency = metrics.STAGE_LATENCY.labels(STAGE)
+        self._m_calls = {(k.name, o): LLM_CALLS.labels(k.name, o.value) for k in keys.keys for o in Outcome}
+        self._m_llm = {k.name: LLM_LATENCY.labels(k.name) for k in keys.keys}
+
+    # -- the life of one task ------------------------------------------------------------------------
+    async def handle(self, record: Record, dequeued: float) -> None:
+        ticket = Ticket(record, self.input)  # counts this record's outputs; marks it done when delivered
+        # receive
+        try:
+            task = self.receive(record)
+        except BadInput as e:
+            self.emit_dead_letter(ticket, record, e.reason, e.error_class)
+            ticket.seal()
+            return
+        # stale check: past its deadline the answer is worthless; say so instead of spending a call
+        if time.time() >= task.deadline:
+            self.stats.stale += 1
+            STALE.labels(STAGE).inc()
+            self.emit(ticket, record, self.result(task, "stale", NO_CALL, dequeued))
+            ticket.seal()
+            return
+        # acquire a key → call → validate, retried on other keys within the deadline
+        try:
+            assessed = await self.assess(task)
+            result = self.result(task, "ok" if assessed.call.outcome is Outcome.OK else "failed", assessed, dequeued)
+        except Exception as e:  # a bug must not lose the task: keep it as a dead letter
+            log.exception("%s: unexpected error on task %s", STAGE, task.task_id)
+            self.emit_dead_letter(ticket, record, f"internal error: {type(e).__name__}", "internal")
+            ticket.seal()
+            return
+        # emit: the result, and a dead letter with the original task when it failed
+        self.emit(ticket, record, result)
+        if result.status == "failed":
+            self.emit_dead_letter(ticket, record, f"LLM assessment failed: {result.error_class}",
+                                  result.error_class or "failed", attempts=assessed.attempts,
+                                  last_error=assessed.call.error)
+        # commit: the record is done (its offset committable) once everything sent above is delivered
+        ticket.seal()
+        self.observe(assessed, dequeued, result.times.result)
+
+    def receive(self, record: Record) -> AssessmentTask:
+        if not record.value.strip():
+            raise BadInput("empty line", "empty")
+        try:
+            return AssessmentTask.model_validate_json(record.value)
+        except ValidationError as e:
+            raise BadInput.from_validation(e, "assessment task") from None
+
+    async def assess(self, task: AssessmentTask) -> Assessed:
+        """The one retry loop: another key after a failure, until OK, a final error, or the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (task.deadline - time.time())
+        place = self.pool.ticket()  # keep our FIFO place across retries
+        out = Assessed(Call(Outcome.ABANDONED))
+        avoid: set[str] = set()
+        bad_responses = 0
+        while out.attempts < self.keys.max_attempts:
+            t0 = loop.time()
+            try:
+                lease = await self.pool.acquire(deadline, frozenset(avoid), place)
+            except NoKeyInTime:
+                out.key_wait_s += loop.time() - t0
+                out.error_class = "no_key_in_time" if out.attempts == 0 else "deadline"
+                if out.call.error is None:
+                    out.call.error = "no key could take the task before its deadline"
+                return out
+            key = self.by_name[lease.key]
+            t1 = loop.time()
+            out.key_wait_s += t1 - t0
+            out.attempts += 1
+            out.key = key
+            out.llm_start = time.time()
+            timeout = min(key.timeout, deadline - t1)  # the deadline caps the call, not only the retries
+            call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
+                                  temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+            out.llm_end = time.time()
+            took = loop.time() - t1
+            out.llm_s += took
+            out.call = call
+            cut_short = call.outcome is Outcome.TIMEOUT and timeout < key.timeout
+            self.report(lease, key, call, took, verdict=Outcome.ABANDONED if cut_short else None)
+            if call.outcome is Outcome.OK:
+                return out
+            if cut_short:  # our deadline, not the key's fault: no health verdict, no retry
+                out.error_class = "deadline"
+                return out
+            bad_responses += call.outcome is Outcome.BAD_RESPONSE
+            if not should_retry(call.outcome, bad_responses):
+                break
+            avoid.add(key.name)
+        out.error_class = out.call.outcome.value
+        return out
+
+    def report(self, lease, key: LLMKey, call: Call, took: float, verdict: Outcome | None = None) -> None:
+        """Tell the pool how the call ended; count it; log state changes of the key (by name)."""
+        before = self.pool.pool.state(key.name, self.pool.now())
+        self.pool.release(lease, verdict or call.outcome, call.retry_after, call.error)
+        after = self.pool.pool.state(key.name, self.pool.now())
+        self._m_calls[(key.name, call.outcome)].inc()
+        self._m_llm[key.name].observe(took)
+        if after is not before and after in (KeyState.DISABLED, KeyState.COOLING):
+            why = self.redact(call.error or call.outcome.value)
+            if after is KeyState.DISABLED:
+                log.warning("key %s disabled (%s); probing it again every %.0fs", key.name, why,
+                            self.keys.reprobe_interval)
+            else:
+                log.warning("key %s cooling (%s)", key.name, why)
+        elif before is KeyState.DISABLED and after is not KeyState.DISABLED:
+            log.warning("key %s is back after a probe", key.name)
+
+    def result(self, task: AssessmentTask, status: str, a: Assessed, dequeued: float) -> RiskAssessmentResult:
+        ra = a.call.assessment
+        times = task.times.model_copy(update={"dequeue": dequeued, "llm_start": a.llm_start,
+                                              "llm_end": a.llm_end, "result": time.time()})
+        return RiskAssessmentResult(
+            task_id=task.task_id, detection_id=task.detection_id, camera_id=task.camera_id,
+            group_id=task.group.group_id, frame_id=task.frame_id, frame_ts=task.frame_ts, status=status,
+            level=ra.level if ra else None, risk_types=ra.risk_types if ra else [],
+            description=ra.description if ra else "", confidence=ra.confidence if ra else None,
+            danger_object_ids=ra.danger_object_ids if ra else [],
+            key_name=a.key.name if a.key else None, model=a.key.model if a.key else None,
+            attempts=a.attempts, error_class=a.error_class if status == "failed" else None,
+            crop_jpeg_b64=task.group.crop_jpeg_b64, times=times)
+
+    # -- emitting, with the delivery bookkeeping that makes commits safe --------------------------------
+    def emit(self, ticket: Ticket, record: Record, result: RiskAssessmentResult) -> None:
+        key = record.key or result.camera_id.encode()
+        self.output.send(result.model_dump_json().encode(), key, self._delivered(ticket, self.output))
+        self.output.poll(0)
+        if result.status == "ok":
+            self.stats.ok += 1
+        elif result.status == "failed":
+            self.stats.failed += 1
+        RESULTS.labels(result.status, result.error_class or "").inc()
+        self._m_out.inc()
+
+    def emit_dead_letter(self, ticket: Ticket, record: Record, reason: str, error_class: str, *,
+                         attempts: int = 0, last_error: str | None = None) -> None:
+        dl = dead_letter(record, STAGE, reason, error_class, attempts=attempts,
+                         last_error=self.redact(last_error) if last_error else None)
+        self.dlq.send(dl.model_dump_json().encode(), record.key, self._delivered(ticket, self.dlq))
+        self.dlq.poll(0)
+        self.stats.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(STAGE, error_class).inc()
+
+    def _delivered(self, ticket: Ticket, output: Output):
+        cb = ticket.expect()
+
+        def delivered(err: Exception | None) -> None:
+            if err is not None:
+                self.stats.delivery_failures += 1
+                metrics.DELIVERY_FAILURES.labels(STAGE, output.name).inc()
+                if self._failed is None:
+                    log.error("%s: %s — the input will not be committed; stopping", STAGE, err)
+                    self._failed = err
+                self._stop.set()
+            cb(err)
+
+        return delivered
+
+    def redact(self, text: str) -> str:
+        for s in self._secrets:
+            if s and s in text:
+                text = text.replace(s, "***")
+        return text
+
+    def observe(self, a: Assessed, dequeued: float, produced: float) -> None:
+        overhead = max(0.0, (produced - dequeued) - a.llm_s - a.key_wait_s)
+        OVERHEAD.observe(overhead)
+        KEY_WAIT.observe(a.key_wait_s)
+        self._m_latency.observe(produced - dequeued)
+        if self.trace is not None:
+            self.trace.append((dequeued, a.key_wait_s, a.llm_s, produced, a.attempts))
+
+    # -- the loop around it -------------------------------------------------------------------------
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("%s: stopping: no new tasks; finishing %d in flight", STAGE, len(self._active))
+        self._stop.set()
+        self._slot_free.set()
+
+    async def run(self) -> Stats:
+        loop = asyncio.get_running_loop()
+        self.pool = AsyncKeyPool(KeyPool([k.limits() for k in self.keys.keys], self.keys.policy(), now=loop.time()))
+        self.clients = open_clients(self.keys.keys)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
+                pass
+        side = [asyncio.ensure_future(self._serve_outputs()), asyncio.ensure_future(self._monitor())]
+        try:
+            await self._receive()
+            await self._finish_in_flight()
+        finally:
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await self._drain()
+            for c in self.clients.values():
+                await c.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (ValueError, RuntimeError, NotImplementedError):
+                    pass
+        log.info(self.stats.line(0, self.key_summary()))
+        if self._failed is not None:
+            raise DeliveryError(f"{STAGE}: {self._failed}")
+        return self.stats
+
+    async def _receive(self) -> None:
+        """Poll the input while there is room; pause it (backpressure) when there is not."""
+        cfg, inp = self.cfg, self.input
+        paused = False
+        while not self._stop.is_set():
+            room = cfg.workers - len(self._active)
+            full = room <= 0 or inp.pending >= cfg.max_pending
+            if full != paused:
+                paused = full
+                await inp.set_paused(paused)
+                self._m_paused.set(int(paused))
+            if full:
+                self._slot_free.clear()
+                try:
+                    await asyncio.wait_for(self._slot_free.wait(), 0.5)
+                except TimeoutError:
+                    pass
+                continue
+            records = await inp.poll(0.05, min(cfg.batch, room))
+            if not records:
+                if inp.exhausted:
+                    return
+                continue
+            dequeued = time.time()
+            self.stats.received += len(records)
+            self._m_in.inc(len(records))
+            for r in records:
+                t = asyncio.ensure_future(self.handle(r, dequeued))
+                self._active.add(t)
+                t.add_done_callback(self._task_done)
+
+    def _task_done(self, t: asyncio.Task) -> None:
+        self._active.discard(t)
+        self._slot_free.set()
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s: unexpected error in a task: %r", STAGE, t.exception())
+
+    async def _finish_in_flight(self) -> None:
+        if self._active:
+            done, left = await asyncio.wait(set(self._active), timeout=self.cfg.drain_timeout)
+            for t in left:  # their inputs are not committed: they come back on restart
+                t.cancel()
+            if left:
+                log.error("%s: %d tasks still running after %.0fs; left uncommitted", STAGE, len(left),
+                          self.cfg.drain_timeout)
+                await asyncio.gather(*left, return_exceptions=True)
+
+    async def _serve_outputs(self) -> None:
+        """Serve delivery reports (they advance the commit position) while tasks run."""
+        while True:
+            self.output.poll(0)
+            if self.dlq is not self.output:
+                self.dlq.poll(0)
+            await asyncio.sleep(0.02)
+
+    async def _drain(self) -> None:
+        left = self.output.flush(self.cfg.drain_timeout)
+        if self.dlq is not self.output:
+            left += self.dlq.flush(self.cfg.drain_timeout)
+        if left:
+            log.error("%s: %d messages not delivered; their inputs stay uncommitted", STAGE, left)
+        await self.input.close()
+        self.output.close()
+        if self.dlq is not self.output:
+            self.dlq.close()
+
+    async def _monitor(self) -> None:
+        """Per-key gauges every second; the live line on stderr every `live_every` seconds."""
+        next_line = time.monotonic() + self.cfg.live_every
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.pool.now()
+            for h in self.pool.pool.snapshot(now):
+                for s in KeyState:
+                    KEY_STATE.labels(h.name, s.value).set(1 if h.state is s else 0)
+                KEY_IN_FLIGHT.labels(h.name).set(h.in_flight)
+                KEY_TOKENS.labels(h.name).set(h.tokens)
+                if h.success_rate is not None:
+                    KEY_SUCCESS.labels(h.name).set(h.success_rate)
+                KEY_COOLDOWN.labels(h.name).set(max(0.0, h.cooldown_until - now) if h.cooldown_until else 0.0)
+                if h.last_error and self._last_error.get(h.name) != h.last_error:
+                    if h.name in self._last_error:
+                        KEY_LAST_ERROR.labels(h.name, self._last_error[h.name]).set(0)
+                    KEY_LAST_ERROR.labels(h.name, h.last_error).set(1)
+                    self._last_error[h.name] = h.last_error
+            self._m_inflight.set(self.input.pending)
+            if self.cfg.live_every and time.monotonic() >= next_line:
+                next_line += self.cfg.live_every
+                log.info(self.stats.line(len(self._active), self.key_summary()))
+
+    def key_summary(self) -> str:
+        if not hasattr(self, "pool"):
+            return "-"
+        health = self.pool.pool.snapshot(self.pool.now())
+        by_state: dict[str, list[str]] = {}
+        for h in health:
+            by_state.setdefault(h.state.value, []).append(h.name)
+        parts = [f"{len(v)} {s}" + (f" ({', '.join(v)})" if s in ("cooling", "disabled") else "")
+                 for s, v in sorted(by_state.items())]
+        return ", ".join(parts)
+
+
+def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, keys: KeysConfig, endpoints: Endpoints,
+        cfg: ScheduleConfig = ScheduleConfig(), group_id: str = "hazardctl-schedule",
+        connect_timeout: float = 30.0) -> Stats:
+    dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
+    endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
+    output = endpoints.output(out_spec)
+    dlq = output if dlq_spec == out_spec else endpoints.output(dlq_spec)
+    input_ = endpoints.input(in_spec, group_id)
+    for noisy in ("httpx2", "httpx", "httpcore2", "httpcore", "openai"):  # a line (or a whole body) per request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    names = ", ".join(k.name for k in keys.keys)
+    log.info("%s: %d keys (%s), strategy %s, %d workers", STAGE, len(keys.keys), names, keys.strategy, cfg.workers)
+    return asyncio.run(Scheduler(keys, input_, output, dlq, cfg).run())

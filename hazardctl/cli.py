@@ -156,6 +156,244 @@ def llm_sim_cmd(
     llm_sim.run(cfg)
 
 
+NO_KEYS_HINT = ("no API keys: pass --keys FILE (a copy of config/api_keys.yaml with ${DASHSCOPE_KEY_...} set), "
+                "or try the simulator: `hazardctl llm-sim --port 8000 &` then "
+                "`hazardctl schedule --keys config/api_keys.sim.yaml`")
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        i, n = (int(p) for p in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N, e.g. 0/2") from None
+    return i, n
+
+
+@command(
+    "schedule",
+    help="Assess each task with a vision LLM, spreading calls over a pool of API keys (paced, never into a 429).\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.yaml < tasks.jsonl > results.jsonl\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.enc --in kafka://assessment-tasks "
+    "--out kafka://risk-assessment-results --shard 0/2 --metrics-port 9102",
+)
+def schedule_cmd(
+    keys: Optional[str] = typer.Option(
+        None, "--keys", help="API keys YAML, or the encrypted file from keys-encrypt "
+        "(default: $HAZARDCTL_KEYS, else config/api_keys.yaml)."),
+    in_spec: str = typer.Option("-", "--in", help=IN_HELP),
+    out_spec: str = typer.Option("-", "--out", help=OUT_HELP),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
+    workers: int = typer.Option(256, min=1, help="Tasks in progress at once (waiting for a key or in a call)."),
+    shard: Optional[str] = typer.Option(
+        None, help="I/N: use only the keys whose position in the file % N == I, so N instances never share a key."),
+    group_id: str = typer.Option("hazardctl-schedule", "--group", help="Kafka consumer group."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    simulate: bool = typer.Option(
+        True, help="With no --keys and no usable config/api_keys.yaml, start the simulated LLM instead of failing."),
+) -> None:
+    from pathlib import Path
+
+    from hazardctl.keys import KEYS_ENV, load_keys
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+    from stages import schedule
+
+    path = keys or os.environ.get(KEYS_ENV) or "config/api_keys.yaml"
+    sim = None
+    try:
+        if keys is None and not Path(path).is_file():
+            raise ConfigError(NO_KEYS_HINT)
+        cfg = load_keys(path)
+    except ConfigError as e:
+        if keys is not None or not simulate:
+            raise ConfigError(f"{e}; {NO_KEYS_HINT}" if keys is None and str(e) != NO_KEYS_HINT else str(e)) from None
+        sim, cfg = _start_simulated_llm()
+    try:
+        parts = _parse_shard(shard)
+        if parts:
+            cfg = cfg.shard(*parts)
+        if not cfg.keys:
+            raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
+        serve_metrics(metrics_port)
+        schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
+                     cfg=schedule.ScheduleConfig(workers=workers))
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def _start_simulated_llm():
+    """The embedded default: no key configured → the simulated LLM in its own process, 10 keys x 5 qps."""
+    from pathlib import Path
+
+    from hazardctl.keys import load_keys
+    from hazardctl.llm_sim import build_config, start_sim_process
+
+    sim = start_sim_process(build_config(keys=10, qps=5, port=0))
+    os.environ["HAZARDCTL_LLM_SIM_URL"] = sim.base_url
+    log.warning("no API keys configured: assessing with the SIMULATED LLM at %s (10 keys x 5 qps); "
+                "pass --keys or set DASHSCOPE_KEY_001.. for real assessments", sim.base_url)
+    return sim, load_keys(Path(__file__).resolve().parent.parent / "config" / "api_keys.sim.yaml")
+
+
+@command(
+    "keys-encrypt",
+    help="Encrypt an API keys file (Fernet, scrypt-derived key); `schedule --keys` reads it transparently.\n\n"
+    "The passphrase comes from $HAZARDCTL_KEYS_PASSPHRASE or a prompt.\n\n"
+    "Example: hazardctl keys-encrypt config/api_keys.yaml -o config/api_keys.enc",
+)
+def keys_encrypt_cmd(
+    src: str = typer.Argument(..., help="The plain keys YAML."),
+    out: str = typer.Option(..., "-o", "--out", help="Where to write the encrypted file (mode 0600)."),
+    resolve_env: bool = typer.Option(
+        False, "--resolve-env", help="Replace ${VAR} references by their values now, so the file holds the secrets."),
+) -> None:
+    from hazardctl.keys import encrypt_file
+
+    n = encrypt_file(src, out, resolve_env=resolve_env)
+    err_console.print(f"hazardctl keys-encrypt: wrote {out} ({n} keys); delete the plain file if it holds secrets",
+                      soft_wrap=True, highlight=False, markup=False)
+
+
+@command(
+    "detect",
+    help="Read cameras, detect road users, group the ones close together, publish detection results "
+    "with one JPEG crop per group.\n\n"
+    "Example: hazardctl detect --source tests/data/bus.jpg\n\n"
+    "Example: hazardctl detect --source rtsp://10.0.0.5/stream1 --camera-id cam-01 --source lobby.mp4 "
+    "--camera-id cam-02 --out kafka://detection-results --metrics-port 9101\n\n"
+    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results",
+)
+def detect_cmd(
+    source: Optional[list[str]] = typer.Option(
+        None, "--source", metavar="URL|FILE|DEVICE|DIR", help="rtsp:// or http(s):// URL, video file, device index, image folder or image; "
+        "repeat for several cameras."),
+    camera_id: Optional[list[str]] = typer.Option(
+        None, "--camera-id", metavar="ID", help="Id of the --source in the same position (default: from the source's name)."),
+    cameras: Optional[str] = typer.Option(None, "--cameras", help="Cameras YAML (see config/cameras.yaml)."),
+    fps: Optional[float] = typer.Option(None, help="Frames analysed per second per camera (default: 2)."),
+    model: str = typer.Option(".cache/models/centernet-coco.onnx", help="Detector: .onnx (onnxruntime) or .pt "
+                              "(ultralytics)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    classes: str = typer.Option("person,bicycle,car,motorcycle,bus,truck,traffic light,stop sign",
+                                help="Comma-separated class names the model must know; 'all' for every class."),
+    conf: float = typer.Option(0.35, help="Minimum detection confidence."),
+    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    imgsz: int = typer.Option(640, help="Detector input size (YOLO models)."),
+    out: str = typer.Option("-", "--out", help=OUT_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible",
+                                             help="Files: do not pace at real time, lose no sampled frame."),
+    loop: bool = typer.Option(False, "--loop", help="Files: start again at the end."),
+    max_message_bytes: Optional[int] = typer.Option(
+        None, help="Keep each result under this size by shrinking crops (default: the Kafka topic's "
+        "max.message.bytes, 1000000 for pipes)."),
+    buffer_mb: float = typer.Option(64.0, help="Results held undelivered while the output is away; beyond "
+                                    "this the oldest are dropped (counted)."),
+    batch: int = typer.Option(8, help="Most frames per detector call (frames ready across cameras)."),
+    link_k: float = typer.Option(0.75, help="Group road users whose box gap ≤ k × their mean box diagonal."),
+    max_group: int = typer.Option(8, help="Split groups with more members than this."),
+    crop_max_side: int = typer.Option(768, help="Longest side of a group crop, pixels."),
+    jpeg_quality: int = typer.Option(85, help="JPEG quality of crops."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Track objects (ByteTrack) for stable group ids."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+) -> None:
+    from hazardctl.grouping import GroupingConfig
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+
+    try:
+        import stages.detect as detect
+        from stages.detect.crops import CropConfig
+        from stages.detect.sources import ReaderSettings, load_cameras, make_spec, unique_ids
+    except ImportError as e:  # cv2/numpy are the [detect] extra
+        raise ConfigError(f"detect needs the [detect] extra ({e}); pip install 'hazardctl[detect]'") from None
+
+    if bool(source) == bool(cameras):
+        raise ConfigError("give either --source (repeatable) or --cameras FILE")
+    if cameras:
+        specs = load_cameras(cameras, fps, loop or None)
+    else:
+        ids = list(camera_id or [])
+        if len(ids) > len(source):
+            raise ConfigError(f"{len(ids)} --camera-id for {len(source)} --source")
+        ids += [None] * (len(source) - len(ids))
+        specs = unique_ids([make_spec(s, i, fps or 2.0, loop) for s, i in zip(source, ids)],
+                           {i for i in ids if i})
+    class_list = None if classes.strip().lower() == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
+    for name, value, ok in (("--batch", batch, batch >= 1), ("--link-k", link_k, link_k > 0),
+                            ("--max-group", max_group, max_group >= 2), ("--buffer-mb", buffer_mb, buffer_mb > 0),
+                            ("--crop-max-side", crop_max_side, crop_max_side >= 64),
+                            ("--jpeg-quality", jpeg_quality, 1 <= jpeg_quality <= 100)):
+        if not ok:
+            raise ConfigError(f"{name} {value}: out of range")
+    cfg = detect.DetectConfig(
+        cameras=tuple(specs), out=out, model=model, device=device, classes=class_list, conf=conf, iou=iou,
+        imgsz=imgsz, track=track, max_batch=batch, max_message_bytes=max_message_bytes,
+        buffer_bytes=int(buffer_mb * 1024 * 1024),
+        grouping=GroupingConfig(link_k=link_k, max_size=max_group),
+        crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
+        reader=ReaderSettings(realtime=not as_fast_as_possible),
+    )
+    serve_metrics(metrics_port)
+    detect.run(cfg, endpoints=Endpoints(kafka_config))
+
+
+@command(
+    "consume",
+    help="Turn risk-assessment results into per-camera state and incidents; push them live over WebSocket, "
+    "serve the HTTP API and the live page.\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.yaml < tasks.jsonl | hazardctl consume --ws 127.0.0.1:8765  "
+    "(then open http://127.0.0.1:8765/)\n\n"
+    "Example: hazardctl consume --in kafka://risk-assessment-results --ws 0.0.0.0:8765 --http 0.0.0.0:8080 "
+    "--metrics-port 9104",
+)
+def consume_cmd(
+    in_spec: str = typer.Option("-", "--in", help=IN_HELP),
+    ws: str = typer.Option("127.0.0.1:8765", "--ws", help="WebSocket address HOST:PORT (path /ws); it also serves "
+                           "the live page and the HTTP API unless --http is given. Port 0 = any free port."),
+    http: Optional[str] = typer.Option(None, "--http", help="Serve the live page and the HTTP API on their own "
+                                       "address HOST:PORT as well."),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
+    min_level: str = typer.Option("medium", help="Lowest level that opens an incident: low, medium or high."),
+    quiet_period: float = typer.Option(30.0, help="An incident ends after this many seconds without a result at or "
+                                       "above --min-level."),
+    group_ttl: float = typer.Option(60.0, help="A group without results for this many seconds leaves its camera's view."),
+    client_queue: int = typer.Option(256, min=1, help="Messages a slow client may have waiting before it is dropped "
+                                     "(close code 4008)."),
+    replay: float = typer.Option(120.0, help="Kafka input: rebuild state from this many seconds of the topic on "
+                                 "start (0 = start empty)."),
+    cache_size: int = typer.Option(1000, min=1, help="Recent results kept for /results and /cameras/{id}."),
+    exit_on_eof: bool = typer.Option(False, "--exit-on-eof", help="Stop when a pipe or file input ends (default: "
+                                     "keep serving)."),
+    group_id: str = typer.Option("hazardctl-consume", "--group", help="Kafka consumer group; give each consume "
+                                 "instance its own so each sees every camera."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Also serve Prometheus /metrics on this port "
+                                               "(it is always on the HTTP API's /metrics)."),
+) -> None:
+    from hazardctl.incidents import BoardConfig
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+    from stages import consume
+
+    if min_level not in ("low", "medium", "high"):
+        raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
+    if quiet_period <= 0 or group_ttl <= 0 or replay < 0:
+        raise ConfigError("--quiet-period and --group-ttl must be > 0, --replay >= 0")
+    ws_host, ws_port = consume.parse_address(ws, "--ws")
+    http_host, http_port = consume.parse_address(http, "--http") if http else (None, None)
+    opts = consume.ConsumeOptions(
+        ws_host=ws_host, ws_port=ws_port, http_host=http_host, http_port=http_port,
+        board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
+        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof)
+    serve_metrics(metrics_port)
+    consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)
+
+
 def run() -> None:
     app()
 

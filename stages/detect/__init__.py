@@ -15,8 +15,9 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hazardctl import metrics as shared_metrics
 from hazardctl.errors import ConfigError
@@ -342,8 +343,7 @@ class DetectStage:
     def _note_buffer(self) -> None:
         b = self.outbox.buffered_bytes
         m.BUFFERED_BYTES.set(b)
-        if b > self.stats.max_buffered_bytes:
-            self.stats.max_buffered_bytes = b
+        self.stats.max_buffered_bytes = max(self.stats.max_buffered_bytes, b)
 
     def camera_summary(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -375,7 +375,7 @@ def _base36(n: int) -> str:
             return s
 
 
-def resolve_max_message_bytes(cfg: DetectConfig, endpoints: "Endpoints") -> int:
+def resolve_max_message_bytes(cfg: DetectConfig, endpoints: Endpoints) -> int:
     """The limit a result must stay under: the flag, else the topic's max.message.bytes, else 1 MB."""
     if cfg.max_message_bytes is not None:
         return cfg.max_message_bytes
@@ -403,7 +403,7 @@ def load_detector_for(cfg: DetectConfig) -> Detector:
                          classes=list(cfg.classes) if cfg.classes else None)
 
 
-def run(cfg: DetectConfig, *, endpoints: "Endpoints", detector: Detector | None = None,
+def run(cfg: DetectConfig, *, endpoints: Endpoints, detector: Detector | None = None,
         make_tracker: Callable[[SourceSpec], Tracker | None] | None = None, connect_timeout: float = 30.0,
         on_start: Callable[[DetectStage], None] | None = None) -> DetectStats:
     """Run the stage until every camera has ended (files) or SIGTERM/SIGINT (or `stage.stop.stop()`)."""

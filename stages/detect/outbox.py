@@ -10,8 +10,8 @@ ones worth assessing, and memory stays flat however long the broker is gone.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hazardctl.transports.base import Output
 

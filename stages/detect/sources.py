@@ -24,9 +24,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -99,7 +100,7 @@ def default_camera_id(uri: str, kind: SourceKind) -> str:
     if kind == "device":
         return f"device-{uri}"
     if kind == "live":
-        rest = re.sub(r"^[a-z]+://", "", uri, flags=re.I)
+        rest = re.sub(r"^[a-z]+://", "", uri, flags=re.IGNORECASE)
         rest = re.sub(r"^[^@/]*@", "", rest)  # never put credentials in an id
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", rest).strip("-")
         return name[:128] or "camera"

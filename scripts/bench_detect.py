@@ -1,0 +1,352 @@
+"""detect throughput: the whole stage vs the bare detector loop, on the same frames, in the same run.
+
+    python scripts/bench_detect.py [--model .cache/models/centernet-coco.onnx] [--seconds 20]
+                                   [--cameras 4] [--batch 8] [--threads 1,2] [--no-pt]
+
+1. A test video is generated: real people and the bus cut out of tests/data/bus.jpg moving on a
+   grey road, 1280x720, --src-fps (10) frames per second, mp4v. Each camera analyses 2 frames/s,
+   so every 5th frame; the others are only grabbed, as from a live camera.
+2. bare: those sampled frames, decoded into memory beforehand, through detector.detect([frame])
+   one at a time (preprocess + inference + postprocess), for each --threads value. For ONNX the
+   three parts are also timed apart.
+3. stage: stages.detect.run() (the code behind `hazardctl detect --as-fast-as-possible`) on the
+   same video: decode → detect → track → group → crops → encode → write to a file, with the same
+   detector object. Frames/s come from the results' own `published` timestamps (first to last,
+   so model loading and start-up are left out). Overhead = bare frames/s / stage frames/s - 1.
+4. capacity: the stage with --cameras copies of the video at once (frames from several cameras
+   go to the detector together, up to --batch): sustained frames/s ÷ 2 fps = cameras one machine
+   like this one keeps up with.
+5. ORT vs ultralytics: the same YOLOv8 weights (the fall-detection test model) as .onnx through
+   onnxruntime and as .pt through ultralytics, bare loop, when the [ultralytics] extra is installed.
+
+Prints a table and writes bench-results/detect.json. Timings on a shared machine are noisy; the
+ratios (measured back to back in one run) are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import cv2
+import numpy as np
+
+from stages.detect.backends import load_detector
+
+ANALYSED_FPS = 2.0
+SIZE = (1280, 720)
+
+
+# ------------------------------------------------------------------ the test video
+
+def cutouts() -> tuple[list[np.ndarray], np.ndarray]:
+    bus = cv2.imread(str(ROOT / "tests/data/bus.jpg"))
+    if bus is None:
+        sys.exit("tests/data/bus.jpg is missing")
+    people = [bus[y1:y2, x1:x2] for x1, y1, x2, y2 in [(45, 396, 221, 902), (223, 405, 339, 865)]]
+    people = [cv2.resize(p, (round(p.shape[1] * 240 / p.shape[0]), 240), interpolation=cv2.INTER_AREA) for p in people]
+    people += [cv2.flip(p, 1) for p in people]
+    vehicle = cv2.resize(bus[230:750, 20:790], (420, 284), interpolation=cv2.INTER_AREA)
+    return people, vehicle
+
+
+def scene(t: float, people: list[np.ndarray], vehicle: np.ndarray) -> np.ndarray:
+    """The road at time t (s): the bus drives right, four pedestrians walk, two of them together."""
+    w, h = SIZE
+    img = np.full((h, w, 3), 110, np.uint8)
+    cv2.line(img, (0, 600), (w, 600), (200, 200, 200), 4)
+    bx = int(-420 + (t * 90) % (w + 420))
+    x0, x1 = max(bx, 0), min(bx + vehicle.shape[1], w)
+    if x1 > x0:
+        img[60:60 + vehicle.shape[0], x0:x1] = vehicle[:, x0 - bx:x1 - bx]
+    for i, p in enumerate(people):
+        speed = (30, 30, -40, 20)[i]
+        x = int((100 + 260 * i + speed * t) % (w - p.shape[1]))
+        img[350:350 + p.shape[0], x:x + p.shape[1]] = p
+    return img
+
+
+def make_video(path: Path, seconds: float, src_fps: int) -> list[np.ndarray]:
+    """Write the video; return the frames a 2 fps camera samples from it, decoded from the file."""
+    people, vehicle = cutouts()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), src_fps, SIZE)
+    if not writer.isOpened():
+        sys.exit("cv2.VideoWriter cannot write mp4v here")
+    n = int(seconds * src_fps)
+    for i in range(n):
+        writer.write(scene(i / src_fps, people, vehicle))
+    writer.release()
+    step = round(src_fps / ANALYSED_FPS)
+    cap = cv2.VideoCapture(str(path))
+    sampled, i = [], 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % step == 0:
+            sampled.append(frame)
+        i += 1
+    cap.release()
+    return sampled
+
+
+# ------------------------------------------------------------------ measurements
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def bare_loop(detector, frames: list[np.ndarray], warmup: int = 3) -> dict:
+    for f in frames[:warmup]:
+        detector.detect([f])
+    lat, boxes = [], 0
+    start, cpu = time.perf_counter(), time.process_time()
+    for f in frames:
+        t = time.perf_counter()
+        boxes += len(detector.detect([f])[0])
+        lat.append(time.perf_counter() - t)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    out = {"frames": len(frames), "fps": len(frames) / total, "p50_ms": 1e3 * pct(lat, 0.5),
+           "p95_ms": 1e3 * pct(lat, 0.95), "cpu_ms": 1e3 * cpu / len(frames), "boxes_per_frame": boxes / len(frames)}
+    if hasattr(detector, "_prepare"):  # onnx: where the time goes
+        pre, inf, post = [], [], []
+        for f in frames:
+            t0 = time.perf_counter()
+            x, placement = detector._prepare(f)
+            t1 = time.perf_counter()
+            y = detector.session.run([detector.output_name], {detector.input_name: x[None]})[0]
+            t2 = time.perf_counter()
+            detector._postprocess(y[0], placement)
+            t3 = time.perf_counter()
+            pre.append(t1 - t0), inf.append(t2 - t1), post.append(t3 - t2)
+        out.update(pre_ms=1e3 * statistics.median(pre), infer_ms=1e3 * statistics.median(inf),
+                   post_ms=1e3 * statistics.median(post))
+    return out
+
+
+def stage_run(detector, video: Path, cameras: int, batch: int, out_dir: Path) -> dict:
+    from hazardctl.transports import Endpoints
+    from stages.detect import DetectConfig, run
+    from stages.detect.sources import ReaderSettings, make_spec
+
+    out = out_dir / f"stage-{cameras}cam-{time.monotonic_ns()}.jsonl"
+    cfg = DetectConfig(
+        cameras=tuple(make_spec(str(video), f"cam-{i:02d}", ANALYSED_FPS, False) for i in range(cameras)),
+        out=str(out), model="(given)", max_batch=batch, reader=ReaderSettings(realtime=False),
+        status_every_s=0,
+    )
+    t0, cpu = time.perf_counter(), time.process_time()
+    stats = run(cfg, endpoints=Endpoints(), detector=detector)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
+    published, groups, crops, size = [], 0, 0, 0
+    with out.open("rb") as f:
+        for line in f:
+            msg = json.loads(line)
+            published.append(msg["times"]["published"])
+            groups += len(msg["groups"])
+            crops += sum(1 for g in msg["groups"] if g.get("crop_jpeg_b64"))
+            size += len(line)
+    out.unlink()
+    published.sort()
+    n = len(published)
+    span = published[-1] - published[0] if n > 1 else float("nan")
+    gaps = [b - a for a, b in itertools.pairwise(published)] if cameras == 1 else []
+    return {"cameras": cameras, "batch": min(cameras, batch), "frames": n, "batches": stats.batches,
+            "cpu_ms": 1e3 * cpu / max(n, 1),
+            "fps": (n - 1) / span if n > 1 else float("nan"), "wall_s": wall,
+            "fps_incl_startup": n / wall, "groups_per_frame": groups / max(n, 1),
+            "crops_per_frame": crops / max(n, 1), "bytes_per_result": size / max(n, 1),
+            **({"p50_ms": 1e3 * pct(gaps, 0.5), "p95_ms": 1e3 * pct(gaps, 0.95)} if gaps else {})}
+
+
+def paired_loops(detectors: dict, frames: list[np.ndarray], warmup: int = 3) -> dict:
+    """Several detectors on the same frames, taking turns frame by frame, so that load from
+    other processes that comes and goes hits them alike."""
+    for d in detectors.values():
+        for f in frames[:warmup]:
+            d.detect([f])
+    lat: dict[str, list[float]] = {k: [] for k in detectors}
+    for f in frames:
+        for k, d in detectors.items():
+            t = time.perf_counter()
+            d.detect([f])
+            lat[k].append(time.perf_counter() - t)
+    return {k: {"frames": len(v), "fps": len(v) / sum(v), "p50_ms": 1e3 * pct(v, 0.5), "p95_ms": 1e3 * pct(v, 0.95)}
+            for k, v in lat.items()}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median frames/s (a whole run, so its percentiles stay consistent)."""
+    return sorted(runs, key=lambda r: r["fps"])[len(runs) // 2]
+
+
+def side_costs(video: Path, frames: list[np.ndarray], src_fps: int) -> dict:
+    """What the stage does besides inference, timed alone: decoding (every frame is grabbed,
+    every sampled one converted), tracking, and a crop's JPEG + base64."""
+    import base64
+
+    from stages.detect.backends import Box
+    from stages.detect.tracking import Tracker
+
+    step = round(src_fps / ANALYSED_FPS)
+    cap = cv2.VideoCapture(str(video))
+    n, t0 = 0, time.perf_counter()
+    while cap.grab():
+        if n % step == 0:
+            cap.retrieve()
+        n += 1
+    decode = (time.perf_counter() - t0) / max(1, -(-n // step))
+    cap.release()
+    tracker = Tracker()
+    boxes = [[Box(0, "person", 0.8, (100.0 + 30 * i + 10 * t, 350.0, 160.0 + 30 * i + 10 * t, 590.0)) for i in range(6)]
+             for t in range(len(frames))]
+    t0 = time.perf_counter()
+    for b in boxes:
+        tracker.update(b, frames[0].shape[:2])
+    track = (time.perf_counter() - t0) / len(boxes)
+    crop = frames[0][300:700, 100:700]
+    t0 = time.perf_counter()
+    for _ in range(10):
+        base64.b64encode(cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    jpeg = (time.perf_counter() - t0) / 10
+    return {"decode": 1e3 * decode, "tracker": 1e3 * track, "crop_jpeg_b64": 1e3 * jpeg}
+
+
+# ------------------------------------------------------------------ main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / ".cache/models/centernet-coco.onnx"))
+    ap.add_argument("--seconds", type=float, default=20.0, help="video length (2 analysed frames per second)")
+    ap.add_argument("--src-fps", type=int, default=10, help="frames per second of the generated video")
+    ap.add_argument("--cameras", type=int, default=4, help="cameras in the capacity run")
+    ap.add_argument("--batch", type=int, default=8, help="most frames per detector call in the stage")
+    ap.add_argument("--threads", default="1,2", help="intra-op thread counts to measure")
+    ap.add_argument("--pt", default=str(ROOT / ".cache/models/fall-yolov8.pt"))
+    ap.add_argument("--pt-onnx", default=str(ROOT / ".cache/models/fall-yolov8.onnx"))
+    ap.add_argument("--rounds", type=int, default=3, help="bare/stage pairs per thread count (median)")
+    ap.add_argument("--no-pt", action="store_true", help="skip the ORT vs ultralytics comparison")
+    ap.add_argument("--json", default=str(ROOT / "bench-results/detect.json"))
+    a = ap.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+    if not Path(a.model).is_file():
+        sys.exit(f"{a.model} not found: run `make models`")
+
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    import onnxruntime
+
+    report: dict = {"machine": {"cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+                                "opencv": cv2.__version__}, "model": a.model, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
+        tmpdir = Path(tmp)
+        video = tmpdir / "road.mp4"
+        frames = make_video(video, a.seconds, a.src_fps)
+        print(f"video: {SIZE[0]}x{SIZE[1]} {a.src_fps} fps mp4v, {a.seconds:.0f} s; {len(frames)} frames analysed "
+              f"per camera at {ANALYSED_FPS:g} fps; {os.cpu_count()} CPUs (shared: expect noise)")
+        print(f"model: {a.model}")
+        costs = side_costs(video, frames, a.src_fps)
+        report["side_costs_ms"] = costs
+        rows = []
+        for n in threads:
+            det = load_detector(a.model, threads=n)
+            # alternate bare and stage runs, keep the median of each: the machine is shared
+            pairs = [(bare_loop(det, frames), stage_run(det, video, 1, a.batch, tmpdir)) for _ in range(a.rounds)]
+            bare = median_run([p[0] for p in pairs])
+            stage = median_run([p[1] for p in pairs])
+            multi = stage_run(det, video, a.cameras, a.batch, tmpdir)
+            overhead = bare["fps"] / stage["fps"] - 1
+            cpu_overhead = stage["cpu_ms"] / bare["cpu_ms"] - 1
+            cpus = os.cpu_count() or 1
+            report["runs"][f"threads={n}"] = {
+                "bare": bare, "stage_1cam": stage, f"stage_{a.cameras}cam": multi,
+                "stage_overhead_wall": overhead, "stage_overhead_cpu": cpu_overhead,
+                "max_cameras_at_2fps_measured": multi["fps"] / ANALYSED_FPS,
+                "max_cameras_at_2fps_from_cpu": 1e3 * min(cpus, n) / multi["cpu_ms"] / ANALYSED_FPS}
+            rows.append((n, bare, stage, multi, overhead, cpu_overhead))
+
+        cpus = os.cpu_count() or 1
+        print("\nwall clock (frames/s; ms per frame)")
+        print(f"{'threads':>7} | {'bare f/s':>8} {'p50':>5} {'p95':>5} (pre/infer/post) | "
+              f"{'stage f/s':>9} {'p50':>5} {'p95':>5} | overhead | {a.cameras} cams f/s (batch) | cams @2fps")
+        for n, bare, stage, multi, overhead, _ in rows:
+            split = (f"({bare['pre_ms']:.1f}/{bare['infer_ms']:.0f}/{bare['post_ms']:.1f})"
+                     if "pre_ms" in bare else "")
+            print(f"{n:>7} | {bare['fps']:8.2f} {bare['p50_ms']:5.0f} {bare['p95_ms']:5.0f} {split:>16} | "
+                  f"{stage['fps']:9.2f} {stage['p50_ms']:5.0f} {stage['p95_ms']:5.0f} | {100 * overhead:7.1f}% | "
+                  f"{multi['fps']:8.2f} ({multi['batch']})        | {multi['fps'] / ANALYSED_FPS:6.1f}")
+        print("\nCPU time (all threads of the process, ms per analysed frame): less sensitive to other load")
+        print(f"{'threads':>7} | {'bare':>6} | {'stage 1 cam':>11} | overhead | {a.cameras} cams | "
+              f"cams @2fps if nothing else runs (on min({cpus} CPUs, threads) cores)")
+        for n, bare, stage, multi, _, cpu_overhead in rows:
+            print(f"{n:>7} | {bare['cpu_ms']:6.1f} | {stage['cpu_ms']:11.1f} | {100 * cpu_overhead:7.1f}% | "
+                  f"{multi['cpu_ms']:6.1f} | {1e3 * min(cpus, n) / multi['cpu_ms'] / ANALYSED_FPS:6.1f}")
+        s = rows[-1][2]
+        print(f"\nstage output: {s['groups_per_frame']:.2f} groups/frame, {s['crops_per_frame']:.2f} crops/frame, "
+              f"{s['bytes_per_result'] / 1e3:.0f} kB/result; overhead goal <= 15 %")
+        print(f"work outside inference, per analysed frame (one core): decode {costs['decode']:.1f} ms "
+              f"(grab {a.src_fps / ANALYSED_FPS:.0f} frames, convert 1), tracker {costs['tracker']:.2f} ms, "
+              f"crop JPEG+base64 {costs['crop_jpeg_b64']:.1f} ms per crop")
+
+        if not a.no_pt:
+            report["runs"]["ort_vs_ultralytics"] = compare_pt(a, frames, threads, tmpdir)
+
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {a.json}")
+    return 0
+
+
+def compare_pt(a, frames: list[np.ndarray], threads: list[int], tmpdir: Path) -> dict:
+    """Same YOLOv8 weights through onnxruntime and through ultralytics, bare loop.
+
+    The shipped .onnx has a fixed 640x640 input; ultralytics letterboxes a 16:9 frame to 640x384
+    only. So the .pt is also exported here with dynamic axes, which our ONNX backend letterboxes
+    the same way: that pair is the like-for-like comparison."""
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # before the import: its logger reads it once
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        print("\nORT vs ultralytics: skipped (the [ultralytics] extra is not installed)")
+        return {"skipped": "ultralytics not installed"}
+    if not (Path(a.pt).is_file() and Path(a.pt_onnx).is_file()):
+        print("\nORT vs ultralytics: skipped (run scripts/fetch_test_models.sh)")
+        return {"skipped": "models missing"}
+    src = tmpdir / "weights.pt"
+    src.write_bytes(Path(a.pt).read_bytes())
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # export report
+        dynamic = YOLO(str(src)).export(format="onnx", dynamic=True, simplify=False, imgsz=640, verbose=False)
+    h, w = frames[0].shape[:2]
+    rect = f"640x{-(-round(h * 640 / max(h, w)) // 32) * 32}"
+    print(f"\nORT vs ultralytics, same YOLOv8 weights ({Path(a.pt).name}), bare loop, taking turns frame by frame, "
+          f"frames/s (p50 ms)")
+    print(f"{'threads':>7} | {'ORT static 640x640':>18} | {'ORT dynamic ' + rect:>18} | {'ultralytics ' + rect:>18} | "
+          f"ORT dynamic / ultralytics")
+    out = {}
+    for n in threads:
+        dets = {"onnxruntime_static": load_detector(a.pt_onnx, threads=n),
+                "onnxruntime_dynamic": load_detector(dynamic, threads=n),
+                "ultralytics": load_detector(a.pt, threads=n)}
+        res = paired_loops(dets, frames)
+        static, dyn, pt = res["onnxruntime_static"], res["onnxruntime_dynamic"], res["ultralytics"]
+        out[f"threads={n}"] = {**res, "speedup_like_for_like": dyn["fps"] / pt["fps"]}
+        cell = lambda r: f"{r['fps']:7.2f} ({r['p50_ms']:4.0f})"
+        print(f"{n:>7} | {cell(static):>18} | {cell(dyn):>18} | {cell(pt):>18} | {dyn['fps'] / pt['fps']:.2f}x")
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

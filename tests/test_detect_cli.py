@@ -93,3 +93,18 @@ def test_closed_pipe_stops_the_stage_and_sigterm_drains_and_exits_0(tmp_path):
     assert p.returncode == 0, err[-1000:]
     assert time.monotonic() - t0 < 15
     assert b"detect: frames=" in err
+
+
+def test_fall_detection_pt_through_ultralytics_gives_the_persons():
+    """The same command with a real YOLOv8 .pt (the fall detector: classes Normal/Fall) via ultralytics."""
+    pytest.importorskip("ultralytics", reason="needs the [ultralytics] extra (make test installs it)")
+    pt = ROOT / ".cache/models/fall-yolov8.pt"
+    if not pt.is_file():
+        pytest.skip("run scripts/fetch_test_models.sh (make models) first")
+    proc = subprocess.run([*HAZARDCTL, "detect", "--model", str(pt), "--classes", "Normal,Fall", "--source", str(BUS)],
+                          capture_output=True, text=True, timeout=80, cwd=ROOT)
+    (r,) = results(proc)
+    assert r.detector.model == "fall-yolov8"
+    people = [o for o in r.objects if o.class_name == "Normal"]
+    assert len(people) >= 3, [(o.class_name, o.confidence) for o in r.objects]
+    assert all(o.bbox[3] > 350 for o in people)  # the people standing in front of the bus, not the bus

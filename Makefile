@@ -43,7 +43,7 @@ test: venv models system-deps    ## the whole suite against a real broker, which
 test-unit: venv                  ## the tests that need no broker (Kafka tests are skipped)
 	$(PY) -m pytest -q -m "not kafka" $(PYTEST_ARGS)
 
-bench-transport: venv            ## expand over pipes and Kafka vs orjson / raw confluent-kafka (needs make kafka-up)
+bench-transport: venv kafka-up   ## expand over pipes and Kafka vs orjson / raw confluent-kafka
 	$(PY) scripts/bench_transport.py $(BENCH_ARGS)
 
 bench-schedule: venv             ## 10 keys x 5 qps vs the simulated LLM, 50 tasks/s offered, then one revoked key (~3.5 min)

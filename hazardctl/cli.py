@@ -201,16 +201,23 @@ def schedule_cmd(
     from hazardctl.transports import Endpoints
     from stages import schedule
 
-    path = keys or os.environ.get(KEYS_ENV) or "config/api_keys.yaml"
+    explicit = keys or os.environ.get(KEYS_ENV)  # a file the user named: any problem with it is an error
+    path = explicit or "config/api_keys.yaml"
     sim = None
-    try:
-        if keys is None and not Path(path).is_file():
+    if not explicit and not Path(path).is_file():
+        if not simulate:
             raise ConfigError(NO_KEYS_HINT)
-        cfg = load_keys(path)
-    except ConfigError as e:
-        if keys is not None or not simulate:
-            raise ConfigError(f"{e}; {NO_KEYS_HINT}" if keys is None and str(e) != NO_KEYS_HINT else str(e)) from None
-        sim, cfg = _start_simulated_llm()
+        sim, cfg = _start_simulated_llm("no keys file")
+    else:
+        try:
+            cfg = load_keys(path)
+        except ConfigError as e:
+            # only the shipped example with none of its ${DASHSCOPE_KEY_...} set means "no key configured"
+            unset = "environment variable DASHSCOPE_KEY_" in str(e) and not any(
+                k.startswith("DASHSCOPE_KEY_") for k in os.environ)
+            if explicit or not unset or not simulate:
+                raise ConfigError(f"{e}; {NO_KEYS_HINT}" if not explicit else str(e)) from None
+            sim, cfg = _start_simulated_llm("no DASHSCOPE_KEY_* set")
     try:
         parts = _parse_shard(shard)
         if parts:
@@ -225,18 +232,19 @@ def schedule_cmd(
             sim.stop()
 
 
-def _start_simulated_llm():
+def _start_simulated_llm(why: str):
     """The embedded default: no key configured → the simulated LLM in its own process, 10 keys x 5 qps."""
-    from pathlib import Path
-
-    from hazardctl.keys import load_keys
+    from hazardctl.keys import parse_keys
     from hazardctl.llm_sim import build_config, start_sim_process
 
-    sim = start_sim_process(build_config(keys=10, qps=5, port=0))
-    os.environ["HAZARDCTL_LLM_SIM_URL"] = sim.base_url
-    log.warning("no API keys configured: assessing with the SIMULATED LLM at %s (10 keys x 5 qps); "
-                "pass --keys or set DASHSCOPE_KEY_001.. for real assessments", sim.base_url)
-    return sim, load_keys(Path(__file__).resolve().parent.parent / "config" / "api_keys.sim.yaml")
+    sim_cfg = build_config(keys=10, qps=5, port=0)
+    sim = start_sim_process(sim_cfg)
+    log.warning("%s: assessing with the SIMULATED LLM at %s (10 keys x 5 qps), results are not real; "
+                "pass --keys or set DASHSCOPE_KEY_001.. for real assessments (--no-simulate to fail instead)",
+                why, sim.base_url)
+    keys = [{"name": k.name, "api_key": k.api_key, "qps_limit": k.qps, "base_url": sim.base_url,
+             "model": "simulated-vl"} for k in sim_cfg.keys]
+    return sim, parse_keys({"strategy": "round_robin", "keys": keys}, "simulated LLM keys")
 
 
 @command(

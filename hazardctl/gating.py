@@ -70,8 +70,8 @@ class GroupGate:
     def __init__(self, cfg: GateConfig = GateConfig()):
         self.cfg = cfg
         self._state: dict[tuple[str, str], GateEntry] = {}
-        self._watermark = float("-inf")
-        self._next_sweep = float("-inf")
+        self._watermark: dict[str, float] = {}  # per camera: one camera's clock never evicts another's groups
+        self._checks = 0
         self.suppressed = 0
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
@@ -80,17 +80,20 @@ class GroupGate:
         self._state[key] = entry
         if reason is None:
             self.suppressed += 1
-        if ts > self._watermark:
-            self._watermark = ts
-            if ts >= self._next_sweep:
-                self._sweep()
+        self._watermark[camera_id] = ts  # the camera's clock as it is now (also if it stepped back)
+        self._checks += 1
+        if self._checks >= self.sweep_every and self._checks >= len(self._state):
+            self._sweep()
         return reason
 
+    #: sweep after this many checks at least (and never more often than once per state size)
+    sweep_every = 1000
+
     def _sweep(self) -> None:
-        """Drop groups not seen for ttl_s of event time (bounded memory with 100s of cameras)."""
-        horizon = self._watermark - self.cfg.ttl_s
-        self._state = {k: e for k, e in self._state.items() if e.seen_ts >= horizon}
-        self._next_sweep = self._watermark + self.cfg.ttl_s / 4
+        """Drop groups their camera has not shown for ttl_s of its own event time (bounded memory)."""
+        self._checks = 0
+        ttl, marks = self.cfg.ttl_s, self._watermark
+        self._state = {k: e for k, e in self._state.items() if marks[k[0]] - e.seen_ts <= ttl}
 
     def __len__(self) -> int:
         return len(self._state)

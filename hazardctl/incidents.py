@@ -218,7 +218,9 @@ class IncidentBoard:
     # ---- input ---------------------------------------------------------------------------------
 
     def apply(self, r: RiskAssessmentResult, now: float) -> Applied:
-        if self.seen.check_and_add(r.task_id):
+        # (task, status): a redelivered result is a duplicate, but a task that failed or went stale
+        # and was then assessed after all (a scheduler restart) still counts once it is ok
+        if self.seen.check_and_add(f"{r.task_id}/{r.status}"):
             return Applied("duplicate", _NOTHING)
         cam = self.cameras.get(r.camera_id)
         before: tuple | None = None  # None: a camera never seen before is always announced

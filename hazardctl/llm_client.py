@@ -115,6 +115,8 @@ async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask
         return Call(Outcome.OK, assessment=parse_assessment(reply_text(reply.content), task))
     except BadResponse as e:
         return Call(Outcome.BAD_RESPONSE, error=f"bad response: {e}")
+    except (AttributeError, TypeError, ValueError, RecursionError) as e:  # e.g. content as a list of parts
+        return Call(Outcome.BAD_RESPONSE, error=f"bad response: unexpected shape ({type(e).__name__})")
 
 
 def reply_text(raw: bytes) -> str | None:

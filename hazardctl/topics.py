@@ -120,5 +120,5 @@ def setup_topics(settings: KafkaSettings, path: str | Path, *, dry_run: bool = F
         report(f"nothing to change: {len(actions)} topics match {path}")
     if drift:
         raise TopicDrift(f"{len(drift)} topic(s) differ from {path}: " + "; ".join(
-            f"{a.topic}: {', '.join(a.details)}" for a in drift) + " (fix the topic or the config; nothing was changed)")
+            f"{a.topic}: {', '.join(a.details)}" for a in drift) + " (fix the topic or the config; differing topics were left as they are)")
     return actions

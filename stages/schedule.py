@@ -231,8 +231,12 @@ class Scheduler:
             out.key = key
             out.llm_start = time.time()
             timeout = min(key.timeout, deadline - t1)  # the deadline caps the call, not only the retries
-            call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
-                                  temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+            try:
+                call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
+                                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+            except BaseException:  # cancelled, or a bug: give the lease back, no verdict on the key
+                self.pool.release(lease, Outcome.ABANDONED)
+                raise
             out.llm_end = time.time()
             took = loop.time() - t1
             out.llm_s += took

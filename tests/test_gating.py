@@ -145,6 +145,21 @@ def test_sweep_bounds_memory_by_ttl_of_event_time():
         assert gate.check("cam-1", f"g{t}", VIEW, float(t)) == "new"
         gate.check("cam-2", "steady", VIEW, float(t))  # one long-lived group must survive the sweeps
         sizes.append(len(gate))
-    assert max(sizes) <= CFG.ttl_s + CFG.ttl_s / 4 + 3, max(sizes)
+    # sweeps run every max(sweep_every, size) checks (amortised O(1)): live groups + one sweep's worth
+    assert max(sizes) <= 2 * (CFG.ttl_s + 2) + GroupGate.sweep_every, max(sizes)
+    assert sizes[-1] <= sizes[999] + GroupGate.sweep_every and len(gate) < 1200 / 2
     assert gate.check("cam-2", "steady", VIEW, 1200.0) in (None, "refresh")
     assert gate.check("cam-1", "g0", VIEW, 1200.0) == "new", "long gone: forgotten"
+
+
+def test_one_cameras_clock_never_evicts_another_cameras_groups():
+    """Watermarks are per camera: a frame dated far in the future on cam-x forgets nothing of cam-1,
+    and cam-x's own later (correct) frames keep sweeping its state."""
+    gate = GroupGate(CFG)
+    gate.check("cam-1", "steady", VIEW, 1000.0)
+    gate.check("cam-x", "future", VIEW, 1e9)
+    for t in range(2 * GroupGate.sweep_every):
+        gate.check("cam-x", f"g{t}", VIEW, 1000.0 + t)  # cam-x's clock is right again
+        gate.check("cam-1", "steady", VIEW, 1000.0 + t / 100)
+    assert gate.check("cam-1", "steady", VIEW, 1021.0) in (None, "refresh"), "cam-1's group was kept"
+    assert len(gate) < GroupGate.sweep_every + 2 * (CFG.ttl_s + 2), "cam-x's old groups were swept"

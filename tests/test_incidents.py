@@ -243,3 +243,19 @@ def test_hot_result_after_quiet_ends_the_old_incident_before_the_tick_runs():
     assert [(e.action, e.body["incident_id"] == first) for e in events] == [("end", True), ("new", False)]
     assert events[0].body["ended_at"] == T0 + 10
     assert b.cameras["cam-1"].open_incidents == 1
+
+
+def test_a_failed_result_does_not_hide_a_later_ok_result_of_the_same_task():
+    """A scheduler restart may assess a task that had failed before: the ok result must apply."""
+    from hazardctl.incidents import IncidentBoard
+    from hazardctl.synthetic import risk_result
+
+    board = IncidentBoard()
+    failed = risk_result("cam-1", "g1", 5, 100.0, status="failed")
+    ok = risk_result("cam-1", "g1", 5, 100.0, level="high")
+    assert failed.task_id == ok.task_id
+    board.apply(failed, 101.0)
+    applied = board.apply(ok, 102.0)
+    assert applied.outcome != "duplicate"
+    assert board.apply(ok, 103.0).outcome == "duplicate", "the same ok result twice is still a duplicate"
+    assert any(i.level == "high" for i in board.open.values())

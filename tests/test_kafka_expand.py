@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import orjson
@@ -69,14 +70,16 @@ def test_kill9_mid_run_loses_no_task(kafka_bootstrap, make_topic, hazardctl_env)
     assert len(expected) == 3600
 
     proc = start_expand(hazardctl_env, src, dst, dlq, group, "--refresh", "0")
-    produce(kafka_bootstrap, src, items[:700], rate=400)  # the stage is busy while we kill it
-    time.sleep(0.5)
+    # detections keep arriving (250/s, ~5 s) while expand runs; it is killed while still busy
+    feeder = threading.Thread(target=produce, args=(kafka_bootstrap, src, items), kwargs={"rate": 250})
+    feeder.start()
+    partial = consume_until(kafka_bootstrap, dst, lambda m: len(m) >= 300, timeout=60)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    partial = consume_until(kafka_bootstrap, dst, lambda m: False, timeout=3)
-    assert 0 < len(partial) < len(expected), "the kill must land in the middle of the run"
+    assert feeder.is_alive(), "the kill must land while input is still arriving"
+    assert 300 <= len(partial) < len(expected)
+    feeder.join(60)
 
-    produce(kafka_bootstrap, src, items[700:])
     proc = start_expand(hazardctl_env, src, dst, dlq, group, "--refresh", "0")
     try:
         def all_there(msgs):

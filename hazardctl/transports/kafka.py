@@ -26,7 +26,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "compression.type": "lz4",
     "linger.ms": 5,
-    "message.max.bytes": 4 * 1024 * 1024,
+    "message.max.bytes": 10 * 1024 * 1024,  # the topics' max.message.bytes are the real limits
     "queue.buffering.max.messages": 100_000,
     "queue.buffering.max.kbytes": 256 * 1024,  # bounds memory when the broker is away
     "message.timeout.ms": 120_000,

@@ -12,7 +12,10 @@ Pure geometry (numpy only, no clock, no OpenCV) so every rule is unit-tested in 
   every group stays a crop an LLM can judge. Parts smaller than `min_size` are not groups.
 * **Group ids are stable across frames** (`GroupIds`): with tracking, a group keeps the id of the
   remembered group with which it shares the most track ids (on a split the larger part keeps it,
-  the part that leaves gets a new id); without tracking, union boxes are matched by IoU.
+  the part that leaves gets a new id); without tracking, union boxes are matched by IoU. A group
+  with some untracked members (ByteTrack gives a new object its id on its second frame, and none
+  to a low-confidence box) is matched by the track ids it does have, so a newcomer or a member
+  that lost its id for a frame does not cost the group its id.
 """
 
 from __future__ import annotations
@@ -204,11 +207,24 @@ def find_groups(objects: Sequence[Located], cfg: GroupingConfig = GroupingConfig
 
 # --- stable ids -----------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class Tracks:
+    """The track ids a group's members have now, and how many members have none (yet)."""
+
+    ids: frozenset[int]
+    untracked: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every member is tracked: then track ids alone say who the members are."""
+        return self.untracked == 0
+
+
 @dataclass(slots=True)
 class _Known:
     group_id: str
     seq: int
-    tracks: frozenset[int] | None
+    tracks: Tracks | None
     bbox: BBox
     last_seen: float
 
@@ -219,8 +235,10 @@ class GroupIds:
 
     Remembers groups for `memory_s` seconds so a detector miss of a frame or two does not change
     ids. Matching is greedy on (shared track ids, IoU of union boxes, older id first); each known
-    id goes to at most one group per frame. Track ids are trusted when both sides have them: then
-    shared members are required, and IoU only breaks ties. Otherwise IoU ≥ `min_iou` is required.
+    id goes to at most one group per frame. A group that shares track ids with a remembered one
+    may take its id whatever its IoU, even when some members are untracked. Without shared ids, two
+    fully tracked groups are different road users; otherwise (no tracking, or an untracked member
+    that may be one of the other side's) IoU ≥ `min_iou` is required.
     """
 
     prefix: str = "g"
@@ -229,19 +247,19 @@ class GroupIds:
     _known: list[_Known] = field(default_factory=list)
     _next: int = 1
 
-    def assign(self, clusters: Sequence[tuple[frozenset[int] | None, BBox]], now: float) -> list[str]:
-        """Ids for this frame's groups, given each group's (track ids or None, union box)."""
+    def assign(self, clusters: Sequence[tuple[Tracks | None, BBox]], now: float) -> list[str]:
+        """Ids for this frame's groups, given each group's (`cluster_tracks`, union box)."""
         self._known = [k for k in self._known if now - k.last_seen <= self.memory_s]
         candidates = []
         for i, (tracks, bbox) in enumerate(clusters):
             for j, known in enumerate(self._known):
-                overlap = 0
                 score_iou = iou(bbox, known.bbox)
+                overlap = 0
                 if tracks is not None and known.tracks is not None:
-                    overlap = len(tracks & known.tracks)
-                    if overlap == 0:
+                    overlap = len(tracks.ids & known.tracks.ids)
+                    if overlap == 0 and tracks.complete and known.tracks.complete:
                         continue
-                elif score_iou < self.min_iou:
+                if overlap == 0 and score_iou < self.min_iou:
                     continue
                 candidates.append((-overlap, -score_iou, known.seq, i, j))
         candidates.sort()
@@ -264,7 +282,8 @@ class GroupIds:
         return ids  # type: ignore[return-value]
 
 
-def cluster_tracks(objects: Sequence[Located], cluster: Cluster) -> frozenset[int] | None:
-    """The members' track ids, or None unless every member is tracked."""
+def cluster_tracks(objects: Sequence[Located], cluster: Cluster) -> Tracks | None:
+    """The members' track ids and how many have none; None when no member is tracked."""
     tracks = [objects[i].track_id for i in cluster.members]
-    return None if any(t is None for t in tracks) else frozenset(tracks)  # type: ignore[arg-type]
+    ids = frozenset(t for t in tracks if t is not None)
+    return Tracks(ids, sum(t is None for t in tracks)) if ids else None

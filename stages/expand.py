@@ -31,9 +31,17 @@ class ExpandConfig:
 
 
 def group_view(group: Group, tracks: dict[int, int | None]) -> GroupView:
-    """Members by track id when the detector tracks (stable across frames), else by count."""
+    """Members as (sorted known track ids, count of untracked members).
+
+    An untracked member (a newcomer before its second frame, a low-confidence box) only adds to the
+    count, so it does not hide who the tracked members are; without tracking this is the member
+    count. The gate compares views for equality, so a member losing or gaining its id is still a
+    change: no equality can equate ({1, 2}, 0) with ({1}, 1) and ({1}, 1) with ({1, 3}, 0) without
+    also equating the swap ({1, 2}, 0) = ({1, 3}, 0).
+    """
     ids = [tracks.get(m) for m in group.member_ids]
-    members = tuple(sorted(ids)) if None not in ids else (len(ids),)
+    known = tuple(sorted(t for t in ids if t is not None))
+    members = (known, len(ids) - len(known))
     return GroupView(members=members, classes=tuple(sorted(group.classes)), bbox=group.bbox)
 
 

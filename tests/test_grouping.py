@@ -217,6 +217,45 @@ def test_each_id_is_given_to_one_group_per_frame():
     assert sorted(got.values()) == ["g1", "g2"]
 
 
+def ids_per_frame(frames: list[list[Obj]], ids: GroupIds, dt: float = 0.5) -> list[list[str]]:
+    """Group ids of consecutive frames (members may be untracked, so not keyed by track ids)."""
+    out = []
+    for t, objs in enumerate(frames):
+        clusters = find_groups(objs)
+        out.append(ids.assign([(cluster_tracks(objs, c), c.bbox) for c in clusters], t * dt))
+    return out
+
+
+def test_tracked_pair_keeps_its_id_when_an_untracked_road_user_joins():
+    # A car arrives next to two tracked pedestrians; ByteTrack gives it an id only on its second
+    # frame. The car triples the union box (IoU with the pair's box 0.15 < 0.3), so only the shared
+    # track ids can say it is the same group.
+    pair = walking_pair(100)
+    frames = [pair, pair + [car(200, 100, w=300)], pair + [car(200, 100, w=300, track=3)]]
+    assert [len(find_groups(f)) for f in frames] == [1, 1, 1]
+    assert ids_per_frame(frames, GroupIds()) == [["g1"], ["g1"], ["g1"]]
+
+
+def test_a_member_that_loses_its_track_id_for_a_frame_does_not_change_the_group_id():
+    # Two cars driving 300 px per sample: consecutive union boxes overlap too little for IoU (0.17),
+    # so the remaining track id must carry the group through the frame where car 2 has no id.
+    def cars(x: float, second_track: int | None) -> list[Obj]:
+        return [car(x, 100, track=1), car(x + 220, 100, track=second_track)]
+
+    frames = [cars(100, 2), cars(400, None), cars(700, 2), cars(1000, 2)]
+    assert ids_per_frame(frames, GroupIds()) == [["g1"]] * 4
+
+
+def test_without_shared_track_ids_a_partly_tracked_group_is_matched_by_iou():
+    # Two newcomers: one is confirmed a frame before the other and then loses its id for a frame.
+    # No track id is shared, but an untracked member may be either one, so IoU decides (the same
+    # place: same group). Fully tracked groups without shared ids stay apart (test above).
+    frames = [[person(100, 100, track=7), person(150, 100)], [person(104, 100), person(154, 100, track=8)]]
+    assert ids_per_frame(frames, GroupIds()) == [["g1"], ["g1"]]
+    moved = [[person(100, 100, track=7), person(150, 100)], [person(400, 100), person(450, 100, track=8)]]
+    assert ids_per_frame(moved, GroupIds()) == [["g1"], ["g2"]]
+
+
 def test_iou():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0

@@ -196,7 +196,7 @@ class Scheduler:
                                   last_error=assessed.call.error)
         # commit: the record is done (its offset committable) once everything sent above is delivered
         ticket.seal()
-        self.observe(assessed, dequeued, result.times.result)
+        self.observe(assessed, dequeued, time.time())  # after serialising and handing over the result
 
     def receive(self, record: Record) -> AssessmentTask:
         if not record.value.strip():
@@ -239,7 +239,7 @@ class Scheduler:
                 raise
             out.llm_end = time.time()
             took = loop.time() - t1
-            out.llm_s += took
+            out.llm_s += call.http_s  # the request alone: body building and reply parsing are our overhead
             out.call = call
             cut_short = call.outcome is Outcome.TIMEOUT and timeout < key.timeout
             self.report(lease, key, call, took, verdict=Outcome.ABANDONED if cut_short else None)

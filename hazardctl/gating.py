@@ -30,8 +30,11 @@ class GroupView:
     """What the gate compares: member identities (track ids when known), classes, union box."""
 
     members: tuple
+    """track ids of the tracked members (empty without tracking)"""
     classes: tuple[str, ...]
     bbox: BBox
+    untracked: int = 0
+    """members without a track id (a newcomer before its second frame, a low-confidence box)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +54,22 @@ def iou(a: BBox, b: BBox) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def same_members(a: GroupView, b: GroupView) -> bool:
+    """Same number of members, and every track id one view lacks may be one of the other's untracked
+    members: a member gaining or losing its id is not a change, a swap of tracked members is."""
+    if len(a.members) + a.untracked != len(b.members) + b.untracked:
+        return False
+    sa, sb = set(a.members), set(b.members)
+    return len(sa - sb) <= b.untracked and len(sb - sa) <= a.untracked
+
+
 def decide(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig) -> tuple[Reason | None, GateEntry | None]:
     """(why to send or None to suppress, the new state). State is unchanged for a stale replay."""
     if entry is None or ts - entry.seen_ts > cfg.ttl_s:
         return "new", GateEntry(view, ts, ts)
     if ts <= entry.sent_ts:  # a redelivered or out-of-order frame: already covered
         return None, entry
-    if view.members != entry.sent.members or view.classes != entry.sent.classes or iou(view.bbox, entry.sent.bbox) < cfg.min_iou:
+    if not same_members(view, entry.sent) or view.classes != entry.sent.classes or iou(view.bbox, entry.sent.bbox) < cfg.min_iou:
         return "changed", GateEntry(view, ts, ts)
     if ts - entry.sent_ts >= cfg.refresh_interval_s:
         return "refresh", GateEntry(view, ts, ts)

@@ -31,18 +31,12 @@ class ExpandConfig:
 
 
 def group_view(group: Group, tracks: dict[int, int | None]) -> GroupView:
-    """Members as (sorted known track ids, count of untracked members).
-
-    An untracked member (a newcomer before its second frame, a low-confidence box) only adds to the
-    count, so it does not hide who the tracked members are; without tracking this is the member
-    count. The gate compares views for equality, so a member losing or gaining its id is still a
-    change: no equality can equate ({1, 2}, 0) with ({1}, 1) and ({1}, 1) with ({1, 3}, 0) without
-    also equating the swap ({1, 2}, 0) = ({1, 3}, 0).
-    """
+    """Members as their known track ids plus a count of untracked ones (see gating.same_members);
+    without tracking that is just the member count."""
     ids = [tracks.get(m) for m in group.member_ids]
     known = tuple(sorted(t for t in ids if t is not None))
-    members = (known, len(ids) - len(known))
-    return GroupView(members=members, classes=tuple(sorted(group.classes)), bbox=group.bbox)
+    return GroupView(members=known, untracked=len(ids) - len(known), classes=tuple(sorted(group.classes)),
+                     bbox=group.bbox)
 
 
 def expand(det: DetectionResult, raw: dict, gate: GroupGate, cfg: ExpandConfig, now: float) -> list[dict]:

@@ -163,3 +163,22 @@ def test_one_cameras_clock_never_evicts_another_cameras_groups():
         gate.check("cam-1", "steady", VIEW, 1000.0 + t / 100)
     assert gate.check("cam-1", "steady", VIEW, 1021.0) in (None, "refresh"), "cam-1's group was kept"
     assert len(gate) < GroupGate.sweep_every + 2 * (CFG.ttl_s + 2), "cam-x's old groups were swept"
+
+
+def test_a_member_gaining_or_losing_its_track_id_is_not_a_change_but_a_swap_is():
+    from hazardctl.gating import same_members
+
+    pair = GroupView(members=(1, 2), classes=("car", "person"), bbox=BOX)
+    newcomer = GroupView(members=(1, 2), untracked=1, classes=("car", "person"), bbox=BOX)
+    with_id = GroupView(members=(1, 2, 3), classes=("car", "person"), bbox=BOX)
+    lost_id = GroupView(members=(1,), untracked=1, classes=("car", "person"), bbox=BOX)
+    swapped = GroupView(members=(1, 3), classes=("car", "person"), bbox=BOX)
+    assert not same_members(newcomer, pair), "a third road user joined"
+    assert same_members(with_id, newcomer), "the newcomer only got its track id"
+    assert same_members(lost_id, pair) and same_members(pair, lost_id)
+    assert not same_members(swapped, pair), "another road user took member 2's place"
+    gate = GroupGate(CFG)
+    assert gate.check("c", "g", pair, 0.0) == "new"
+    assert gate.check("c", "g", newcomer, 0.5) == "changed"
+    assert gate.check("c", "g", with_id, 1.0) is None
+    assert gate.check("c", "g", swapped, 1.5) == "changed"

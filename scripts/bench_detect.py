@@ -2,6 +2,7 @@
 
     python scripts/bench_detect.py [--model .cache/models/centernet-coco.onnx] [--seconds 20]
                                    [--cameras 4] [--batch 8] [--threads 1,2] [--no-pt]
+                                   [--realtime 6,8,10,12] [--realtime-seconds 20] [--realtime-only]
 
 1. A test video is generated: real people and the bus cut out of tests/data/bus.jpg moving on a
    grey road, 1280x720, --src-fps (10) frames per second, mp4v. Each camera analyses 2 frames/s,
@@ -15,9 +16,17 @@
    so model loading and start-up are left out). Overhead = bare frames/s / stage frames/s - 1.
 4. capacity: the stage with --cameras copies of the video at once (frames from several cameras
    go to the detector together, up to --batch): sustained frames/s ÷ 2 fps = cameras one machine
-   like this one keeps up with.
+   like this one keeps up with. Derived, not observed: see 6.
 5. ORT vs ultralytics: the same YOLOv8 weights (the fall-detection test model) as .onnx through
    onnxruntime and as .pt through ultralytics, bare loop, when the [ultralytics] extra is installed.
+6. real time: for each N in --realtime, ONE real `hazardctl detect` process (a subprocess, the
+   stage's default thread count) with N cameras, each the video paced at real time with --loop,
+   --fps 2. Once every camera has had a frame analysed (+ --realtime-warmup), its own /metrics
+   (frames read/processed/dropped per camera) are read at the start and the end of a
+   --realtime-seconds window, then it gets SIGTERM; the capture→published lags come from the
+   `times` of the results it wrote. Sustained = every camera had >= 95 % of its 2 × seconds frames
+   analysed and the p95 lag stays < 1 s (in the window and in its second half). The largest
+   sustained N is printed next to the derived figure of 4.
 
 Prints a table and writes bench-results/detect.json. Timings on a shared machine are noisy; the
 ratios (measured back to back in one run) are what to compare.
@@ -31,10 +40,12 @@ import io
 import itertools
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,6 +236,248 @@ def side_costs(video: Path, frames: list[np.ndarray], src_fps: int) -> dict:
     return {"decode": 1e3 * decode, "tracker": 1e3 * track, "crop_jpeg_b64": 1e3 * jpeg}
 
 
+# ------------------------------------------------------------------ real time: N cameras, one real process
+
+REALTIME_MIN_SHARE = 0.95   # of the 2 fps × seconds a camera should have had analysed
+REALTIME_MAX_P95_LAG_S = 1.0
+
+
+@dataclass(frozen=True)
+class CameraCounts:
+    """One camera's counters from the stage's own /metrics (cumulative)."""
+
+    read: float = 0.0
+    processed: float = 0.0
+    dropped: dict[str, float] = field(default_factory=dict)
+
+
+def parse_camera_counts(metrics_text: str) -> dict[str, CameraCounts]:
+    """Per-camera frames read / processed / dropped (by reason) from a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    read: dict[str, float] = {}
+    processed: dict[str, float] = {}
+    dropped: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        for s in fam.samples:
+            if not s.name.endswith("_total"):
+                continue
+            cam = s.labels.get("camera")
+            if s.name == "hazardctl_detect_frames_read_total":
+                read[cam] = s.value
+            elif s.name == "hazardctl_detect_frames_processed_total":
+                processed[cam] = s.value
+            elif s.name == "hazardctl_detect_frames_dropped_total":
+                dropped.setdefault(cam, {})[s.labels["reason"]] = s.value
+    cams = set(read) | set(processed) | set(dropped)
+    return {c: CameraCounts(read.get(c, 0.0), processed.get(c, 0.0), dict(dropped.get(c, {}))) for c in cams}
+
+
+def counts_between(before: dict[str, CameraCounts], after: dict[str, CameraCounts]) -> dict[str, CameraCounts]:
+    """What each camera did between two scrapes (a camera missing from `before` counts from zero)."""
+    out = {}
+    for cam, a in after.items():
+        b = before.get(cam, CameraCounts())
+        out[cam] = CameraCounts(a.read - b.read, a.processed - b.processed,
+                                {r: v - b.dropped.get(r, 0.0) for r, v in a.dropped.items()})
+    return out
+
+
+STATUS_CAMERA = re.compile(r"(\S+)=(\w+)\(read=(\d+) processed=(\d+)\)")
+
+
+def parse_status_line(stderr_text: str) -> dict[str, dict]:
+    """Per-camera state/read/processed from the stage's last `detect: frames=...` status line."""
+    lines = [ln for ln in stderr_text.splitlines() if "detect: frames=" in ln]
+    if not lines:
+        return {}
+    return {cam: {"state": state, "read": int(r), "processed": int(p)}
+            for cam, state, r, p in STATUS_CAMERA.findall(lines[-1].split("|", 1)[-1])}
+
+
+def lag_summary(times: list[tuple[float, float]], start: float, end: float) -> dict:
+    """Capture→published lag of the results published in [start, end] (wall clock), whole window
+    and each half, so a lag that keeps growing shows as a second half worse than the first."""
+    inside = sorted((pub, pub - cap) for cap, pub in times if start <= pub <= end)
+    mid = (start + end) / 2
+    first = [lag for pub, lag in inside if pub < mid]
+    second = [lag for pub, lag in inside if pub >= mid]
+    lags = [lag for _, lag in inside]
+    nan = float("nan")
+    return {"results": len(lags), "p50_s": pct(lags, 0.5) if lags else nan, "p95_s": pct(lags, 0.95) if lags else nan,
+            "max_s": max(lags) if lags else nan,
+            "p95_first_half_s": pct(first, 0.95) if first else nan, "p95_second_half_s": pct(second, 0.95) if second else nan}
+
+
+def realtime_verdict(per_camera: dict[str, CameraCounts], cameras: int, window_s: float, lag: dict) -> dict:
+    """Sustained = every camera had ≥ 95 % of its 2 fps × window frames analysed, and the p95 lag
+    stays under 1 s in the window and in its second half (not creeping up)."""
+    expected = ANALYSED_FPS * window_s
+    processed = [per_camera[c].processed if c in per_camera else 0.0 for c in camera_ids(cameras)]
+    lost = {}
+    for c in per_camera.values():
+        for reason, v in c.dropped.items():
+            if reason != "sampling":  # sampling = frames between samples, by design
+                lost[reason] = lost.get(reason, 0.0) + v
+    min_share = min(processed) / expected if expected > 0 else 0.0
+    lag_ok = lag["p95_s"] < REALTIME_MAX_P95_LAG_S and lag["p95_second_half_s"] < REALTIME_MAX_P95_LAG_S
+    return {"cameras": cameras, "window_s": window_s, "expected_per_camera": expected,
+            "processed_min": min(processed), "processed_max": max(processed), "processed_total": sum(processed),
+            "min_share": min_share, "dropped": lost, "lag": lag,
+            "sustained": bool(min_share >= REALTIME_MIN_SHARE and lag_ok)}
+
+
+def largest_sustained(verdicts: list[dict]) -> str:
+    ok = [v["cameras"] for v in verdicts if v.get("sustained")]
+    tried = sorted(v["cameras"] for v in verdicts)
+    if not tried:
+        return "not measured"
+    if not ok:
+        return f"< {tried[0]} (none of {','.join(map(str, tried))} sustained)"
+    best = max(ok)
+    return f">= {best} (the largest tried; try more)" if best == tried[-1] else str(best)
+
+
+def camera_ids(n: int) -> list[str]:
+    return [f"cam-{i:02d}" for i in range(n)]
+
+
+def physical_cores() -> int:
+    """Cores (not hyper-threads): what onnxruntime sizes its intra-op pool by when not told."""
+    pairs = set()
+    for d in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+        try:
+            pairs.add(((d / "physical_package_id").read_text().strip(), (d / "core_id").read_text().strip()))
+        except OSError:
+            pass
+    return len(pairs) or os.cpu_count() or 1
+
+
+def cpu_ticks(pid: int) -> tuple[float, float, float]:
+    """(process utime+stime, machine busy, machine total) in clock ticks, for CPU use over a window."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    proc = float(fields[11]) + float(fields[12])
+    cpu = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0.0)
+    return proc, sum(cpu) - idle, sum(cpu)
+
+
+def scrape(port: int) -> dict[str, CameraCounts]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return parse_camera_counts(r.read().decode())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def realtime_run(model: str, video: Path, cameras: int, seconds: float, warmup_s: float, tmpdir: Path) -> dict:
+    """One real `hazardctl detect` with `cameras` copies of the video, paced in real time and looping:
+    wait until every camera has had a frame analysed, let it settle, count for `seconds` from its
+    /metrics, then SIGTERM it and read the lags from what it wrote."""
+    import signal
+    import subprocess
+
+    exe = ROOT / ".venv/bin/hazardctl"
+    port = free_port()
+    out = tmpdir / f"realtime-{cameras}cam.jsonl"
+    err = tmpdir / f"realtime-{cameras}cam.stderr"
+    cmd = [str(exe), "detect", "--model", model, "--fps", f"{ANALYSED_FPS:g}", "--loop", "--out", str(out),
+           "--metrics-port", str(port)]
+    for cid in camera_ids(cameras):
+        cmd += ["--source", str(video), "--camera-id", cid]
+    env = {k: v for k, v in os.environ.items() if k != "HAZARDCTL_DETECT_THREADS"}  # the stage's own default
+    env["HAZARDCTL_LOG_LEVEL"] = "INFO"
+    clk = os.sysconf("SC_CLK_TCK")
+    with err.open("wb") as err_f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err_f)
+        try:
+            t_launch = time.monotonic()
+            started = None
+            while time.monotonic() - t_launch < 90:
+                if proc.poll() is not None:
+                    break
+                try:
+                    counts = scrape(port)
+                    if all(counts.get(c, CameraCounts()).processed >= 1 for c in camera_ids(cameras)):
+                        started = time.monotonic() - t_launch
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            if started is None:
+                raise RuntimeError(f"hazardctl detect with {cameras} cameras did not start analysing (rc={proc.poll()}):\n"
+                                   + err.read_text()[-2000:])
+            time.sleep(warmup_s)
+            before, w0, m0 = scrape(port), time.time(), time.monotonic()
+            c0 = cpu_ticks(proc.pid)
+            time.sleep(seconds)
+            after, w1, m1 = scrape(port), time.time(), time.monotonic()
+            c1 = cpu_ticks(proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+    times = []
+    with out.open("rb") as f:
+        for line in f:
+            t = json.loads(line)["times"]
+            times.append((t["capture"], t["published"]))
+    out.unlink()
+    window = m1 - m0
+    verdict = realtime_verdict(counts_between(before, after), cameras, window, lag_summary(times, w0, w1))
+    stderr_text = err.read_text()
+    verdict.update(
+        exit_code=rc, startup_s=started,
+        process_cpu_cores=(c1[0] - c0[0]) / clk / window,
+        machine_busy_cores=(c1[1] - c0[1]) / max(c1[2] - c0[2], 1.0) * (os.cpu_count() or 1),
+        final_status=parse_status_line(stderr_text),
+        command=" ".join(cmd[:cmd.index("--source")]) + f" --source VIDEO --camera-id cam-00 ... (x{cameras})")
+    return verdict
+
+
+def realtime_section(a, video: Path, tmpdir: Path, derived: list[tuple[str, float]]) -> dict:
+    counts = [int(n) for n in a.realtime.split(",") if n.strip()]
+    threads = physical_cores()
+    print(f"\nreal time: ONE `hazardctl detect` process per row, N cameras = N copies of the video, paced at "
+          f"real time (--loop, --fps {ANALYSED_FPS:g}), {a.realtime_seconds:g} s counted after every camera's first "
+          f"frame + {a.realtime_warmup:g} s; onnxruntime threads: the stage's default (HAZARDCTL_DETECT_THREADS "
+          f"unset: one intra-op thread per physical core = {threads} here)")
+    print(f"sustained = every camera >= {100 * REALTIME_MIN_SHARE:.0f} % of its {ANALYSED_FPS:g} fps frames analysed "
+          f"and p95 capture->published lag < {REALTIME_MAX_P95_LAG_S:g} s (whole window and its second half)")
+    print(f"{'N':>3} | {'expected/cam':>12} | {'processed min/cam':>17} | {'total':>5} | {'dropped':>7} | "
+          f"{'lag p50':>7} {'p95':>6} {'(1st/2nd half)':>15} | {'cpu detect/machine':>18} | sustained")
+    verdicts = []
+    for n in counts:
+        v = realtime_run(a.model, video, n, a.realtime_seconds, a.realtime_warmup, tmpdir)
+        verdicts.append(v)
+        lag = v["lag"]
+        dropped = sum(v["dropped"].values())
+        print(f"{n:>3} | {v['expected_per_camera']:12.1f} | {v['processed_min']:8.0f} ({100 * v['min_share']:5.1f} %) | "
+              f"{v['processed_total']:5.0f} | {dropped:7.0f} | {lag['p50_s']:6.2f}s {lag['p95_s']:5.2f}s "
+              f"({lag['p95_first_half_s']:5.2f}/{lag['p95_second_half_s']:5.2f}) | "
+              f"{v['process_cpu_cores']:7.2f} / {v['machine_busy_cores']:4.2f} cores | "
+              f"{'yes' if v['sustained'] else 'no'}" + ("" if v["exit_code"] == 0 else f"  (exit {v['exit_code']})"))
+    best = largest_sustained(verdicts)
+    print(f"\ncameras at {ANALYSED_FPS:g} fps, onnx backend, this machine ({os.cpu_count()} CPUs):")
+    print(f"  measured in real time, one process, default threads ({threads}): largest sustained N = {best}")
+    for label, value in derived:
+        print(f"  derived, {label}: {value:.1f}")
+    return {"threads": threads, "seconds": a.realtime_seconds, "warmup_s": a.realtime_warmup,
+            "runs": verdicts, "largest_sustained": best}
+
+
 # ------------------------------------------------------------------ main
 
 def main() -> int:
@@ -240,6 +493,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="bare/stage pairs per thread count (median)")
     ap.add_argument("--no-pt", action="store_true", help="skip the ORT vs ultralytics comparison")
     ap.add_argument("--json", default=str(ROOT / "bench-results/detect.json"))
+    ap.add_argument("--realtime", default="6,8,9,10,12", metavar="N1,N2,...",
+                    help="camera counts for the real-time runs (one real `hazardctl detect` each); '' skips them")
+    ap.add_argument("--realtime-seconds", type=float, default=20.0, help="seconds counted per real-time run")
+    ap.add_argument("--realtime-warmup", type=float, default=2.0,
+                    help="seconds left out after every camera's first analysed frame")
+    ap.add_argument("--realtime-only", action="store_true", help="only the real-time runs")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     if not Path(a.model).is_file():
@@ -258,56 +517,69 @@ def main() -> int:
         print(f"video: {SIZE[0]}x{SIZE[1]} {a.src_fps} fps mp4v, {a.seconds:.0f} s; {len(frames)} frames analysed "
               f"per camera at {ANALYSED_FPS:g} fps; {os.cpu_count()} CPUs (shared: expect noise)")
         print(f"model: {a.model}")
-        costs = side_costs(video, frames, a.src_fps)
-        report["side_costs_ms"] = costs
         rows = []
-        for n in threads:
-            det = load_detector(a.model, threads=n)
-            # alternate bare and stage runs, keep the median of each: the machine is shared
-            pairs = [(bare_loop(det, frames), stage_run(det, video, 1, a.batch, tmpdir)) for _ in range(a.rounds)]
-            bare = median_run([p[0] for p in pairs])
-            stage = median_run([p[1] for p in pairs])
-            multi = stage_run(det, video, a.cameras, a.batch, tmpdir)
-            overhead = bare["fps"] / stage["fps"] - 1
-            cpu_overhead = stage["cpu_ms"] / bare["cpu_ms"] - 1
-            cpus = os.cpu_count() or 1
-            report["runs"][f"threads={n}"] = {
-                "bare": bare, "stage_1cam": stage, f"stage_{a.cameras}cam": multi,
-                "stage_overhead_wall": overhead, "stage_overhead_cpu": cpu_overhead,
-                "max_cameras_at_2fps_measured": multi["fps"] / ANALYSED_FPS,
-                "max_cameras_at_2fps_from_cpu": 1e3 * min(cpus, n) / multi["cpu_ms"] / ANALYSED_FPS}
-            rows.append((n, bare, stage, multi, overhead, cpu_overhead))
-
-        cpus = os.cpu_count() or 1
-        print("\nwall clock (frames/s; ms per frame)")
-        print(f"{'threads':>7} | {'bare f/s':>8} {'p50':>5} {'p95':>5} (pre/infer/post) | "
-              f"{'stage f/s':>9} {'p50':>5} {'p95':>5} | overhead | {a.cameras} cams f/s (batch) | cams @2fps")
-        for n, bare, stage, multi, overhead, _ in rows:
-            split = (f"({bare['pre_ms']:.1f}/{bare['infer_ms']:.0f}/{bare['post_ms']:.1f})"
-                     if "pre_ms" in bare else "")
-            print(f"{n:>7} | {bare['fps']:8.2f} {bare['p50_ms']:5.0f} {bare['p95_ms']:5.0f} {split:>16} | "
-                  f"{stage['fps']:9.2f} {stage['p50_ms']:5.0f} {stage['p95_ms']:5.0f} | {100 * overhead:7.1f}% | "
-                  f"{multi['fps']:8.2f} ({multi['batch']})        | {multi['fps'] / ANALYSED_FPS:6.1f}")
-        print("\nCPU time (all threads of the process, ms per analysed frame): less sensitive to other load")
-        print(f"{'threads':>7} | {'bare':>6} | {'stage 1 cam':>11} | overhead | {a.cameras} cams | "
-              f"cams @2fps if nothing else runs (on min({cpus} CPUs, threads) cores)")
-        for n, bare, stage, multi, _, cpu_overhead in rows:
-            print(f"{n:>7} | {bare['cpu_ms']:6.1f} | {stage['cpu_ms']:11.1f} | {100 * cpu_overhead:7.1f}% | "
-                  f"{multi['cpu_ms']:6.1f} | {1e3 * min(cpus, n) / multi['cpu_ms'] / ANALYSED_FPS:6.1f}")
-        s = rows[-1][2]
-        print(f"\nstage output: {s['groups_per_frame']:.2f} groups/frame, {s['crops_per_frame']:.2f} crops/frame, "
-              f"{s['bytes_per_result'] / 1e3:.0f} kB/result; overhead goal <= 15 %")
-        print(f"work outside inference, per analysed frame (one core): decode {costs['decode']:.1f} ms "
-              f"(grab {a.src_fps / ANALYSED_FPS:.0f} frames, convert 1), tracker {costs['tracker']:.2f} ms, "
-              f"crop JPEG+base64 {costs['crop_jpeg_b64']:.1f} ms per crop")
-
-        if not a.no_pt:
+        if not a.realtime_only:
+            rows = batched_runs(a, report, video, frames, threads, tmpdir)
+        if a.realtime.strip():
+            default = physical_cores()
+            derived = [(f"{a.cameras} cameras batched as fast as possible, threads={n}"
+                        + (" (the default)" if n == default else "") + f": sustained f/s / {ANALYSED_FPS:g}",
+                        multi["fps"] / ANALYSED_FPS) for n, _, _, multi, _, _ in rows]
+            report["realtime"] = realtime_section(a, video, tmpdir, derived)
+        if not a.no_pt and not a.realtime_only:
             report["runs"]["ort_vs_ultralytics"] = compare_pt(a, frames, threads, tmpdir)
 
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(report, indent=2))
     print(f"\nwrote {a.json}")
     return 0
+
+
+def batched_runs(a, report: dict, video: Path, frames: list[np.ndarray], threads: list[int], tmpdir: Path) -> list:
+    """Bare loop, whole stage (1 camera) and the --cameras capacity run, per thread count; prints the tables."""
+    costs = side_costs(video, frames, a.src_fps)
+    report["side_costs_ms"] = costs
+    rows = []
+    for n in threads:
+        det = load_detector(a.model, threads=n)
+        # alternate bare and stage runs, keep the median of each: the machine is shared
+        pairs = [(bare_loop(det, frames), stage_run(det, video, 1, a.batch, tmpdir)) for _ in range(a.rounds)]
+        bare = median_run([p[0] for p in pairs])
+        stage = median_run([p[1] for p in pairs])
+        multi = stage_run(det, video, a.cameras, a.batch, tmpdir)
+        overhead = bare["fps"] / stage["fps"] - 1
+        cpu_overhead = stage["cpu_ms"] / bare["cpu_ms"] - 1
+        cpus = os.cpu_count() or 1
+        report["runs"][f"threads={n}"] = {
+            "bare": bare, "stage_1cam": stage, f"stage_{a.cameras}cam": multi,
+            "stage_overhead_wall": overhead, "stage_overhead_cpu": cpu_overhead,
+            "max_cameras_at_2fps_measured": multi["fps"] / ANALYSED_FPS,
+            "max_cameras_at_2fps_from_cpu": 1e3 * min(cpus, n) / multi["cpu_ms"] / ANALYSED_FPS}
+        rows.append((n, bare, stage, multi, overhead, cpu_overhead))
+
+    cpus = os.cpu_count() or 1
+    print("\nwall clock (frames/s; ms per frame)")
+    print(f"{'threads':>7} | {'bare f/s':>8} {'p50':>5} {'p95':>5} (pre/infer/post) | "
+          f"{'stage f/s':>9} {'p50':>5} {'p95':>5} | overhead | {a.cameras} cams f/s (batch) | cams @2fps")
+    for n, bare, stage, multi, overhead, _ in rows:
+        split = (f"({bare['pre_ms']:.1f}/{bare['infer_ms']:.0f}/{bare['post_ms']:.1f})"
+                 if "pre_ms" in bare else "")
+        print(f"{n:>7} | {bare['fps']:8.2f} {bare['p50_ms']:5.0f} {bare['p95_ms']:5.0f} {split:>16} | "
+              f"{stage['fps']:9.2f} {stage['p50_ms']:5.0f} {stage['p95_ms']:5.0f} | {100 * overhead:7.1f}% | "
+              f"{multi['fps']:8.2f} ({multi['batch']})        | {multi['fps'] / ANALYSED_FPS:6.1f}")
+    print("\nCPU time (all threads of the process, ms per analysed frame): less sensitive to other load")
+    print(f"{'threads':>7} | {'bare':>6} | {'stage 1 cam':>11} | overhead | {a.cameras} cams | "
+          f"cams @2fps if nothing else runs (on min({cpus} CPUs, threads) cores)")
+    for n, bare, stage, multi, _, cpu_overhead in rows:
+        print(f"{n:>7} | {bare['cpu_ms']:6.1f} | {stage['cpu_ms']:11.1f} | {100 * cpu_overhead:7.1f}% | "
+              f"{multi['cpu_ms']:6.1f} | {1e3 * min(cpus, n) / multi['cpu_ms'] / ANALYSED_FPS:6.1f}")
+    s = rows[-1][2]
+    print(f"\nstage output: {s['groups_per_frame']:.2f} groups/frame, {s['crops_per_frame']:.2f} crops/frame, "
+          f"{s['bytes_per_result'] / 1e3:.0f} kB/result; overhead goal <= 15 %")
+    print(f"work outside inference, per analysed frame (one core): decode {costs['decode']:.1f} ms "
+          f"(grab {a.src_fps / ANALYSED_FPS:.0f} frames, convert 1), tracker {costs['tracker']:.2f} ms, "
+          f"crop JPEG+base64 {costs['crop_jpeg_b64']:.1f} ms per crop")
+    return rows
 
 
 def compare_pt(a, frames: list[np.ndarray], threads: list[int], tmpdir: Path) -> dict:

@@ -59,6 +59,9 @@ class BoardConfig:
     """how many task ids are remembered to drop duplicates (≈ 30 min at 50 results/s)"""
     ended_history: int = 200
     """ended incidents kept for /incidents"""
+    refresh_s: float = 5.0
+    """a camera or incident that got results without a visible change is re-sent this often, so
+    its frame, result count and times stay live without an event per result"""
 
     def __post_init__(self) -> None:
         if self.min_level not in LEVEL_RANK:
@@ -101,6 +104,8 @@ class CameraState:
     results: int = 0
     failed: int = 0
     open_incidents: int = 0
+    stale_since: float | None = None
+    """when the first result that was not pushed arrived (None: what clients have is current)"""
 
     @property
     def level(self) -> RiskLevel:
@@ -143,6 +148,8 @@ class Incident:
     times: dict = field(default_factory=dict)
     results: int = 1
     ended_at: float | None = None
+    stale_since: float | None = None
+    """when the first update that was not pushed arrived (None: what clients have is current)"""
 
     @property
     def is_open(self) -> bool:
@@ -241,6 +248,7 @@ class IncidentBoard:
         if outcome != "applied":
             if before is None:
                 return Applied(outcome, [Event("camera", "update", cam.camera_id, cam.as_dict())])
+            cam.stale_since = cam.stale_since or now
             return Applied(outcome, _NOTHING)
 
         cam.groups[r.group_id] = GroupState(r.group_id, r.level, tuple(r.risk_types), r.description, r.confidence,
@@ -250,7 +258,10 @@ class IncidentBoard:
         events = self._incident_events(r, ts, now)
         cam.open_incidents += sum(1 for e in events if e.action == "new")
         if cam.visible() != before:
+            cam.stale_since = None
             events.append(Event("camera", "update", cam.camera_id, cam.as_dict()))
+        else:
+            cam.stale_since = cam.stale_since or now
         return Applied("applied", events)
 
     def _incident_events(self, r: RiskAssessmentResult, ts: float, now: float) -> list[Event]:
@@ -288,7 +299,9 @@ class IncidentBoard:
             if LEVEL_RANK[r.level] > LEVEL_RANK[inc.peak_level]:
                 inc.peak_level = r.level
         if inc.visible() == before:
+            inc.stale_since = inc.stale_since or now
             return []
+        inc.stale_since = None
         return [Event("incident", "update", r.camera_id, inc.as_dict())]
 
     # ---- time ----------------------------------------------------------------------------------
@@ -317,6 +330,16 @@ class IncidentBoard:
         for cid, before in touched.items():
             cam = self.cameras[cid]
             if cam.visible() != before:
+                cam.stale_since = None
+                events.append(Event("camera", "update", cid, cam.as_dict()))
+        # results that changed nothing visible: re-send now and then so frame, counts and times stay live
+        for inc in self.open.values():
+            if inc.stale_since is not None and now - inc.stale_since >= cfg.refresh_s:
+                inc.stale_since = None
+                events.append(Event("incident", "update", inc.camera_id, inc.as_dict()))
+        for cid, cam in self.cameras.items():
+            if cam.stale_since is not None and now - cam.stale_since >= cfg.refresh_s:
+                cam.stale_since = None
                 events.append(Event("camera", "update", cid, cam.as_dict()))
         return events
 

@@ -259,3 +259,23 @@ def test_a_failed_result_does_not_hide_a_later_ok_result_of_the_same_task():
     assert applied.outcome != "duplicate"
     assert board.apply(ok, 103.0).outcome == "duplicate", "the same ok result twice is still a duplicate"
     assert any(i.level == "high" for i in board.open.values())
+
+
+def test_unchanged_results_are_refreshed_now_and_then_not_per_result():
+    """Same level every frame: no event per result, but the camera and incident are re-sent every
+    refresh_s so a client sees the frame and result count move (a silent camera stays still)."""
+    from hazardctl.incidents import BoardConfig, IncidentBoard
+    from hazardctl.synthetic import risk_result
+
+    board = IncidentBoard(BoardConfig(refresh_s=5.0))
+    first = board.apply(risk_result("cam-1", "g1", 0, 100.0, level="high"), 100.0)
+    assert {(e.kind, e.action) for e in first.events} == {("incident", "new"), ("camera", "update")}
+    for f in range(1, 8):
+        assert board.apply(risk_result("cam-1", "g1", f, 100.0 + f * 0.5, level="high"), 100.0 + f * 0.5).events == []
+    assert board.tick(103.0) == [], "not yet: less than refresh_s since the first unsent result"
+    events = board.tick(106.0)
+    assert {(e.kind, e.action) for e in events} == {("incident", "update"), ("camera", "update")}
+    cam = next(e.body for e in events if e.kind == "camera")
+    inc = next(e.body for e in events if e.kind == "incident")
+    assert cam["frame_id"] == 7 and cam["results"] == 8 and inc["results"] == 8
+    assert board.tick(112.0) == [], "nothing new since: nothing re-sent"

@@ -18,7 +18,7 @@ import pytest
 
 from hazardctl.messages import RiskAssessmentResult
 from tests.conftest import ROOT
-from tests.e2e.test_pipeline_page import (
+from tests.pipeline_proc import (
     CAMERA,
     IMAGE,
     MODEL,

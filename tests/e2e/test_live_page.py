@@ -12,44 +12,20 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from hazardctl.synthetic import risk_result
-from tests.conftest import ROOT
 from tests.consume_proc import ConsumeProcess
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = os.environ.get("HAZARDCTL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = ROOT / "test-artifacts"
 DATA = Path(__file__).resolve().parent.parent / "data"
 
 
-def _missing(why: str):
-    if os.environ.get("HAZARDCTL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{why} (make test installs it with scripts/install-chromium.sh)")
-    pytest.skip(f"{why}: run scripts/install-chromium.sh")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        _missing(f"no chromium at {CHROMIUM}")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright (python) is not installed")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def crop(name: str, box: tuple[int, int, int, int]) -> str:

@@ -227,7 +227,7 @@ def llm_sim_cmd(
     seed: Optional[int] = typer.Option(None, help="Seed of answers and latencies (default: 1)."),
     model: Optional[str] = typer.Option(None, help="Model name in answers (default: qwen-vl-plus)."),
 ) -> None:
-    from hazardctl import llm_sim
+    from tools import llm_sim
 
     cfg = llm_sim.build_config(config, keys=keys, qps=qps, rpm=rpm, latency=latency, faults=fault, seed=seed,
                                host=host, port=port, model=model)
@@ -313,7 +313,7 @@ def schedule_cmd(
 def _start_simulated_llm(why: str):
     """The embedded default: no key configured → the simulated LLM in its own process, 10 keys x 5 qps."""
     from hazardctl.keys import parse_keys
-    from hazardctl.llm_sim import build_config, start_sim_process
+    from tools.llm_sim import build_config, start_sim_process
 
     sim_cfg = build_config(keys=10, qps=5, port=0)
     sim = start_sim_process(sim_cfg)

@@ -4,7 +4,7 @@
 Runs, in the same session and with the same client:
   - baseline: a bare aiohttp handler in its own process (read body, sleep the same fixed latency,
     return a constant JSON answer), and
-  - llm-sim: `hazardctl.llm_sim` in its own process (start_sim_process), latency fixed:LATENCY,
+  - llm-sim: `tools.llm_sim` in its own process (start_sim_process), latency fixed:LATENCY,
     10 keys with limits far above the offered rate (so no 429s),
 at each offered rate for DURATION seconds. The load generator (this process, aiohttp client) sends
 request i at t0 + i/rate whatever happened to earlier ones (open loop), with a real JPEG crop as a
@@ -141,7 +141,7 @@ def main() -> int:
         serve_baseline(args.latency)
         return 0
 
-    from hazardctl.llm_sim import SimConfig, generated_keys, start_sim_process
+    from tools.llm_sim import SimConfig, generated_keys, start_sim_process
 
     keys = generated_keys(10, qps=100_000)
     image = "data:image/jpeg;base64," + base64.b64encode(Path(args.image).read_bytes()).decode()

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hazardctl.keys import KeysConfig, LLMKey  # noqa: E402
-from hazardctl.llm_sim import SimConfig, SimKey, start_sim_process  # noqa: E402
+from tools.llm_sim import SimConfig, SimKey, start_sim_process  # noqa: E402
 from hazardctl.messages import AssessmentTask, DetectedObject, Group, SpatialFeatures, StageTimes  # noqa: E402
 from hazardctl.transports import Record  # noqa: E402
 from stages.schedule import ScheduleConfig, Scheduler  # noqa: E402

@@ -22,11 +22,11 @@ import pytest
 from pydantic import ValidationError
 
 from hazardctl.errors import ConfigError
-from hazardctl.llm_sim import SimConfig, SimServer, UnknownKey, build_config, generated_keys, start_sim_process
-from hazardctl.llm_sim_answers import (
+from tools.llm_sim import SimConfig, SimServer, UnknownKey, build_config, generated_keys, start_sim_process
+from tools.llm_sim.answers import (
     Fault, Latency, answer_content, assessment, decide, parse_fault_flag, request_digest,
 )
-from hazardctl.llm_sim_limits import KeyLimit, RateWindow, RequestWindow, TokenBucket, retry_after_headers
+from tools.llm_sim.limits import KeyLimit, RateWindow, RequestWindow, TokenBucket, retry_after_headers
 from hazardctl.messages import RiskAssessment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -568,7 +568,7 @@ def test_sim_process_exits_when_its_parent_goes_away():
 def test_answers_to_the_schedulers_real_prompt_name_only_members_of_the_group():
     """The project's own prompt (hazardctl.prompt) for synthetic tasks, parsed as the server parses it."""
     from hazardctl import prompt, synthetic
-    from hazardctl.llm_sim_app import parse_chat
+    from tools.llm_sim.app import parse_chat
     from hazardctl.messages import AssessmentTask, task_id_for
 
     levels = set()

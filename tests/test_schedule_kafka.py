@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hazardctl.llm_sim import SimConfig, SimKey, SimServer
+from tools.llm_sim import SimConfig, SimKey, SimServer
 from tests.test_schedule_stage import tasks
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The schedule stage against the real simulated LLM server on loopback (hazardctl.llm_sim), over
+"""The schedule stage against the real simulated LLM server on loopback (tools.llm_sim), over
 files and pipes: results, stale tasks, dead letters, each fault class, SIGTERM, and no secret in
 anything a run writes."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from hazardctl.keys import KeysConfig, LLMKey
-from hazardctl.llm_sim import SimConfig, SimKey, SimServer
+from tools.llm_sim import SimConfig, SimKey, SimServer
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult, task_id_for
 from hazardctl.synthetic import detection
 from hazardctl.transports import Endpoints

@@ -7,8 +7,8 @@ key, 429 storms, 5xx bursts, hangs, malformed output, latency spikes) can be inj
 start or at run time (`POST /faults`). `GET /stats` counts what each key saw, so a test can check
 how the client behaved (did it pace itself, did it stop using a key after a 401).
 
-Where things are: the rules are pure modules (`llm_sim_limits`: rate limits; `llm_sim_answers`:
-answers, latency, faults); `llm_sim_config` is the config; `llm_sim_app` is the aiohttp app. This
+Where things are (package `tools.llm_sim`): the rules are pure modules (`limits`: rate limits;
+`answers`: answers, latency, faults); `config` is the config; `app` is the aiohttp app. This
 module runs it three ways: `run()` for the `llm-sim` command, `SimServer` on a thread (tests),
 `start_sim_process()` in its own OS process (benchmarks, loadtest: no GIL shared with the client).
 """
@@ -29,8 +29,8 @@ import urllib.request
 from typing import Any, Callable
 
 from hazardctl.errors import ConfigError, ServiceUnavailable
-from hazardctl.llm_sim_app import Sim, listen, url_for
-from hazardctl.llm_sim_config import SimConfig, SimKey, UnknownKey, build_config, generated_keys
+from tools.llm_sim.app import Sim, listen, url_for
+from tools.llm_sim.config import SimConfig, SimKey, UnknownKey, build_config, generated_keys
 
 __all__ = ["SimConfig", "SimKey", "SimProcess", "SimServer", "UnknownKey", "build_config", "generated_keys", "run",
            "start_sim_process"]
@@ -166,12 +166,12 @@ class SimProcess:
 
 
 def start_sim_process(cfg: SimConfig, startup_timeout: float = 30.0) -> SimProcess:
-    """Run the simulator as `python -m hazardctl.llm_sim` and wait for its URL.
+    """Run the simulator as `python -m tools.llm_sim` and wait for its URL.
 
     The config goes in as one JSON line on stdin, which then stays open: if this process dies
     without calling stop(), the pipe closes and the simulator exits instead of lingering.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "hazardctl.llm_sim"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "tools.llm_sim"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE)
     assert proc.stdin and proc.stdout
     proc.stdin.write(cfg.model_dump_json().encode() + b"\n")
@@ -220,8 +220,3 @@ async def _serve(cfg: SimConfig, stop_on_stdin_eof: bool) -> None:
     await stop.wait()
     log.info("llm-sim: stopping; totals %s", {k: v for k, v in sim.stats()["totals"].items() if isinstance(v, int) and v})
     await runner.cleanup()
-
-
-if __name__ == "__main__":  # start_sim_process(): the config arrives as JSON on stdin
-    logging.basicConfig(level="WARNING", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(SimConfig.model_validate_json(sys.stdin.buffer.readline()), stop_on_stdin_eof=True)

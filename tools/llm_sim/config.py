@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hazardctl.config import load_model, parse_model
 from hazardctl.errors import ConfigError
-from hazardctl.llm_sim_answers import Fault, Latency, parse_fault_flag
+from tools.llm_sim.answers import Fault, Latency, parse_fault_flag
 
 
 class UnknownKey(ConfigError):

@@ -18,9 +18,9 @@ import orjson
 from aiohttp import web
 
 from hazardctl.errors import ConfigError
-from hazardctl.llm_sim_answers import Latency, answer_content, decide, make_fault, request_digest
-from hazardctl.llm_sim_config import SimConfig, SimKey, UnknownKey
-from hazardctl.llm_sim_limits import KeyLimit, RateWindow, retry_after_headers
+from tools.llm_sim.answers import Latency, answer_content, decide, make_fault, request_digest
+from tools.llm_sim.config import SimConfig, SimKey, UnknownKey
+from tools.llm_sim.limits import KeyLimit, RateWindow, retry_after_headers
 
 log = logging.getLogger("hazardctl.llm_sim")
 

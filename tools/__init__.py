@@ -1,0 +1,1 @@
+"""Tools beside the hazardctl core (the simulated LLM provider); not needed to run the pipeline."""

@@ -24,6 +24,12 @@ IN_FLIGHT = Gauge("hazardctl_in_flight", "Inputs read but not yet finished", ["s
 PAUSED = Gauge("hazardctl_input_paused", "1 while the input is paused for backpressure", ["stage"])
 SUPPRESSED_GROUPS = Counter("hazardctl_suppressed_groups_total", "Groups not sent by the gate", ["stage"])
 COMMITS = Counter("hazardctl_offset_commits_total", "Kafka offset commits", ["stage"])
+KAFKA_CONSUMER_LAG = Gauge(
+    "hazardctl_kafka_consumer_lag",
+    "Records between the group's committed offset and the partition's end, per assigned partition "
+    "(librdkafka statistics, every statistics.interval.ms)",
+    ["stage", "topic", "partition"],
+)
 
 
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:

@@ -413,6 +413,6 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
     skip_before: dict = {}
     if is_kafka(in_spec) and opts.replay_s > 0:
         skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec), opts.replay_s)
-    asyncio.run(serve(service, endpoints.input(in_spec, group_id), endpoints.output(dlq_spec),
+    asyncio.run(serve(service, endpoints.input(in_spec, group_id, STAGE), endpoints.output(dlq_spec),
                       skip_before=skip_before))
     return service

@@ -482,7 +482,7 @@ def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, keys: KeysConfig, 
     endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
     output = endpoints.output(out_spec)
     dlq = output if dlq_spec == out_spec else endpoints.output(dlq_spec)
-    input_ = endpoints.input(in_spec, group_id)
+    input_ = endpoints.input(in_spec, group_id, STAGE)
     for noisy in ("httpx2", "httpx", "httpcore2", "httpcore", "openai"):  # a line (or a whole body) per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     names = ", ".join(k.name for k in keys.keys)

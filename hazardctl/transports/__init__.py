@@ -43,9 +43,10 @@ class Endpoints:
 
             wait_for_broker(self.kafka.settings, timeout, topics)
 
-    def input(self, spec: str, group_id: str) -> Input:
+    def input(self, spec: str, group_id: str, stage: str | None = None) -> Input:
+        """`stage` names the stage in the Kafka consumer-lag metric."""
         if is_kafka(spec):
-            return self.kafka.input([kafka_topic(spec)], group_id)
+            return self.kafka.input([kafka_topic(spec)], group_id, stage)
         return open_line_input(spec)
 
     def output(self, spec: str) -> Output:

@@ -7,6 +7,7 @@ Consumer: no auto-commit; we commit the contiguous prefix of offsets whose outpu
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from hazardctl import metrics
 from hazardctl.config import KafkaSettings
 from hazardctl.errors import ConfigError, DeliveryError, ServiceUnavailable
 from hazardctl.offsets import OffsetTracker
@@ -39,6 +41,39 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "session.timeout.ms": 10_000,
 }
+
+
+#: how often a stage's consumer reports its lag (librdkafka statistics); `consumer:` in the Kafka config overrides
+STATISTICS_INTERVAL_MS = 5000
+
+
+class _LagReport:
+    """librdkafka's statistics JSON (served from consume()) → hazardctl_kafka_consumer_lag per partition.
+
+    `consumer_lag` is the partition's end minus the group's committed offset; librdkafka reports -1
+    before the first commit and for partitions not assigned here: those are left out, and a partition
+    that stopped being reported (revoked) loses its series."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._shown: set[tuple[str, str]] = set()
+
+    def __call__(self, stats_json: str) -> None:
+        try:
+            topics = json.loads(stats_json).get("topics", {})
+        except ValueError:
+            return
+        now: set[tuple[str, str]] = set()
+        for topic, t in topics.items():
+            for part, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if part == "-1" or lag < 0 or not p.get("desired", True):
+                    continue
+                metrics.KAFKA_CONSUMER_LAG.labels(self.stage, topic, part).set(lag)
+                now.add((topic, part))
+        for topic, part in self._shown - now:
+            metrics.KAFKA_CONSUMER_LAG.remove(self.stage, topic, part)
+        self._shown = now
 
 
 class _ErrorLog:
@@ -320,8 +355,10 @@ class KafkaClients:
     def output(self, topic: str) -> KafkaOutput:
         return KafkaOutput(self.producer(), topic)
 
-    def input(self, topics: list[str], group_id: str) -> KafkaInput:
-        overrides = {"group.id": group_id, **self.settings.consumer}
+    def input(self, topics: list[str], group_id: str, stage: str | None = None) -> KafkaInput:
+        """The stage's consumer; with `stage`, its lag per partition goes to hazardctl_kafka_consumer_lag."""
+        lag = {"statistics.interval.ms": STATISTICS_INTERVAL_MS, "stats_cb": _LagReport(stage)} if stage else {}
+        overrides = {"group.id": group_id, **lag, **self.settings.consumer}
         conf = _client_conf(self.settings, CONSUMER_DEFAULTS, overrides, "consumer")
         return KafkaInput(_make(Consumer, conf, "consumer"), topics)
 

@@ -23,10 +23,11 @@ models: venv                     ## real COCO detector (CenterNet from npm, conv
 	PYTHON=$(PY) bash scripts/fetch_models.sh
 	PYTHON=$(PY) bash scripts/fetch_test_models.sh
 
-system-deps: venv                ## RTSP server + chromium (Debian), ultralytics/torch for .pt tests (idempotent; root)
+system-deps: venv                ## RTSP server + chromium + prometheus (Debian), ultralytics/torch for .pt tests (idempotent; root)
 	bash scripts/install-rtsp.sh
 	PYTHON=$(PY) bash scripts/install-chromium.sh
 	PYTHON=$(PY) bash scripts/install-ultralytics.sh
+	bash scripts/install-prometheus.sh
 
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central
 	bash scripts/kafka-local.sh up

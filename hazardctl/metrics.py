@@ -31,6 +31,59 @@ KAFKA_CONSUMER_LAG = Gauge(
     ["stage", "topic", "partition"],
 )
 
+#: a hop is milliseconds on a healthy pipeline and seconds when something waits (0.5 ms … 10 s)
+HOP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
+               1, 2.5, 5, 10)
+#: capture → a point of the pipeline: tens of ms without the LLM, seconds with it
+E2E_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5,
+               7.5, 10, 15, 30)
+HOP_LATENCY = Histogram(
+    "hazardctl_hop_latency_seconds",
+    "Time from one stamp of a message's `times` record to the next (hop FROM_to_TO), observed by the stage "
+    "that takes the later one; stamps from other hosts' clocks, a negative hop counts as 0",
+    ["stage", "hop"], buckets=HOP_BUCKETS,
+)
+HOP_NEGATIVE = Counter(
+    "hazardctl_hop_negative_total", "Hops whose later stamp came first (hosts' clocks apart), observed as 0",
+    ["stage", "hop"],
+)
+E2E_LATENCY = Histogram(
+    "hazardctl_e2e_latency_seconds",
+    "Frame capture → a point of the pipeline (span): capture_to_result (schedule, also _excl_llm and "
+    "_excl_llm_key_wait), capture_to_alert and capture_to_ws_send (consume)",
+    ["stage", "span"], buckets=E2E_BUCKETS,
+)
+
+
+class Hops:
+    """One stage's view of the `times` record: `hop("published", "expand", t0, t1)` observes t1 − t0 in
+    hazardctl_hop_latency_seconds{stage, hop="published_to_expand"}; `span(name, s)` the end-to-end ones.
+    Stamps are time.time() of possibly different hosts: a negative hop is clamped to 0 and counted."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._hops: dict[tuple[str, str], tuple] = {}
+        self._spans: dict[str, object] = {}
+
+    def hop(self, src: str, dst: str, start: float | None, end: float | None) -> None:
+        if start is None or end is None:
+            return
+        m = self._hops.get((src, dst))
+        if m is None:
+            name = f"{src}_to_{dst}"
+            m = self._hops[(src, dst)] = (HOP_LATENCY.labels(self.stage, name), HOP_NEGATIVE.labels(self.stage, name))
+        d = end - start
+        if d < 0:
+            m[1].inc()
+            d = 0.0
+        m[0].observe(d)
+
+    def span(self, name: str, seconds: float) -> None:
+        m = self._spans.get(name)
+        if m is None:
+            m = self._spans[name] = E2E_LATENCY.labels(self.stage, name)
+        m.observe(max(0.0, seconds))
+
 
 def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:
     """Expose /metrics on `port` (no-op when None)."""

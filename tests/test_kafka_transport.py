@@ -78,6 +78,48 @@ class HeldOutput:
         pass
 
 
+def wait_assigned(inp, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not inp._consumer.assignment():
+        assert time.monotonic() < deadline, "no partition assigned"
+        assert inp.poll(0.2) == []
+
+
+def test_a_single_record_is_handed_over_on_arrival_not_after_the_batch_timeout(kafka_bootstrap, make_topic):
+    """The mechanism of the low-latency loop: one record produced alone comes back from ONE poll call
+    with a 60 s timeout and a batch of 500 long before either could be reached. The old loop
+    (consume(500, timeout)) returned only when the timeout passed: this test would take 60 s and fail."""
+    topic = make_topic("single", 1)
+    inp = KafkaClients(KafkaSettings(bootstrap_servers=kafka_bootstrap)).input([topic], f"g-{uuid.uuid4().hex[:8]}")
+    try:
+        wait_assigned(inp)
+        produce(kafka_bootstrap, topic, [(b"k", b"alone")])
+        t0 = time.monotonic()
+        recs = inp.poll(60.0, 500)
+        took = time.monotonic() - t0
+        assert [r.value for r in recs] == [b"alone"]
+        assert took < 10.0, f"one poll took {took:.1f}s: the record waited for a batch"
+    finally:
+        inp.close()
+
+
+def test_records_already_buffered_are_drained_in_one_batch(kafka_bootstrap, make_topic):
+    """At a high rate the loop still batches: what the client has buffered comes back from one poll
+    (the first record, then everything queued behind it, without waiting), capped by max_records."""
+    topic = make_topic("drain", 1)
+    inp = KafkaClients(KafkaSettings(bootstrap_servers=kafka_bootstrap)).input([topic], f"g-{uuid.uuid4().hex[:8]}")
+    try:
+        wait_assigned(inp)
+        produce(kafka_bootstrap, topic, [(b"k", f"m{i}".encode()) for i in range(80)])
+        time.sleep(2.0)  # the fetcher has them all in the local queue by now
+        first = inp.poll(60.0, 50)
+        rest = inp.poll(60.0, 500)
+        assert [r.offset for r in first] == list(range(50)), "one poll returns a whole batch, capped by max_records"
+        assert [r.offset for r in rest] == list(range(50, 80))
+    finally:
+        inp.close()
+
+
 def test_backpressure_pauses_partitions_then_resumes(kafka_bootstrap, make_topic):
     topic = make_topic("bp", 2)
     produce(kafka_bootstrap, topic, [(f"cam-{i % 7}".encode(), b"x") for i in range(400)])

@@ -1,24 +1,36 @@
-"""The API-key pool: which key may send the next LLM request, and when (spec §6).
+"""The API-key pool: which key may send the next LLM request, and when (spec §6, issue 8).
 
 Pure logic with the clock passed in (`now`, monotonic seconds): no HTTP, no asyncio, no secrets.
-The scheduler asks `acquire(now)` for a lease, makes the call, and reports the outcome with
-`release(lease, outcome, now)`; `ready_at(now)` tells it when to ask again, so it never polls.
+The scheduler asks `acquire(now, cost=tokens)` for a lease, makes the call, and reports the outcome
+with `release(lease, outcome, now, usage=tokens)`; `ready_at(now)` tells it when to ask again, so it
+never polls.
 
-Rules (each has a fake-clock test in tests/test_keypool.py):
-- Pacing: a token bucket per key for qps (capacity `burst`, 1 by default: sends are spaced at least
-  1/qps apart, which never trips a provider's bucket of capacity qps even with network jitter) and
-  a sliding 60 s window for rpm (plus a small guard for arrival jitter). The pool never hands out a
-  request the key's limits would refuse.
-- Several requests in flight per key, up to `max_in_flight`.
-- 429: cool the key until Retry-After (or `default_cooldown`); a repeated 429 extends, never
-  shortens, the cooldown. Not a health failure: the key is fine, just busy.
-- 401/403: DISABLED; one probe request is allowed every `reprobe_interval` seconds.
-- 5xx / timeout / connection / unusable answer: `max_retry_per_key` consecutive failures cool the key
-  for `default_cooldown`, then it is half-open: one probe at a time until a success closes it.
+Rules (each has a fake-clock test in tests/test_keypool.py or tests/test_keypool_limits.py):
+- Pacing that holds under jitter: a key (and an account) sends at most `qps / (1 + J)` per second,
+  evenly spaced (bucket capacity `burst`, 1 by default), where J = `jitter_allowance` (seconds) is
+  the most two requests' travel times may differ. Any provider window of 1 s then sees ≤ qps
+  arrivals: arrivals in [a, a+1) were sent in [a−J, a+1), a half-open span of 1+J seconds that holds
+  at most qps sends spaced (1+J)/qps apart. That holds for sliding and fixed windows and for a
+  bucket of capacity qps alike. rpm: a sliding 60 s window (plus a guard).
+- Accounts: keys may share an account with its own qps / rpm / tpm; a send needs both the key's
+  and the account's permission and counts in both.
+- Tokens: `tpm` paces estimated tokens at tpm/60/(1+J) per second (capacity: the request's own
+  cost); `release(usage=…)` refunds or charges the difference between the estimate and the usage.
+- AIMD: a 429 (requests, tokens, surge) multiplies the key's and its account's rate by
+  `aimd_decrease` (once per congestion event: answers to requests sent before the last decrease
+  don't decrease again); successes recover it additively, `1/aimd_recovery_s` of the limit per
+  second. Slow start: a key or account idle for `idle_s` restarts at `slow_start` of its rate and
+  ramps to the full rate over `ramp_s` (no surge from idle to full rate).
+- 429: cool the key until Retry-After; without one, `rate_limit_cooldown` seconds, doubling while
+  429s repeat (capped by `default_cooldown`). Not a health failure: the key is fine, just busy.
+- 401/403 and insufficient quota (billing): DISABLED; one probe every `reprobe_interval` seconds.
+- 5xx / timeout / connection: `max_retry_per_key` consecutive failures cool the key for
+  `default_cooldown`, then it is half-open: one probe at a time until a success closes it.
+- An unusable answer (BAD_RESPONSE) is the model's, not the key's: it never cools a key (issue 12).
 - 400/413: the request's fault, not the key's: no state change, no retry (see `should_retry`).
 
-`AcquireQueue` (also pure) hands leases to waiting tasks in FIFO order with deadlines; `AsyncKeyPool`
-is the thin asyncio shell around both.
+`AcquireQueue` (also pure) hands leases to waiting tasks, priority first, then arrival order, with
+deadlines; `AsyncKeyPool` is the thin asyncio shell around both.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -36,6 +49,8 @@ RPM_WINDOW_S = 60.0
 RPM_GUARD_S = 0.5
 #: Timers may fire a hair early; treat readiness within this much as ready (no re-arm spin).
 EPS = 1e-6
+#: AIMD never takes a rate below this share of its limit.
+MIN_FACTOR = 0.1
 
 
 class KeyState(str, Enum):
@@ -46,10 +61,13 @@ class KeyState(str, Enum):
 
 
 class Outcome(str, Enum):
-    """How one LLM call ended, as far as the key is concerned."""
+    """How one LLM call ended, as far as the key is concerned (the value is the `error_class`)."""
 
     OK = "ok"
-    RATE_LIMITED = "rate_limited"  # 429
+    RATE_LIMITED = "rate_limited_requests"  # 429 for the request rate (or a 429 we cannot tell apart)
+    RATE_LIMITED_TOKENS = "rate_limited_tokens"  # 429 for the token quota ("Allocated quota exceeded")
+    SURGE = "surge"  # 429 "Request rate increased too quickly"
+    INSUFFICIENT_QUOTA = "insufficient_quota"  # billing: the account cannot pay; like 401 until it can
     UNAUTHORIZED = "unauthorized"  # 401 / 403
     SERVER_ERROR = "server_error"  # 5xx
     TIMEOUT = "timeout"
@@ -59,8 +77,13 @@ class Outcome(str, Enum):
     ABANDONED = "abandoned"  # the lease was not used (task cancelled): no verdict on the key
 
 
-#: Outcomes that count toward a key's failure streak.
-HEALTH_FAILURES = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION, Outcome.BAD_RESPONSE})
+#: 429s: the key is fine but we (or its account) went too fast.
+RATE_LIMITS = frozenset({Outcome.RATE_LIMITED, Outcome.RATE_LIMITED_TOKENS, Outcome.SURGE})
+#: The key cannot be used until a probe says otherwise.
+DISABLING = frozenset({Outcome.UNAUTHORIZED, Outcome.INSUFFICIENT_QUOTA})
+#: Outcomes that count toward a key's failure streak. Not BAD_RESPONSE: an unusable answer says
+#: nothing about the key (the same model answers the same way on every key; issue 12).
+HEALTH_FAILURES = frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION})
 
 
 def should_retry(outcome: Outcome, bad_responses: int) -> bool:
@@ -79,6 +102,18 @@ class KeyLimits:
     weight: float = 1.0
     max_in_flight: int = 20
     burst: float = 1.0
+    tpm: int | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """Limits shared by every key of one provider account (DashScope counts per account)."""
+
+    name: str
+    qps: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +122,17 @@ class PoolPolicy:
     max_retry_per_key: int = 3
     default_cooldown: float = 30.0
     reprobe_interval: float = 300.0
+    jitter_allowance: float = 0.04
+    """seconds two requests' travel times may differ; pacing spreads qps over 1 s + this"""
+    rate_limit_cooldown: float = 1.0
+    """a 429 without Retry-After cools the key this long, doubling while 429s repeat"""
+    aimd_decrease: float = 0.7
+    aimd_recovery_s: float = 5.0
+    """seconds of successes for a rate to recover from 0 to its limit (additive increase)"""
+    slow_start: float = 0.5
+    """share of its rate a key or account starts at after `idle_s` without sends (1 = off)"""
+    ramp_s: float = 2.0
+    idle_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +143,7 @@ class Lease:
     index: int
     sent_at: float
     probe: bool = False
+    cost: float = 0.0  # estimated tokens charged at acquire
 
 
 @dataclass(frozen=True)
@@ -113,23 +160,139 @@ class KeyHealth:
     cooldown_until: float | None
     rate_limited: int
     failures: int
+    effective_qps: float = 0.0  # the key's own send rate now (limit × AIMD × slow start ÷ jitter margin)
+
+
+@dataclass(eq=False)
+class Rate:
+    """The pacing of one sender, a key or an account: requests, requests per minute, tokens.
+
+    Both buckets refill at the current rate (limit × AIMD factor × slow-start ramp ÷ (1 + J)); the
+    request bucket holds at most `burst` sends, the token bucket at most the asking request's cost.
+    """
+
+    qps: float | None
+    rpm: int | None
+    tpm: int | None
+    policy: PoolPolicy
+    burst: float = 1.0
+    now: float = 0.0
+    factor: float = 1.0  # AIMD
+    grown_at: float = 0.0  # last time the factor was updated
+    decreased_at: float = float("-inf")
+    ramp_from: float = float("-inf")  # slow start began here
+    last_sent: float = float("-inf")
+    req: float = 0.0
+    req_stamp: float = 0.0
+    tok: float = 0.0
+    tok_stamp: float = 0.0
+    window: deque = field(default_factory=deque)  # send times within the rpm window
+
+    def __post_init__(self) -> None:
+        self.req, self.req_stamp, self.tok, self.tok_stamp = self.burst, self.now, math.inf, self.now
+
+    def ramp(self, now: float) -> float:
+        p = self.policy
+        if p.slow_start >= 1.0:
+            return 1.0
+        if now - self.last_sent > p.idle_s:  # idle: the next send starts a new ramp
+            return p.slow_start
+        x = (now - self.ramp_from) / p.ramp_s if p.ramp_s > 0 else 1.0
+        return min(1.0, p.slow_start + (1.0 - p.slow_start) * max(0.0, x))
+
+    def scale(self, now: float) -> float:
+        return self.factor * self.ramp(now) / (1.0 + self.policy.jitter_allowance)
+
+    def qps_now(self, now: float) -> float | None:
+        return None if self.qps is None else self.qps * self.scale(now)
+
+    def req_at(self, now: float) -> float:
+        if self.qps is None:
+            return math.inf
+        return min(self.burst, self.req + max(0.0, now - self.req_stamp) * self.qps * self.scale(now))
+
+    def tok_at(self, now: float, cap: float) -> float:
+        if self.tpm is None:
+            return math.inf
+        return min(max(cap, 0.0), self.tok + max(0.0, now - self.tok_stamp) * self.tpm / 60.0 * self.scale(now))
+
+    def prune(self, now: float) -> None:
+        w = self.window
+        while w and w[0] <= now - RPM_WINDOW_S - RPM_GUARD_S:
+            w.popleft()
+
+    def ready_at(self, t: float, cost: float) -> float:
+        """Earliest time ≥ t this sender may send a request of `cost` tokens."""
+        if self.qps is not None:
+            have = self.req_at(t)
+            if have < 1.0 - EPS:
+                t += (1.0 - have) / (self.qps * self.scale(t))
+        if self.tpm is not None and cost > 0:
+            have = self.tok_at(t, cost)
+            if have < cost - EPS:
+                t += (cost - have) / (self.tpm / 60.0 * self.scale(t))
+        if self.rpm is not None:
+            self.prune(t)
+            if len(self.window) >= self.rpm:
+                t = max(t, self.window[len(self.window) - self.rpm] + RPM_WINDOW_S + RPM_GUARD_S)
+        return t
+
+    def take(self, now: float, cost: float) -> None:
+        if now - self.last_sent > self.policy.idle_s:
+            self.ramp_from = now
+        if self.qps is not None:
+            self.req, self.req_stamp = max(0.0, self.req_at(now) - 1.0), now
+        if self.tpm is not None:
+            self.tok, self.tok_stamp = self.tok_at(now, max(cost, 1.0)) - cost, now
+        if self.rpm is not None:
+            self.window.append(now)
+        self.last_sent = now
+
+    def correct(self, tokens: float) -> None:
+        """Add back (or charge, if negative) tokens after the answer reported its usage."""
+        if self.tpm is not None:
+            self.tok += tokens
+
+    def _settle(self, now: float) -> None:
+        """Refill both buckets up to now at the rate in force, before the rate changes."""
+        if self.qps is not None:
+            self.req, self.req_stamp = self.req_at(now), now
+        if self.tpm is not None and self.tok != math.inf:
+            self.tok, self.tok_stamp = self.tok + max(0.0, now - self.tok_stamp) * self.tpm / 60.0 * self.scale(now), now
+
+    def decrease(self, now: float, sent_at: float) -> bool:
+        """Multiplicative decrease, once per congestion event. True if the rate went down."""
+        if sent_at < self.decreased_at:
+            return False  # sent before the last decrease: the same event
+        self._settle(now)
+        self.factor = max(MIN_FACTOR, self.factor * self.policy.aimd_decrease)
+        self.decreased_at = self.grown_at = now
+        return True
+
+    def grow(self, now: float) -> None:
+        """Additive increase while calls succeed."""
+        if self.factor < 1.0:
+            self._settle(now)
+            self.factor = min(1.0, self.factor + max(0.0, now - self.grown_at) / self.policy.aimd_recovery_s)
+        self.grown_at = now
 
 
 @dataclass(eq=False)
 class _Key:
     limits: KeyLimits
     index: int
-    tokens: float = 0.0
-    stamp: float = 0.0
-    window: deque = field(default_factory=deque)  # send times within the rpm window
+    rate: Rate
+    account: Rate | None = None
     in_flight: int = 0
     cool_until: float = float("-inf")
     half_open: bool = False  # after a failure streak: one probe at a time until a success
-    disabled: bool = False  # 401/403
+    disabled: bool = False  # 401/403, insufficient quota
     probe_at: float = 0.0  # disabled: when the next probe may go
     probing: bool = False
     changed_at: float = float("-inf")  # last disable / failure cooling: older requests don't change state
     streak: int = 0
+    limited_streak: int = 0  # 429s in a row (without a success between them)
+    limited_at: float = float("-inf")  # the last 429 that counted
     swrr: float = 0.0  # smooth weighted round robin credit
     last_sent: float = float("-inf")
     calls: int = 0
@@ -145,14 +308,9 @@ class _Key:
         return self.limits.name
 
     def tokens_at(self, now: float) -> float:
-        return min(self.limits.burst, self.tokens + (now - self.stamp) * self.limits.qps)
+        return self.rate.req_at(now)
 
-    def prune(self, now: float) -> None:
-        w = self.window
-        while w and w[0] <= now - RPM_WINDOW_S - RPM_GUARD_S:
-            w.popleft()
-
-    def ready_at(self, now: float) -> float | None:
+    def ready_at(self, now: float, cost: float = 0.0) -> float | None:
         """Earliest time ≥ now this key may send, or None when only a release can free it."""
         lim = self.limits
         if self.disabled:
@@ -165,13 +323,13 @@ class _Key:
             return None
         else:
             t = max(now, self.cool_until)
-        tokens = self.tokens_at(t)
-        if tokens < 1.0 - EPS:
-            t += (1.0 - tokens) / lim.qps
-        if lim.rpm is not None:
-            self.prune(now)
-            if len(self.window) >= lim.rpm:
-                t = max(t, self.window[len(self.window) - lim.rpm] + RPM_WINDOW_S + RPM_GUARD_S)
+        t = self.rate.ready_at(t, cost)
+        if self.account is not None:
+            for _ in range(8):  # the key's own pacing may be later again at the account's time
+                t2 = self.account.ready_at(self.rate.ready_at(t, cost), cost)
+                if t2 <= t + EPS:
+                    break
+                t = t2
         return t
 
     def open(self, now: float) -> bool:
@@ -186,12 +344,40 @@ class _Key:
         return KeyState.IN_USE if self.in_flight else KeyState.AVAILABLE
 
 
+def _claims(keys: Iterable[KeyLimits], attr: str) -> float | None:
+    values = [getattr(k, attr) for k in keys]
+    return None if any(v is None for v in values) else sum(values)
+
+
+def account_warnings(keys: Iterable[KeyLimits], accounts: Iterable[AccountLimits]) -> list[str]:
+    """One line per account whose keys together claim more than the account allows."""
+    keys = list(keys)
+    out = []
+    for acc in accounts:
+        mine = [k for k in keys if k.account == acc.name]
+        for attr, unit in (("qps", "qps"), ("rpm", "rpm"), ("tpm", "tpm")):
+            limit, claim = getattr(acc, attr), _claims(mine, attr)
+            if limit is not None and mine and (claim is None or claim > limit):
+                said = "unlimited" if claim is None else f"{claim:g} {unit}"
+                per = {"qps": "/s", "rpm": " requests/min", "tpm": " tokens/min"}[attr]
+                out.append(f"keys of account {acc.name} claim {said}, account allows {limit:g}: "
+                           f"the pool will do <= {limit:g}{per}")
+    return out
+
+
 class KeyPool:
     """Key states, pacing and the choice of key. Every method takes the current time."""
 
-    def __init__(self, keys: Iterable[KeyLimits], policy: PoolPolicy = PoolPolicy(), now: float = 0.0):
+    def __init__(self, keys: Iterable[KeyLimits], policy: PoolPolicy = PoolPolicy(), now: float = 0.0,
+                 accounts: Iterable[AccountLimits] = ()):
         self.policy = policy
-        self.keys = [_Key(lim, i, tokens=lim.burst, stamp=now) for i, lim in enumerate(keys)]
+        self.accounts = {a.name: Rate(a.qps, a.rpm, a.tpm, policy, now=now) for a in accounts}
+        self.keys = []
+        for i, lim in enumerate(keys):
+            if lim.account is not None and lim.account not in self.accounts:
+                raise ValueError(f"key {lim.name!r}: unknown account {lim.account!r}")
+            self.keys.append(_Key(lim, i, Rate(lim.qps, lim.rpm, lim.tpm, policy, burst=lim.burst, now=now),
+                                  self.accounts.get(lim.account) if lim.account else None))
         if not self.keys:
             raise ValueError("a key pool needs at least one key")
         if policy.strategy not in _STRATEGIES:
@@ -211,44 +397,52 @@ class KeyPool:
                 return preferred
         return usable or self.keys
 
-    def acquire(self, now: float, avoid: frozenset[str] = frozenset()) -> Lease | None:
-        """A lease on a key that may send right now, chosen by the strategy; None if none may."""
-        ready = [k for k in self._candidates(now, avoid) if (t := k.ready_at(now)) is not None and t <= now + EPS]
+    def acquire(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0) -> Lease | None:
+        """A lease on a key that may send a request of `cost` tokens right now; None if none may."""
+        ready = [k for k in self._candidates(now, avoid)
+                 if (t := k.ready_at(now, cost)) is not None and t <= now + EPS]
         if not ready:
             return None
         key = self._choose(self, ready, now)
-        lim = key.limits
-        key.tokens = max(0.0, key.tokens_at(now) - 1.0)
-        key.stamp = now
-        if lim.rpm is not None:
-            key.window.append(now)
+        key.rate.take(now, cost)
+        if key.account is not None:
+            key.account.take(now, cost)
         key.in_flight += 1
         key.calls += 1
         key.last_sent = now
         probe = key.disabled or key.half_open
         key.probing = key.probing or probe
-        return Lease(key.name, key.index, now, probe)
+        return Lease(key.name, key.index, now, probe, cost)
 
-    def ready_at(self, now: float, avoid: frozenset[str] = frozenset()) -> float | None:
+    def ready_at(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0) -> float | None:
         """When `acquire` could next succeed by the clock alone; None if only a release can help."""
         keys = self._candidates(now, avoid)
         keys += [k for k in self.keys if k.disabled and k.probe_at > now and k.name not in avoid and k not in keys]
-        times = [t for k in keys if (t := k.ready_at(now)) is not None]
+        times = [t for k in keys if (t := k.ready_at(now, cost)) is not None]
         return min(times) if times else None
+
+    def any_open(self, now: float) -> bool:
+        """Is some key serving (merely paced or busy)? If so, a task that waits is waiting for capacity."""
+        return any(k.open(now) for k in self.keys)
 
     # -- outcomes -------------------------------------------------------------------------------
     def release(self, lease: Lease, outcome: Outcome, now: float, retry_after: float | None = None,
-                error: str | None = None) -> None:
-        """Record how the call with `lease` ended and move the key's state accordingly."""
+                error: str | None = None, usage: float | None = None) -> None:
+        """Record how the call with `lease` ended and move the key's state accordingly; `usage` is
+        the tokens the answer reported (the estimate charged at acquire is corrected to it)."""
         key = self.keys[lease.index]
         key.in_flight -= 1
         if lease.probe:
             key.probing = False
+        if usage is not None:
+            for r in (key.rate, key.account):
+                if r is not None:
+                    r.correct(lease.cost - usage)
         if outcome is Outcome.ABANDONED:
             return
         key.done += 1
-        if lease.probe and key.disabled and outcome is not Outcome.UNAUTHORIZED:
-            key.disabled = False  # the probe got past authentication: the key is back
+        if lease.probe and key.disabled and outcome not in DISABLING:
+            key.disabled = False  # the probe got past authentication and billing: the key is back
             key.streak = 0
         if outcome is not Outcome.OK:
             key.last_error, key.last_detail = outcome.value, error
@@ -256,17 +450,30 @@ class KeyPool:
         p = self.policy
         if outcome is Outcome.OK:
             key.successes += 1
+            for r in (key.rate, key.account):
+                if r is not None:
+                    r.grow(now)
             if stale:
                 return
             key.streak = 0
+            key.limited_streak = 0
             if key.disabled or key.half_open:
                 key.disabled = key.half_open = False
                 key.cool_until = float("-inf")
-        elif outcome is Outcome.RATE_LIMITED:
+        elif outcome in RATE_LIMITS:
             key.rate_limited += 1
-            wait = retry_after if retry_after is not None and retry_after >= 0 else p.default_cooldown
+            for r in (key.rate, key.account):
+                if r is not None:
+                    r.decrease(now, lease.sent_at)
+            if retry_after is not None and retry_after >= 0:
+                wait = retry_after
+            else:
+                if lease.sent_at >= key.limited_at:  # a new 429, not one more answer to the same burst
+                    key.limited_streak += 1
+                    key.limited_at = now
+                wait = min(p.default_cooldown, p.rate_limit_cooldown * 2 ** max(0, key.limited_streak - 1))
             key.cool_until = max(key.cool_until, now + wait)
-        elif outcome is Outcome.UNAUTHORIZED:
+        elif outcome in DISABLING:
             key.failures += 1
             if key.disabled and stale:
                 return  # an old request; the probe clock already runs
@@ -283,9 +490,18 @@ class KeyPool:
                 key.half_open = True
                 key.changed_at = now
                 key.streak = 0
-        # BAD_REQUEST: the request was at fault; the key's state does not change
+        # BAD_REQUEST, BAD_RESPONSE: the request or the model was at fault; the key's state does not change
 
     # -- health -----------------------------------------------------------------------------------
+    def effective_qps(self, name: str, now: float) -> float:
+        """The rate the key sends at now, at most (its own limit; its account may hold it lower)."""
+        k = self._by_name[name]
+        mine = k.rate.qps_now(now)
+        acc = k.account.qps_now(now) if k.account is not None else None
+        if mine is None or (acc is not None and acc < mine):
+            return acc or 0.0
+        return mine
+
     def snapshot(self, now: float) -> list[KeyHealth]:
         return [KeyHealth(
             name=k.name, state=k.state(now), in_flight=k.in_flight, tokens=round(k.tokens_at(now), 3),
@@ -293,7 +509,7 @@ class KeyPool:
             success_rate=(k.successes / k.done) if k.done else None, last_error=k.last_error,
             last_error_detail=k.last_detail,
             cooldown_until=(k.cool_until if k.cool_until > now else (k.probe_at if k.disabled else None)),
-            rate_limited=k.rate_limited, failures=k.failures,
+            rate_limited=k.rate_limited, failures=k.failures, effective_qps=round(self.effective_qps(k.name, now), 3),
         ) for k in self.keys]
 
     def state(self, name: str, now: float) -> KeyState:
@@ -335,18 +551,26 @@ _STRATEGIES = {"round_robin": _round_robin, "least_loaded": _least_loaded, "prio
                "weighted": _weighted}
 
 
-# -- waiting tasks: FIFO with deadlines (pure) ------------------------------------------------------
+# -- waiting tasks: priority, then arrival order, with deadlines (pure) -----------------------------
+
+#: Waiter priorities: tasks for new or changed groups go before refreshes of unchanged ones.
+URGENT, REFRESH = 0, 1
+
 
 @dataclass(eq=False)
 class Waiter:
     seq: int  # arrival order of the task: a retry keeps its place
-    deadline: float
+    deadline: float  # the latest moment a key is still worth having (task deadline − expected call time)
     avoid: frozenset[str] = frozenset()
     lease: Lease | None = None
+    priority: int = URGENT  # lower goes first
+    cost: float = 0.0  # estimated tokens of the request
 
 
 class AcquireQueue:
-    """Hands keys to waiting tasks: a key goes to the earliest waiter that can use it.
+    """Hands keys to waiting tasks: a key goes to the first waiter, by (priority, arrival), that can
+    use it. When the keys are the bottleneck, urgent tasks are served first and refreshes wait; a
+    waiter that cannot get a key before its deadline is expired at once (the caller sheds it).
 
     `dispatch(now)` grants what can be granted, expires waiters that cannot be served before their
     deadline (past it, or no key back in time), and says when to call it again.
@@ -357,7 +581,7 @@ class AcquireQueue:
         self.waiters: list[Waiter] = []
 
     def add(self, waiter: Waiter) -> None:
-        bisect.insort(self.waiters, waiter, key=lambda w: w.seq)
+        bisect.insort(self.waiters, waiter, key=lambda w: (w.priority, w.seq))
 
     def remove(self, waiter: Waiter) -> None:
         try:
@@ -389,12 +613,12 @@ class AcquireQueue:
             if plain_blocked and not w.avoid:
                 t = plain_ready
             else:
-                lease = pool.acquire(now, w.avoid)
+                lease = pool.acquire(now, w.avoid, w.cost)
                 if lease is not None:
                     w.lease = lease
                     granted.append(w)
                     continue
-                t = pool.ready_at(now, w.avoid)
+                t = pool.ready_at(now, w.avoid, w.cost)
                 if not w.avoid:
                     plain_blocked, plain_ready = True, t
             if t is not None and t > w.deadline:
@@ -412,8 +636,8 @@ class NoKeyInTime(Exception):
 
 
 class AsyncKeyPool:
-    """The asyncio shell: `await acquire(deadline)` in FIFO order; sleeps exactly until a key is
-    ready or a lease comes back — one timer, no polling."""
+    """The asyncio shell: `await acquire(deadline)` by priority then arrival; sleeps exactly until a
+    key is ready or a lease comes back — one timer, no polling."""
 
     def __init__(self, pool: KeyPool, loop: asyncio.AbstractEventLoop | None = None):
         self.pool = pool
@@ -429,12 +653,13 @@ class AsyncKeyPool:
         return self._loop.time()
 
     def ticket(self) -> int:
-        """A place in the FIFO order, taken when a task arrives and kept across its retries."""
+        """A place in the arrival order, taken when a task arrives and kept across its retries."""
         return next(self._seq)
 
-    async def acquire(self, deadline: float, avoid: frozenset[str] = frozenset(), seq: int | None = None) -> Lease:
+    async def acquire(self, deadline: float, avoid: frozenset[str] = frozenset(), seq: int | None = None,
+                      priority: int = URGENT, cost: float = 0.0) -> Lease:
         """A lease before `deadline` (loop time), or NoKeyInTime."""
-        waiter = Waiter(self.ticket() if seq is None else seq, deadline, avoid)
+        waiter = Waiter(self.ticket() if seq is None else seq, deadline, avoid, priority=priority, cost=cost)
         fut = self._loop.create_future()
         self._futures[waiter] = fut
         self.queue.add(waiter)
@@ -448,8 +673,9 @@ class AsyncKeyPool:
                 self.release(waiter.lease, Outcome.ABANDONED)
             raise
 
-    def release(self, lease: Lease, outcome: Outcome, retry_after: float | None = None, error: str | None = None) -> None:
-        self.pool.release(lease, outcome, self.now(), retry_after, error)
+    def release(self, lease: Lease, outcome: Outcome, retry_after: float | None = None, error: str | None = None,
+                usage: float | None = None) -> None:
+        self.pool.release(lease, outcome, self.now(), retry_after, error, usage)
         self._dispatch()
 
     def _dispatch(self) -> None:

@@ -26,7 +26,9 @@ from hazardctl.keypool import (
 
 
 def pool(*limits: KeyLimits, **policy) -> KeyPool:
-    return KeyPool(limits, PoolPolicy(**policy))
+    """A pool without jitter margin or slow start, so these tests see the plain rules (the margin,
+    slow start and AIMD have their own tests in tests/test_keypool_limits.py)."""
+    return KeyPool(limits, PoolPolicy(**{"jitter_allowance": 0.0, "slow_start": 1.0, **policy}))
 
 
 def keys(n: int, qps: float = 5.0, **kw) -> list[KeyLimits]:
@@ -178,11 +180,29 @@ def test_429_cools_until_retry_after_and_other_keys_carry_on():
     assert only_k0.acquire(5.0) is not None
 
 
-def test_429_without_retry_after_uses_default_cooldown():
-    p = pool(KeyLimits("a", 1000.0), default_cooldown=7.0)
-    p.release(p.acquire(0.0), Outcome.RATE_LIMITED, 1.0)
-    assert p.ready_at(1.0) == pytest.approx(8.0)
-    assert p.snapshot(1.0)[0].cooldown_until == pytest.approx(8.0)
+def test_429_without_retry_after_costs_seconds_doubling_while_it_repeats():
+    """No Retry-After: `rate_limit_cooldown` (1 s), doubled for each 429 in a row, capped by
+    `default_cooldown`; a success resets it."""
+    p = pool(KeyLimits("a", 1000.0), default_cooldown=7.0, rate_limit_cooldown=1.0)
+    t, ends = 0.0, []
+    for _ in range(5):
+        p.release(p.acquire(t), Outcome.RATE_LIMITED, t + 0.1)
+        ends.append(round(p.ready_at(t + 0.1) - (t + 0.1), 6))
+        t = p.ready_at(t + 0.1)
+    assert ends == [1.0, 2.0, 4.0, 7.0, 7.0]
+    assert p.snapshot(t - 7.0)[0].cooldown_until == pytest.approx(t)
+    p.release(p.acquire(t), Outcome.OK, t + 0.1)
+    p.release(p.acquire(t + 0.2), Outcome.RATE_LIMITED, t + 0.3)
+    assert p.ready_at(t + 0.3) == pytest.approx(t + 1.3)  # back to 1 s after a success
+
+
+def test_answers_to_the_same_burst_count_as_one_429():
+    """Requests sent before a 429 came back answer 429 too: they neither double the cooldown again."""
+    p = pool(KeyLimits("a", 1000.0, burst=5), rate_limit_cooldown=1.0)
+    leases = [p.acquire(0.0) for _ in range(4)]
+    for i, lease in enumerate(leases):
+        p.release(lease, Outcome.RATE_LIMITED, 0.5 + i * 0.01)
+    assert p.ready_at(0.6) == pytest.approx(0.53 + 1.0)
 
 
 def test_repeated_429_extends_and_never_shortens_the_cooldown():
@@ -227,7 +247,7 @@ def test_a_disabled_key_with_requests_sent_before_the_401_stays_disabled():
 
 # -- 5xx / timeouts / connection: streak → cool → half-open ----------------------------------------
 
-@pytest.mark.parametrize("failure", [Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION, Outcome.BAD_RESPONSE])
+@pytest.mark.parametrize("failure", [Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION])  # not BAD_RESPONSE: test_answers_health
 def test_failure_streak_cools_the_key_then_a_half_open_probe_brings_it_back(failure):
     p = pool(KeyLimits("a", 1000.0), KeyLimits("b", 1000.0), max_retry_per_key=3, default_cooldown=20.0)
     t = 0.0
@@ -299,7 +319,7 @@ def test_snapshot_reports_each_keys_health():
     assert (a.state, a.calls, a.successes, a.success_rate, a.in_flight) == (KeyState.AVAILABLE, 1, 1, 1.0, 0)
     assert a.tokens == pytest.approx(1.0)
     assert (b.state, b.success_rate, b.cooldown_until) == (KeyState.COOLING, 0.0, 4.0)
-    assert (b.last_error, b.last_error_detail, b.rate_limited) == ("rate_limited", "429 from provider", 1)
+    assert (b.last_error, b.last_error_detail, b.rate_limited) == ("rate_limited_requests", "429 from provider", 1)
 
 
 # -- the FIFO queue with deadlines (pure) -----------------------------------------------------------
@@ -409,7 +429,7 @@ def test_async_acquire_fails_fast_when_no_key_is_back_before_the_deadline():
     async def main():
         loop = asyncio.get_running_loop()
         ap = AsyncKeyPool(KeyPool([KeyLimits("a", 5.0)], PoolPolicy(default_cooldown=60.0), now=loop.time()))
-        ap.release(await ap.acquire(loop.time() + 1.0), Outcome.RATE_LIMITED)
+        ap.release(await ap.acquire(loop.time() + 1.0), Outcome.RATE_LIMITED, retry_after=60.0)
         t = time.monotonic()
         with pytest.raises(NoKeyInTime):
             await ap.acquire(loop.time() + 5.0)

@@ -209,17 +209,36 @@ def setup_topics_cmd(
 
 @command(
     "llm-sim",
-    help="Serve a simulated OpenAI-compatible vision LLM on loopback (per-key 429 limits, fault injection).\n\n"
-    "Prints the base URL on stdout, serves until SIGTERM/Ctrl-C. Flags override --config.\n\n"
-    "Example: hazardctl llm-sim --keys 10 --qps 5 --latency uniform:1:2 --fault sim-key-03=unauthorized",
+    help="Serve a simulated OpenAI-compatible vision LLM on loopback (key and account limits as strict as a "
+    "provider's, DashScope-like 429s, fault injection).\n\n"
+    "Prints the base URL on stdout, serves until SIGTERM/Ctrl-C. Flags override --config. See docs/llm-sim.md.\n\n"
+    "Example: hazardctl llm-sim --keys 10 --qps 5 --limiter sliding-window --jitter-ms 30 --fault sim-key-03=unauthorized",
 )
 def llm_sim_cmd(
     config: Optional[str] = typer.Option(None, "--config", help="Simulator YAML (see config/llm_sim.yaml)."),
     host: Optional[str] = typer.Option(None, help="Address to bind (default: 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port; 0 = any free port (default: 8000)."),
     keys: Optional[int] = typer.Option(None, help="Generate N keys sim-key-01.. (secrets sim-secret-01..) (default: 10)."),
-    qps: Optional[float] = typer.Option(None, help="Per-key qps limit (token bucket) (default: 5)."),
-    rpm: Optional[int] = typer.Option(None, help="Per-key requests per sliding minute (default: none)."),
+    qps: Optional[float] = typer.Option(None, help="Per-key requests per second (default: 5)."),
+    rpm: Optional[int] = typer.Option(None, help="Per-key requests per minute (default: none)."),
+    tps: Optional[int] = typer.Option(None, help="Per-key tokens per second (default: none)."),
+    tpm: Optional[int] = typer.Option(None, help="Per-key tokens per minute (default: none)."),
+    limiter: Optional[str] = typer.Option(
+        None, help="token-bucket | sliding-window | fixed-window: how every limit is enforced (default: token-bucket)."),
+    keys_per_account: Optional[int] = typer.Option(
+        None, help="Group the keys, in order, into accounts acct-01.. of N keys sharing the --account-* limits."),
+    account_qps: Optional[float] = typer.Option(None, help="Per-account requests per second (default: none)."),
+    account_rpm: Optional[int] = typer.Option(None, help="Per-account requests per minute (default: none)."),
+    account_tps: Optional[int] = typer.Option(None, help="Per-account tokens per second (default: none)."),
+    account_tpm: Optional[int] = typer.Option(None, help="Per-account tokens per minute (default: none)."),
+    surge: Optional[bool] = typer.Option(
+        None, "--surge/--no-surge", help="Refuse a key or account going from idle to full rate within a second."),
+    jitter_ms: Optional[float] = typer.Option(None, help="Each request reaches the limiter a random 0..N ms late."),
+    retry_after: Optional[str] = typer.Option(None, help="on | off: send Retry-After with a 429 (default: on)."),
+    errors: Optional[str] = typer.Option(None, help="dashscope | openai: style of error bodies (default: dashscope)."),
+    billing: list[str] = typer.Option(
+        [], "--billing", help="KEY, repeatable: answer every request of KEY as an account in arrears."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
     latency: Optional[str] = typer.Option(
         None, help="fixed:S | uniform:MIN:MAX | lognormal:MEDIAN:P95 (default: uniform:1.0:2.0)."),
     fault: list[str] = typer.Option(
@@ -229,7 +248,13 @@ def llm_sim_cmd(
 ) -> None:
     from tools import llm_sim
 
-    cfg = llm_sim.build_config(config, keys=keys, qps=qps, rpm=rpm, latency=latency, faults=fault, seed=seed,
+    if retry_after not in (None, "on", "off"):
+        raise ConfigError(f"--retry-after {retry_after!r}: expected on or off")
+    cfg = llm_sim.build_config(config, keys=keys, qps=qps, rpm=rpm, tps=tps, tpm=tpm, limiter=limiter,
+                               keys_per_account=keys_per_account, account_qps=account_qps, account_rpm=account_rpm,
+                               account_tps=account_tps, account_tpm=account_tpm, surge=surge, jitter_ms=jitter_ms,
+                               retry_after=None if retry_after is None else retry_after == "on", errors=errors,
+                               billing=billing, metrics_port=metrics_port, latency=latency, faults=fault, seed=seed,
                                host=host, port=port, model=model)
     llm_sim.run(cfg)
 
@@ -271,6 +296,12 @@ def schedule_cmd(
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
     simulate: bool = typer.Option(
         True, help="With no --keys and no usable config/api_keys.yaml, start the simulated LLM instead of failing."),
+    language: Optional[str] = typer.Option(
+        None, "--language", help="Prompt language en|zh: risk types and description in it; levels stay "
+        "none/low/medium/high (default: the keys file's `language`, else en)."),
+    bad_answer_warn: Optional[float] = typer.Option(
+        None, "--bad-answer-warn", min=0.01, max=1.0, help="WARNING when a model's unusable answers exceed this "
+        "share of its last 50 (default: the keys file's `bad_answer_warn`, else 0.2)."),
 ) -> None:
     from pathlib import Path
 
@@ -279,6 +310,8 @@ def schedule_cmd(
     from hazardctl.transports import Endpoints
     from stages import schedule
 
+    if language not in (None, "en", "zh"):
+        raise ConfigError(f"--language {language}: one of en, zh")
     explicit = keys or os.environ.get(KEYS_ENV)  # a file the user named: any problem with it is an error
     path = explicit or "config/api_keys.yaml"
     sim = None
@@ -304,7 +337,7 @@ def schedule_cmd(
             raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
         serve_metrics(metrics_port)
         schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
-                     cfg=schedule.ScheduleConfig(workers=workers))
+                     cfg=schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn))
     finally:
         if sim is not None:
             sim.stop()
@@ -394,6 +427,37 @@ def consume_cmd(
         client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof)
     serve_metrics(metrics_port)
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)
+
+
+@command(
+    "status",
+    help="Live dashboard of a running pipeline: stages up/down, throughput, errors, Kafka consumer lag "
+    "(from the broker), the key pool per key, end-to-end P95. Reads each stage's /metrics and Kafka.\n\n"
+    "Example: hazardctl status --stage schedule=127.0.0.1:9102 --stage consume=127.0.0.1:9104 --once",
+)
+def status_cmd(
+    config: Optional[str] = typer.Option(None, "--config", help="Status YAML (see config/status.yaml)."),
+    stage: list[str] = typer.Option([], "--stage", help="NAME=HOST:PORT of a stage's /metrics, repeatable; "
+                                    "replaces the config's stages."),
+    group: list[str] = typer.Option([], "--group", help="Kafka consumer group to show lag for, repeatable."),
+    no_kafka: bool = typer.Option(False, "--no-kafka", help="Do not read consumer lag (a pipes pipeline)."),
+    interval: Optional[float] = typer.Option(None, help="Seconds between refreshes (default 2)."),
+    once: bool = typer.Option(False, "--once", help="Print one frame (two scrapes, one interval apart) and exit."),
+    as_json: bool = typer.Option(False, "--json", help="With --once: the frame as JSON."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+) -> None:
+    from hazardctl.config import load_kafka_settings
+    from tools import status
+
+    cfg = status.load_status_config(config)
+    if stage:
+        cfg.stages = status.parse_stage_flags(stage)
+    if group:
+        cfg.groups = list(group)
+    if interval is not None:
+        cfg.interval_s = interval
+    kafka = None if no_kafka else load_kafka_settings(kafka_config)
+    status.run(cfg, kafka, once=once or as_json, as_json=as_json)
 
 
 @command("schema", help="Print the JSON Schema of a message.\n\nExample: hazardctl schema assessment-task")

@@ -26,7 +26,7 @@ from tools.llm_sim import SimConfig, SimServer, UnknownKey, build_config, genera
 from tools.llm_sim.answers import (
     Fault, Latency, answer_content, assessment, decide, parse_fault_flag, request_digest,
 )
-from tools.llm_sim.limits import KeyLimit, RateWindow, RequestWindow, TokenBucket, retry_after_headers
+from tools.llm_sim.limits import Limits, RateWindow, ScopeLimit, SlidingWindow, TokenBucket, admit, retry_after_headers
 from hazardctl.messages import RiskAssessment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,17 @@ async def ask(client: openai.AsyncOpenAI, text: str = PROMPT):
 # ------------------------------------------------------------------------- limiter, fake clock
 
 
+class KeyLimit:
+    """One key's qps (and rpm) under one limiter model: admit() → 0.0 (admitted) or the wait."""
+
+    def __init__(self, qps: float, rpm: int | None, now: float, model: str = "token-bucket"):
+        self.scope = ScopeLimit("key", "k", Limits(qps=qps, rpm=rpm), model, now)  # type: ignore[arg-type]
+
+    def admit(self, now: float) -> float:
+        refusal = admit([self.scope], now, tokens=1)
+        return 0.0 if refusal is None else refusal.wait_s
+
+
 def test_token_bucket_allows_a_burst_of_qps_then_refills_at_qps():
     b = TokenBucket(5, now=0.0)
     for _ in range(5):
@@ -106,19 +117,19 @@ def test_client_slightly_faster_than_qps_is_rejected():
 
 
 def test_rpm_window_counts_accepted_requests_in_any_sliding_minute():
-    lim = KeyLimit(qps=100, rpm=3, now=0.0)
+    lim = KeyLimit(qps=100, rpm=3, now=0.0, model="sliding-window")
     assert [lim.admit(t) for t in (0.0, 1.0, 2.0)] == [0.0, 0.0, 0.0]
     assert lim.admit(3.0) == pytest.approx(57.0)
     assert lim.admit(59.9) == pytest.approx(0.1)
     assert lim.admit(60.0) == 0.0  # the request of t=0 left the window
     assert lim.admit(60.5) == pytest.approx(0.5)  # t=1 leaves at 61
-    w = RequestWindow(2, window_s=60.0)
+    w = SlidingWindow(2, window_s=60.0)
     w.take(0.0)
     assert w.wait(10.0) == 0.0
 
 
 def test_key_limit_waits_for_the_stricter_of_qps_and_rpm():
-    lim = KeyLimit(qps=1, rpm=2, now=0.0)
+    lim = KeyLimit(qps=1, rpm=2, now=0.0, model="sliding-window")
     assert lim.admit(0.0) == 0.0
     assert lim.admit(0.5) == pytest.approx(0.5)  # qps
     assert lim.admit(1.0) == 0.0
@@ -295,7 +306,7 @@ def test_burst_over_qps_gets_429_with_retry_after_and_stats_count_it():
         for r in limited:
             assert int(r.headers["Retry-After"]) == 1
             assert 1 <= int(r.headers["retry-after-ms"]) <= 500
-            assert r.json()["error"]["code"] == "rate_limit_exceeded"
+            assert r.json()["error"]["code"] == "Throttling.RateQuota"  # the default DashScope style
         with pytest.raises(openai.RateLimitError):  # what the scheduler sees
             asyncio.run(ask(ai(sim, "sim-secret-01")))
         s = sim.stats()["keys"]["sim-key-01"]
@@ -305,11 +316,11 @@ def test_burst_over_qps_gets_429_with_retry_after_and_stats_count_it():
 
 @pytest.mark.timeout(30)
 def test_rpm_limit_gets_429_with_retry_after_near_a_minute():
-    with SimServer(sim_config(n=1, qps=100, rpm=3)) as sim:
+    with SimServer(sim_config(n=1, qps=100, rpm=3, limiter="sliding-window")) as sim:
         assert [post(sim, "sim-secret-01").status_code for _ in range(3)] == [200] * 3
         r = post(sim, "sim-secret-01")
         assert r.status_code == 429 and 58 <= int(r.headers["Retry-After"]) <= 60
-        assert "rpm 3" in r.json()["error"]["message"]
+        assert r.headers["x-llm-sim-reason"] == "rate key sim-key-01 rpm 3"
 
 
 @pytest.mark.timeout(30)
@@ -501,7 +512,8 @@ def test_stats_count_per_key_and_totals_and_reset():
         k1, k2, tot = st["keys"]["sim-key-01"], st["keys"]["sim-key-02"], st["totals"]
         assert (k1["requests"], k1["ok"], k1["rate_limited_429"], k1["bad_requests_400"]) == (4, 2, 1, 1)
         assert (k2["requests"], k2["unauthorized_401"]) == (1, 1)
-        assert tot["requests"] == 6 and tot["unauthorized_401"] == 2 and tot["max_in_any_1s_window"] == 6
+        # the busiest second counts requests that reached the limiter (not the 401s and the 400)
+        assert tot["requests"] == 6 and tot["unauthorized_401"] == 2 and tot["max_in_any_1s_window"] == 3
         assert k1["first_request_ts"] <= k1["last_request_ts"] <= time.time()
         assert st["faults"] == {"sim-key-02": {"kind": "unauthorized", "retry_after": 5.0, "seconds": 60.0,
                                                "extra_s": 5.0}}
@@ -580,7 +592,8 @@ def test_answers_to_the_schedulers_real_prompt_name_only_members_of_the_group():
                 task_id=task_id_for(det.message_id, g.group_id), detection_id=det.message_id, camera_id="cam-01",
                 frame_id=f, frame_ts=det.frame_ts, frame_width=det.frame_width, frame_height=det.frame_height,
                 group=g, objects=[by_id[m] for m in g.member_ids], reason="new", deadline=det.frame_ts + 10)
-            images, text = parse_chat({"messages": prompt.chat_messages(task)})
+            chat = parse_chat({"messages": prompt.chat_messages(task)})
+            images, text = chat.images, chat.prompt
             a = RiskAssessment.model_validate_json(answer_content(request_digest(images, text, 1), text))
             assert set(a.danger_object_ids) <= set(g.member_ids)
             levels.add(a.level)

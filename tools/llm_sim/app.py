@@ -1,8 +1,10 @@
-"""The LLM simulator's HTTP app: auth, validation, per-key limits and faults, answers, stats.
+"""The LLM simulator's HTTP app: auth, validation, key and account limits, faults, answers, stats.
 
-One `Sim` per server, run on one event loop (no locks). Order of checks for a chat completion:
-key → `unauthorized` fault → body size (413) → request shape (400) → 429 storm or rate limits →
-5xx / hang / spike / malformed faults → latency → answer. Every step is counted per key.
+One `Sim` per server, run on one event loop (no locks). Order for a chat completion:
+arrival jitter → key → `unauthorized` fault → body size (413) → request shape (400) → billing
+(insufficient quota) → 429 storm fault → limits of the key, then of its account (429: rate,
+tokens, surge) → 5xx / hang / spike / malformed faults → latency → answer with `usage`. Every
+step is counted per key and per account, and logged in `GET /requests`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import orjson
@@ -19,54 +22,15 @@ from aiohttp import web
 
 from hazardctl.errors import ConfigError
 from tools.llm_sim.answers import Latency, answer_content, decide, make_fault, request_digest
-from tools.llm_sim.config import SimConfig, SimKey, UnknownKey
-from tools.llm_sim.limits import KeyLimit, RateWindow, retry_after_headers
+from tools.llm_sim.config import BILLING, SimConfig, SimKey, UnknownKey
+from tools.llm_sim.limits import Refusal, ScopeLimit, admit, retry_after_headers
+from tools.llm_sim.refusals import refusal
+from tools.llm_sim.stats import RequestLog, ScopeStats, totals
+from tools.llm_sim.tokens import image_size, image_tokens, text_tokens
 
 log = logging.getLogger("hazardctl.llm_sim")
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-# ----------------------------------------------------------------------------------------- stats
-
-COUNTERS = (
-    "requests", "ok", "rate_limited_429", "unauthorized_401", "server_errors_5xx", "timeouts", "malformed",
-    "bad_requests_400", "too_large_413", "latency_spikes", "requests_after_first_401",
-)
-
-
-class KeyStats:
-    """What one key saw; `requests_after_first_401` shows whether a client stopped using a revoked key."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self.counts = dict.fromkeys(COUNTERS, 0)
-        self.window = RateWindow(1.0)
-        self.first_request_ts: float | None = None
-        self.last_request_ts: float | None = None
-        self.seen_401 = False
-        self.max_in_flight = self.in_flight
-
-    def arrive(self, mono: float, wall: float) -> None:
-        self.counts["requests"] += 1
-        if self.seen_401:
-            self.counts["requests_after_first_401"] += 1
-        self.window.add(mono)
-        self.first_request_ts = self.first_request_ts or wall
-        self.last_request_ts = wall
-
-    def count(self, counter: str) -> None:
-        self.counts[counter] += 1
-        if counter == "unauthorized_401":
-            self.seen_401 = True
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.counts, "max_in_any_1s_window": self.window.max_seen, "in_flight": self.in_flight,
-                "max_in_flight": self.max_in_flight, "first_request_ts": self.first_request_ts,
-                "last_request_ts": self.last_request_ts}
-
 
 # ------------------------------------------------------------------------------------------ HTTP
 
@@ -75,8 +39,20 @@ class BadRequest(Exception):
     pass
 
 
-def parse_chat(body: Any) -> tuple[list[str], str]:
-    """(image URLs, prompt text) of a chat completion request; BadRequest if it is not one we serve."""
+@dataclass
+class ChatRequest:
+    """What the simulator reads from a chat completion request."""
+
+    images: list[str]
+    prompt: str  # every text part, joined by newlines
+    texts: list[dict[str, str]] = field(default_factory=list)  # [{"role", "text"}] in message order
+    model: str | None = None
+    response_format: Any = None
+    max_tokens: int | None = None
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    """The request's images, texts and options; BadRequest if it is not one we serve."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     messages = body.get("messages")
@@ -85,18 +61,19 @@ def parse_chat(body: Any) -> tuple[list[str], str]:
     if body.get("stream"):
         raise BadRequest("streaming is not supported by the simulator")
     images: list[str] = []
-    texts: list[str] = []
+    texts: list[dict[str, str]] = []
     for m in messages:
         content = m.get("content") if isinstance(m, dict) else None
+        role = str(m.get("role", "")) if isinstance(m, dict) else ""
         if isinstance(content, str):
-            texts.append(content)
+            texts.append({"role": role, "text": content})
             continue
         if not isinstance(content, list):
             raise BadRequest("each message needs a 'content' string or list of parts")
         for part in content:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text":
-                texts.append(str(part.get("text", "")))
+                texts.append({"role": role, "text": str(part.get("text", ""))})
             elif kind == "image_url":
                 ref = part.get("image_url")
                 url = ref.get("url") if isinstance(ref, dict) else ref
@@ -107,7 +84,9 @@ def parse_chat(body: Any) -> tuple[list[str], str]:
                 raise BadRequest(f"unsupported content part type {kind!r}")
     if not images:
         raise BadRequest("no image in 'messages': send the crop as an image_url part (data URL)")
-    return images, "\n".join(texts)
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    return ChatRequest(images, "\n".join(t["text"] for t in texts), texts, body.get("model"),
+                       body.get("response_format"), max_tokens if isinstance(max_tokens, int) else None)
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None,
@@ -122,57 +101,91 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class KeyState:
-    def __init__(self, spec: SimKey, now: float, tolerance_s: float):
+    def __init__(self, spec: SimKey, limit: ScopeLimit, account: "AccountState | None"):
         self.spec = spec
-        self.limit = KeyLimit(spec.qps, spec.rpm, now, tolerance_s)
+        self.limit = limit
+        self.account = account
         self.fault = spec.fault.model_copy() if spec.fault else None
-        self.stats = KeyStats()
+        self.billing = spec.billing
+        self.stats = ScopeStats()
+
+    @property
+    def scopes(self) -> list[ScopeLimit]:
+        return [self.limit] if self.account is None else [self.limit, self.account.limit]
+
+
+class AccountState:
+    def __init__(self, limit: ScopeLimit):
+        self.limit = limit
+        self.stats = ScopeStats()
 
 
 class Sim:
-    """The simulator's state and handlers; single-threaded (one event loop), so no locks."""
+    """The simulator's state and handlers; single-threaded (one event loop), so no locks.
 
-    def __init__(self, cfg: SimConfig, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+    `clock` (Unix seconds) drives the limits and every timestamp; tests may inject one.
+    """
+
+    def __init__(self, cfg: SimConfig, clock: Callable[[], float] = time.time):
         self.cfg = cfg
-        self.clock, self.wall = clock, wall
+        self.clock = clock
         self.latency = Latency.parse(cfg.latency)
         self.rng = random.Random(cfg.seed)
+        self.jitter_rng = random.Random(cfg.seed + 1)
         now = clock()
-        self.keys = {k.name: KeyState(k, now, cfg.tolerance_s) for k in cfg.keys}
+        surge = (cfg.surge_floor, cfg.surge_growth) if cfg.surge else None
+        self.accounts = {name: AccountState(ScopeLimit("account", name, a.limits, cfg.limiter, now, surge,
+                                                       cfg.tolerance_s))
+                         for name, a in cfg.accounts.items()}
+        self.keys = {k.name: KeyState(k, ScopeLimit("key", k.name, k.limits, cfg.limiter, now, surge, cfg.tolerance_s),
+                                      self.accounts[k.account] if k.account else None) for k in cfg.keys}
         self.by_secret = {k.api_key: self.keys[k.name] for k in cfg.keys}
-        self.unknown = KeyStats()
-        self.all = RateWindow(1.0)
+        self.unknown = ScopeStats()
+        self.all = ScopeStats()
+        self.log = RequestLog(cfg.requests_log)
 
     # --- control (called on the loop's thread)
     def set_fault(self, name: str, fault: str | None, **params: Any) -> dict[str, Any]:
-        """Switch a key's fault (`*`: every key); None clears it. ConfigError for a bad name or fault."""
+        """Switch a key's fault (`*`: every key); None clears it (and billing). ConfigError for a bad name or fault."""
         if name != "*" and name not in self.keys:
             raise UnknownKey(f"no simulated key named {name!r}")
         targets = list(self.keys.values()) if name == "*" else [self.keys[name]]
+        if fault == BILLING:
+            for k in targets:
+                k.billing = True
+                log.info("key %s: billing (insufficient quota)", k.spec.name)
+            return {"key": name, "fault": {"kind": BILLING}}
         spec = make_fault({"kind": fault, **params}, where=f"fault for {name}") if fault else None
         for k in targets:
             k.fault = spec.model_copy() if spec else None
+            if spec is None:
+                k.billing = False
             log.info("key %s: fault %s", k.spec.name, spec.model_dump(exclude_none=True) if spec else None)
         return {"key": name, "fault": spec.model_dump() if spec else None}
 
     def stats(self) -> dict[str, Any]:
-        keys = {name: k.stats.as_dict() for name, k in self.keys.items()}
+        keys = {name: {**k.stats.as_dict(), "account": k.spec.account} for name, k in self.keys.items()}
+        accounts = {name: {**a.stats.as_dict(), "keys": [k for k, s in self.keys.items() if s.account is a]}
+                    for name, a in self.accounts.items()}
         every = [k.stats for k in self.keys.values()] + [self.unknown]
-        totals: dict[str, Any] = {c: sum(s.counts[c] for s in every) for c in COUNTERS}
-        firsts = [s.first_request_ts for s in every if s.first_request_ts]
-        lasts = [s.last_request_ts for s in every if s.last_request_ts]
-        totals.update(max_in_any_1s_window=self.all.max_seen, in_flight=sum(s.in_flight for s in every),
-                      unknown_key_requests=self.unknown.counts["requests"],
-                      first_request_ts=min(firsts, default=None), last_request_ts=max(lasts, default=None))
-        return {"keys": keys, "totals": totals,
-                "faults": {n: k.fault.model_dump(exclude_none=True) for n, k in self.keys.items() if k.fault}}
+        total = totals(every)
+        total.update(max_in_any_1s_window=self.all.window.max_seen,
+                     max_admitted_in_any_1s_window=self.all.admitted_window.max_seen,
+                     unknown_key_requests=self.unknown.counts["requests"])
+        faults = {n: k.fault.model_dump(exclude_none=True) for n, k in self.keys.items() if k.fault}
+        faults.update({n: {"kind": BILLING} for n, k in self.keys.items() if k.billing})
+        return {"keys": keys, "accounts": accounts, "totals": total, "faults": faults,
+                "limiter": self.cfg.limiter, "surge": self.cfg.surge}
+
+    def requests(self, limit: int | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        return self.log.select(limit, key)
 
     def reset_stats(self) -> None:
-        for k in self.keys.values():
-            k.stats.reset()
+        for s in [k.stats for k in self.keys.values()] + [a.stats for a in self.accounts.values()]:
+            s.reset()
         self.unknown.reset()
-        self.all = RateWindow(1.0)
+        self.all.reset()
+        self.log.clear()
 
     # --- the app
     def app(self) -> web.Application:
@@ -180,6 +193,7 @@ class Sim:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/stats", self.get_stats)
+        app.router.add_get("/requests", self.get_requests)
         app.router.add_post("/faults", self.faults)
         app.router.add_post("/reset-stats", self.reset)
         app.router.add_get("/healthz", self.healthz)
@@ -190,6 +204,13 @@ class Sim:
 
     async def get_stats(self, _request: web.Request) -> web.Response:
         return _json(self.stats())
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", 0)) or None
+        except ValueError:
+            return _error(400, "limit must be an integer", "invalid_request_error")
+        return _json({"requests": self.requests(limit, request.query.get("key"))})
 
     async def models(self, _request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "llm-sim"}]})
@@ -211,28 +232,59 @@ class Sim:
         return _json({"reset": True})
 
     async def chat(self, request: web.Request) -> web.Response:
-        mono = self.clock()
-        self.all.add(mono)
+        jitter = self.jitter_rng.uniform(0.0, self.cfg.jitter_ms) if self.cfg.jitter_ms else 0.0
+        if jitter:
+            await asyncio.sleep(jitter / 1000.0)
+        now = self.clock()
+        self.all.arrive(now)
         auth = request.headers.get("Authorization", "")
         key = self.by_secret.get(auth[7:].strip()) if auth[:7].lower() == "bearer " else None
+        record = self.log.add({"ts": now, "key": key.spec.name if key else None,
+                               "account": key.spec.account if key else None, "jitter_ms": round(jitter, 3),
+                               "status": None, "admitted": False, "reason": None})
         if key is None:
-            self.unknown.arrive(mono, self.wall())
+            self.unknown.arrive(now)
             self.unknown.count("unauthorized_401")
+            record.update(status=401, reason="unknown_key")
             return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-        st = key.stats
-        st.arrive(mono, self.wall())
-        st.in_flight += 1
-        st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        scopes = [key.stats] + ([key.account.stats] if key.account else [])
+        for st in scopes:
+            st.arrive(now)
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
-            return await self._handle(request, key)
+            response = await self._handle(request, key, record)
         finally:
-            st.in_flight -= 1
+            for st in scopes:
+                st.in_flight -= 1
+        record["status"] = response.status
+        return response
 
-    async def _handle(self, request: web.Request, key: KeyState) -> web.Response:
-        """auth fault → size → validation → rate limit → faults → latency → answer."""
-        st, name = key.stats, key.spec.name
+    def _count(self, key: KeyState, counter: str) -> None:
+        key.stats.count(counter)
+        if key.account is not None:
+            key.account.stats.count(counter)
+
+    def _refuse(self, key: KeyState, why: str, record: dict[str, Any], wait_s: float | None = None,
+                detail: str = "") -> web.Response:
+        """A 429 (or billing) answer in the configured provider's style."""
+        body_why = "rate" if why == "storm" else why
+        status, body = refusal(self.cfg.errors, body_why, f"sim-{uuid.uuid4().hex[:16]}")  # type: ignore[arg-type]
+        headers = {"x-llm-sim-reason": f"{why} {detail}".strip()}
+        if wait_s is not None and self.cfg.retry_after:
+            headers.update(retry_after_headers(wait_s))
+        self._count(key, f"refused_{why}")
+        if status == 429:
+            self._count(key, "rate_limited_429")
+        record.update(reason=f"{why} {detail}".strip())
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+    async def _handle(self, request: web.Request, key: KeyState, record: dict[str, Any]) -> web.Response:
+        """auth fault → size → validation → billing → storm → limits → faults → latency → answer."""
+        name = key.spec.name
         if decide(key.fault, "auth", self.rng):
-            st.count("unauthorized_401")
+            self._count(key, "unauthorized_401")
+            record["reason"] = "unauthorized fault"
             return _error(401, f"The API key of {name} is invalid or revoked.", "invalid_request_error",
                           "invalid_api_key")
         limit = self.cfg.max_body_bytes
@@ -241,51 +293,78 @@ class Sim:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or 0)
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            st.count("too_large_413")
+            self._count(key, "too_large_413")
+            record["reason"] = "too large"
             return _error(413, f"request body larger than {limit} bytes", "invalid_request_error", "request_too_large")
         try:
-            images, prompt = parse_chat(orjson.loads(raw))
+            chat = parse_chat(orjson.loads(raw))
         except (orjson.JSONDecodeError, BadRequest) as e:
-            st.count("bad_requests_400")
+            self._count(key, "bad_requests_400")
             msg = str(e) if isinstance(e, BadRequest) else "the body is not valid JSON"
+            record["reason"] = f"bad request: {msg}"
             return _error(400, msg, "invalid_request_error", "invalid_request")
 
+        sizes = [image_size(url) for url in chat.images]
+        prompt_tokens = sum(image_tokens(s) for s in sizes) + text_tokens(chat.prompt)
+        digest = request_digest(chat.images, chat.prompt, self.cfg.seed)
+        content = answer_content(digest, chat.prompt, False)
+        completion_tokens = text_tokens(content)
+        tokens = prompt_tokens + completion_tokens
+        cut = RequestLog.PROMPT_CHARS
+        record.update(model=chat.model, response_format=chat.response_format, prompt=chat.prompt[:cut],
+                      texts=[{"role": t["role"], "text": t["text"][:cut]} for t in chat.texts],
+                      images=[list(s) if s else None for s in sizes], max_tokens=chat.max_tokens,
+                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=tokens)
+
+        if key.billing:
+            return self._refuse(key, "billing", record)
         storm = decide(key.fault, "limit", self.rng)
-        wait = storm.retry_after if storm else key.limit.admit(self.clock())
-        if wait:
-            st.count("rate_limited_429")
-            why = "429 storm" if storm else f"qps {key.spec.qps:g}" + (f", rpm {key.spec.rpm}" if key.spec.rpm else "")
-            return _error(429, f"Rate limit reached for {name} ({why}); retry after {wait:.3f} s.", "requests",
-                          "rate_limit_exceeded", headers=retry_after_headers(wait))
+        if storm:
+            return self._refuse(key, "storm", record, storm.retry_after, "rate_limit_storm fault")
+        now = self.clock()
+        for st in [key.stats, self.all] + ([key.account.stats] if key.account else []):
+            st.at_limiter(now)
+        record["ts_limiter"] = now
+        refused: Refusal | None = admit(key.scopes, now, tokens)
+        if refused is not None:
+            if refused.scope == "account":
+                self._count(key, "refused_at_account")
+            return self._refuse(key, refused.reason, record, refused.wait_s,
+                                f"{refused.scope} {refused.name} {refused.limit}")
+        for st in [key.stats, self.all] + ([key.account.stats] if key.account else []):
+            st.admit(now, tokens)
+        record["admitted"] = True
 
         effect = decide(key.fault, "answer", self.rng)
         if effect and effect.clear:
             key.fault = None
         if effect and effect.status:
-            st.count("server_errors_5xx")
+            self._count(key, "server_errors_5xx")
+            record["reason"] = f"server_error_burst {effect.status}"
             return _error(effect.status, f"The server had an error processing your request (simulated {effect.status}).",
                           "server_error")
         delay = self.latency.sample(self.rng)
         if effect and effect.hang_s:
-            st.count("timeouts")
+            self._count(key, "timeouts")
+            record["reason"] = "timeout fault"
             delay = effect.hang_s
         if effect and effect.extra_s:
-            st.count("latency_spikes")
+            self._count(key, "latency_spikes")
             delay += effect.extra_s
         malformed = bool(effect and effect.malformed)
         await asyncio.sleep(delay)
-        content = answer_content(request_digest(images, prompt, self.cfg.seed), prompt, malformed)
+        if malformed:
+            content = answer_content(digest, chat.prompt, True)
+            completion_tokens = text_tokens(content)
         if not (effect and effect.hang_s):
-            st.count("malformed" if malformed else "ok")
-        return _json(self._completion(content, prompt, len(images)))
+            self._count(key, "malformed" if malformed else "ok")
+        return _json(self._completion(content, prompt_tokens, completion_tokens))
 
-    def _completion(self, content: str, prompt: str, n_images: int) -> dict[str, Any]:
-        prompt_tokens = len(prompt) // 4 + 258 * n_images
-        completion_tokens = len(content) // 4 + 1
+    def _completion(self, content: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         return {
             "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
-            "created": int(self.wall()),
+            "created": int(self.clock()),
             "model": self.cfg.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
@@ -96,6 +97,10 @@ class SimServer:
     def stats(self) -> dict[str, Any]:
         return self._on_loop(self.sim.stats)
 
+    def requests(self, limit: int | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        """The last requests the server received (GET /requests), oldest first."""
+        return self._on_loop(self.sim.requests, limit, key)
+
     def set_fault(self, name: str, fault: str | None, **params: Any) -> dict[str, Any]:
         return self._on_loop(self.sim.set_fault, name, fault, **params)
 
@@ -137,6 +142,10 @@ class SimProcess:
 
     def stats(self) -> dict[str, Any]:
         return self._http("GET", "/stats")
+
+    def requests(self, limit: int | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({k: v for k, v in (("limit", limit), ("key", key)) if v})
+        return self._http("GET", "/requests" + (f"?{query}" if query else ""))["requests"]
 
     def set_fault(self, name: str, fault: str | None, **params: Any) -> dict[str, Any]:
         return self._http("POST", "/faults", {"key": name, "fault": fault, **params})
@@ -212,10 +221,21 @@ async def _serve(cfg: SimConfig, stop_on_stdin_eof: bool) -> None:
                 stop.set()
 
         loop.add_reader(fd, on_stdin)
+    if cfg.metrics_port is not None:
+        from prometheus_client import REGISTRY
+
+        from hazardctl.metrics import serve_metrics
+        from tools.llm_sim.metrics import SimCollector
+
+        REGISTRY.register(SimCollector(sim.stats))
+        serve_metrics(cfg.metrics_port, cfg.host)
     print(url_for(cfg.host, port), flush=True)
     faults = {k.name: k.fault.kind for k in cfg.keys if k.fault}
-    log.info("llm-sim: %d keys (qps %s), latency %s, model %s, seed %d%s", len(cfg.keys),
-             ",".join(sorted({f"{k.qps:g}" for k in cfg.keys})), cfg.latency, cfg.model, cfg.seed,
+    faults.update({k.name: "billing" for k in cfg.keys if k.billing})
+    log.info("llm-sim: %d keys (qps %s), %d accounts, limiter %s%s, jitter 0..%g ms, %s errors%s, latency %s, "
+             "model %s, seed %d%s", len(cfg.keys), ",".join(sorted({f"{k.qps:g}" for k in cfg.keys})),
+             len(cfg.accounts), cfg.limiter, ", surge protection" if cfg.surge else "", cfg.jitter_ms, cfg.errors,
+             "" if cfg.retry_after else " without Retry-After", cfg.latency, cfg.model, cfg.seed,
              f", faults {faults}" if faults else "")
     await stop.wait()
     log.info("llm-sim: stopping; totals %s", {k: v for k, v in sim.stats()["totals"].items() if isinstance(v, int) and v})

@@ -2,26 +2,56 @@
 # kafka-local.sh — run a real single-node Apache Kafka 4.x broker (KRaft, combined
 # broker+controller) on 127.0.0.1 without Docker. The jars come from Maven Central.
 #
-# Usage: scripts/kafka-local.sh up | down [--wipe] | status | fetch
-# Env:   KAFKA_LOCAL_HOME    cache/state dir          (default <repo>/.cache/kafka)
-#        KAFKA_LOCAL_PORT    broker port              (default 9092; controller = port+1)
+# Usage: scripts/kafka-local.sh up | down [--wipe] | status | fetch   [--secure]
+# Env:   KAFKA_LOCAL_HOME    cache/state dir          (default <repo>/.cache/kafka, secure: .cache/kafka-secure)
+#        KAFKA_LOCAL_PORT    broker port              (default 9092, secure: 9192; controller = port+1)
 #        KAFKA_LOCAL_TIMEOUT seconds `up` waits       (default 60)
 #        KAFKA_LOCAL_WIPE=1  `down` also deletes the data dir
 #        KAFKA_LOCAL_VERSION kafka_2.13 version       (default 4.1.0)
+#        KAFKA_LOCAL_LIBS    jar folder               (default $KAFKA_LOCAL_HOME/libs; secure: the
+#                                                      plaintext broker's .cache/kafka/libs, shared)
+# Secured mode (`--secure` or KAFKA_LOCAL_SECURE=1): a second, independent broker whose only client
+# listener is SASL_SSL with SCRAM-SHA-256 (the controller stays on plaintext loopback). On first `up`
+# it makes a throwaway CA and a server certificate for 127.0.0.1/localhost (openssl, PEM files that
+# Kafka 4 reads directly), formats the storage with two SCRAM users (`admin` for the broker itself,
+# KAFKA_LOCAL_SCRAM_USER for clients, default `hazardctl`; passwords random unless
+# KAFKA_LOCAL_SCRAM_PASSWORD is set) and writes, mode 0600, in its home:
+#   client.env   HAZARDCTL_KAFKA_* variables for the stages (bootstrap, SASL_SSL, user, password, CA)
+#   client.yaml  the same as a config/kafka.yaml (the password as ${HAZARDCTL_KAFKA_SASL_PASSWORD})
+#   tls/ca.pem   the CA the clients must trust
+# Secrets are never printed. `down --secure` stops only the secured broker.
 # Notes: auto.create.topics.enable=false — create topics explicitly (AdminClient or
 # TopicCommand) so tests never depend on a topic silently appearing with defaults.
 # Exit codes: status -> 0 running / 3 not running; others 0 ok / 1 error.
 set -euo pipefail
 
+SECURE="${KAFKA_LOCAL_SECURE:-0}"
+ARGS=()
+for a in "$@"; do
+  if [[ "$a" == --secure ]]; then SECURE=1; else ARGS+=("$a"); fi
+done
+set -- "${ARGS[@]+"${ARGS[@]}"}"
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KHOME="${KAFKA_LOCAL_HOME:-$ROOT/.cache/kafka}"
+if [[ "$SECURE" == 1 ]]; then
+  KHOME="${KAFKA_LOCAL_HOME:-$ROOT/.cache/kafka-secure}"
+  PORT="${KAFKA_LOCAL_PORT:-9192}"
+  LIBS="${KAFKA_LOCAL_LIBS:-$ROOT/.cache/kafka/libs}"   # one download serves both brokers
+else
+  KHOME="${KAFKA_LOCAL_HOME:-$ROOT/.cache/kafka}"
+  PORT="${KAFKA_LOCAL_PORT:-9092}"
+  LIBS="${KAFKA_LOCAL_LIBS:-}"
+fi
 mkdir -p "$KHOME" && KHOME="$(cd "$KHOME" && pwd)"   # absolute, works from any cwd
+LIBS="${LIBS:-$KHOME/libs}"
 VERSION="${KAFKA_LOCAL_VERSION:-4.1.0}"
 LOG4J_VERSION=2.24.3                                  # the log4j2 line Kafka 4.1 builds against
-PORT="${KAFKA_LOCAL_PORT:-9092}"
 CPORT=$((PORT + 1))
 TIMEOUT="${KAFKA_LOCAL_TIMEOUT:-60}"
-LIBS="$KHOME/libs" DATA="$KHOME/data" PIDF="$KHOME/kafka.pid" LOG="$KHOME/kafka.log"
+DATA="$KHOME/data" PIDF="$KHOME/kafka.pid" LOG="$KHOME/kafka.log"
+TLS="$KHOME/tls" SECRETS="$KHOME/secrets.env"
+SCRAM_USER="${KAFKA_LOCAL_SCRAM_USER:-hazardctl}"
+MODE="$([[ "$SECURE" == 1 ]] && echo "SASL_SSL+SCRAM-SHA-256" || echo "PLAINTEXT")"
 MARKER="$LIBS/.fetched-$VERSION"
 CP="$LIBS/*"
 
@@ -73,7 +103,105 @@ EOF
   say "fetched ${#jars[@]} jars ($(du -sh "$LIBS" | cut -f1))"
 }
 
+# ---- secured mode: certificates, SCRAM secrets, client settings -------------------------------
+
+# A CA and a server certificate (SAN 127.0.0.1 + localhost), remade when missing or expiring within
+# a day. PEM throughout: Kafka 4 reads a PEM keystore (unencrypted PKCS#8 key + chain) directly.
+make_certs() {
+  mkdir -p "$TLS" && chmod 700 "$TLS"
+  if [[ -f "$TLS/server-keystore.pem" ]] && openssl x509 -checkend 86400 -noout -in "$TLS/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null || die "openssl not found (needed to make the test CA)"
+  local days="${KAFKA_LOCAL_CERT_DAYS:-30}"
+  (
+    cd "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days "$days" \
+      -subj "/CN=hazardctl kafka-local test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days "$days" \
+      -extfile server.ext -out server.pem
+    cat server.key server.pem ca.pem >server-keystore.pem
+    chmod 600 ca.key server.key server-keystore.pem
+    rm -f server.csr server.ext
+  ) >"$KHOME/openssl.log" 2>&1 || die "making the test certificates failed (see $KHOME/openssl.log)"
+  say "made a test CA and a server certificate for 127.0.0.1 in $TLS (CA: $TLS/ca.pem)"
+}
+
+# Passwords are made once, with the storage (SCRAM credentials live in the metadata log).
+make_secrets() {
+  [[ -f "$SECRETS" ]] && return 0
+  [[ -f "$DATA/meta.properties" ]] && die "$DATA is formatted but $SECRETS is missing: run 'down --wipe --secure', then up"
+  local pw="${KAFKA_LOCAL_SCRAM_PASSWORD:-$(openssl rand -hex 24)}"
+  [[ "$pw" =~ ^[A-Za-z0-9._~+/=-]{8,}$ ]] || die "KAFKA_LOCAL_SCRAM_PASSWORD: 8+ characters of A-Z a-z 0-9 . _ ~ + / = -"
+  [[ "$SCRAM_USER" =~ ^[A-Za-z0-9._-]+$ ]] || die "KAFKA_LOCAL_SCRAM_USER: letters, digits, . _ - only"
+  (umask 077; printf 'ADMIN_PASSWORD=%s\nCLIENT_USER=%s\nCLIENT_PASSWORD=%s\n' \
+    "$(openssl rand -hex 24)" "$SCRAM_USER" "$pw" >"$SECRETS")
+}
+
+load_secrets() {
+  ADMIN_PASSWORD="$(sed -n 's/^ADMIN_PASSWORD=//p' "$SECRETS")"
+  CLIENT_USER="$(sed -n 's/^CLIENT_USER=//p' "$SECRETS")"
+  CLIENT_PASSWORD="$(sed -n 's/^CLIENT_PASSWORD=//p' "$SECRETS")"
+}
+
+write_client_files() {
+  (umask 077
+  cat >"$KHOME/client.env" <<EOF
+# Generated by scripts/kafka-local.sh --secure: the stages' settings for the secured local broker.
+HAZARDCTL_KAFKA_BOOTSTRAP=127.0.0.1:$PORT
+HAZARDCTL_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+HAZARDCTL_KAFKA_SASL_MECHANISM=SCRAM-SHA-256
+HAZARDCTL_KAFKA_SASL_USERNAME=$CLIENT_USER
+HAZARDCTL_KAFKA_SASL_PASSWORD=$CLIENT_PASSWORD
+HAZARDCTL_KAFKA_SSL_CA=$TLS/ca.pem
+EOF
+  cat >"$KHOME/client.yaml" <<EOF
+# Generated by scripts/kafka-local.sh --secure (a config/kafka.yaml for the secured local broker).
+# The password comes from the environment: set -a; . $KHOME/client.env; set +a
+bootstrap_servers: 127.0.0.1:$PORT
+security_protocol: SASL_SSL
+sasl_mechanism: SCRAM-SHA-256
+sasl_username: $CLIENT_USER
+sasl_password: \${HAZARDCTL_KAFKA_SASL_PASSWORD}
+ssl_ca_location: $TLS/ca.pem
+EOF
+  # the Java tools' view (readiness check, kafka-topics by hand): the broker's own admin user
+  cat >"$KHOME/admin.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-256
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$ADMIN_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.pem
+EOF
+  )
+}
+
 write_config() {
+  if [[ "$SECURE" == 1 ]]; then
+    (umask 077; cat >"$KHOME/server.properties" <<EOF
+# Generated by scripts/kafka-local.sh --secure — edits are overwritten on every 'up'.
+process.roles=broker,controller
+node.id=1
+listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=SASL_SSL://127.0.0.1:$PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$ADMIN_PASSWORD";
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS/server-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.pem
+ssl.client.auth=none
+controller.quorum.bootstrap.servers=127.0.0.1:$CPORT
+EOF
+    )
+  else
   cat >"$KHOME/server.properties" <<EOF
 # Generated by scripts/kafka-local.sh — edits are overwritten on every 'up'.
 process.roles=broker,controller
@@ -84,6 +212,9 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 controller.quorum.bootstrap.servers=127.0.0.1:$CPORT
+EOF
+  fi
+  cat >>"$KHOME/server.properties" <<EOF
 log.dirs=$DATA
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -111,12 +242,23 @@ cmd_up() {
   if pid="$(running_pid)"; then say "already running (pid $pid) on 127.0.0.1:$PORT"; return 0; fi
   port_open "$PORT" && die "127.0.0.1:$PORT is already in use by another process"
   cmd_fetch
+  local scram=() ready_conf=()
+  if [[ "$SECURE" == 1 ]]; then
+    make_certs
+    make_secrets
+    load_secrets
+    write_client_files
+    # SCRAM users are created with the storage (KRaft keeps credentials in the metadata log)
+    scram=(--add-scram "SCRAM-SHA-256=[name=admin,password=$ADMIN_PASSWORD]"
+           --add-scram "SCRAM-SHA-256=[name=$CLIENT_USER,password=$CLIENT_PASSWORD]")
+    ready_conf=(--command-config "$KHOME/admin.properties")
+  fi
   write_config
   if [[ ! -f "$DATA/meta.properties" ]]; then   # format once; re-formatting would fail
     local id; id="$("${KJAVA[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
     "${KJAVA[@]}" kafka.tools.StorageTool format -t "$id" -c "$KHOME/server.properties" --standalone \
-      >/dev/null || die "storage format failed (see $KHOME/tools.log)"
-    say "formatted storage in $DATA (cluster id $id)"
+      "${scram[@]+"${scram[@]}"}" >/dev/null || die "storage format failed (see $KHOME/tools.log)"
+    say "formatted storage in $DATA (cluster id $id)${scram[*]:+, SCRAM-SHA-256 users admin and $CLIENT_USER}"
   fi
   [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"   # keep the previous run's log, bounded
   # setsid: own session, so the broker outlives the calling shell/terminal; the inner
@@ -133,8 +275,10 @@ cmd_up() {
     # TCP accept first (cheap), then a real Kafka-protocol round trip (metadata request);
     # the tool's own wait is capped so the overall timeout holds.
     if port_open "$PORT" && timeout "$((left < 20 ? left : 20))" "${KJAVA[@]}" \
-         org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$PORT" --list >/dev/null 2>&1; then
-      say "up: pid $(cat "$PIDF"), bootstrap 127.0.0.1:$PORT, ready after $((SECONDS - t0))s (log $LOG)"
+         org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$PORT" --list \
+         "${ready_conf[@]+"${ready_conf[@]}"}" >/dev/null 2>&1; then
+      say "up: pid $(cat "$PIDF"), bootstrap 127.0.0.1:$PORT ($MODE), ready after $((SECONDS - t0))s (log $LOG)"
+      [[ "$SECURE" == 1 ]] && say "client settings: $KHOME/client.env (user $CLIENT_USER; the password is in that file, mode 0600)"
       return 0
     fi
     sleep 1
@@ -164,7 +308,7 @@ case "${1:-}" in
   fetch) cmd_fetch ;;
   up) cmd_up ;;
   down) [[ "${2:-}" == --wipe ]] && KAFKA_LOCAL_WIPE=1; cmd_down ;;
-  status) if pid="$(running_pid)"; then say "running (pid $pid) on 127.0.0.1:$PORT"; exit 0; fi
+  status) if pid="$(running_pid)"; then say "running (pid $pid) on 127.0.0.1:$PORT ($MODE)"; exit 0; fi
           say "not running"; exit 3 ;;
-  *) echo "usage: $0 up | down [--wipe] | status | fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down [--wipe] | status | fetch   [--secure]" >&2; exit 2 ;;
 esac

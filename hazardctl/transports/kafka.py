@@ -76,13 +76,41 @@ class _LagReport:
         self._shown = now
 
 
-class _ErrorLog:
-    """librdkafka repeats the same error every few ms while a broker is down: log it once a while."""
+def refused(err: KafkaError, settings: KafkaSettings) -> str | None:
+    """One line for an error that retrying cannot fix (bad SASL credentials, a broker certificate we do
+    not trust), or None. librdkafka retries these forever; a stage must stop and say what to fix.
+    Its messages name the mechanism and the certificate problem, never the password."""
+    code, text = err.code(), err.str()
+    where = f"Kafka at {settings.bootstrap_servers}"
+    if code == KafkaError._AUTHENTICATION:
+        reason = text.split("SASL authentication error: ", 1)[-1].split(" (after ", 1)[0]
+        return (f"{where} refused the login of user {settings.sasl_username or '(none)'!r} "
+                f"({settings.sasl_mechanism or 'no SASL mechanism'}): {reason}; check sasl_username and "
+                "sasl_password (HAZARDCTL_KAFKA_SASL_USERNAME / HAZARDCTL_KAFKA_SASL_PASSWORD)")
+    if code == KafkaError._SSL and ("certificate" in text or "handshake failed" in text):
+        reason = text.split("SSL handshake failed: ", 1)[-1].split(" (after ", 1)[0]
+        reason = reason.split(", verify that ssl.ca.location")[0]
+        return (f"{where}: TLS handshake failed: {reason}; check ssl_ca_location (HAZARDCTL_KAFKA_SSL_CA, now "
+                f"{settings.ssl_ca_location or 'the system CA store'}) and that the broker's certificate names "
+                "the host in bootstrap_servers")
+    return None
 
-    def __init__(self, what: str, every_s: float = 10.0):
+
+class _ErrorLog:
+    """librdkafka repeats the same error every few ms while a broker is down: log it once a while.
+
+    An error that retrying cannot fix (`refused`) raises ServiceUnavailable instead; confluent-kafka
+    re-raises it from the poll/consume/flush that served the callback, so the stage stops with one line."""
+
+    def __init__(self, what: str, every_s: float = 10.0, settings: KafkaSettings | None = None):
         self._what, self._every, self._last = what, every_s, {}
+        self._settings = settings
 
     def __call__(self, err: KafkaError) -> None:
+        if self._settings is not None:
+            why = refused(err, self._settings)
+            if why is not None:
+                raise ServiceUnavailable(why)
         now = time.monotonic()
         if now - self._last.get(err.code(), -1e9) >= self._every:
             self._last[err.code()] = now
@@ -91,7 +119,7 @@ class _ErrorLog:
 
 def _client_conf(settings: KafkaSettings, defaults: dict[str, Any], overrides: dict[str, Any], what: str) -> dict:
     conf = {**settings.common(), "log_level": 2, **defaults, **overrides}
-    conf["error_cb"] = _ErrorLog(f"kafka {what} ({settings.bootstrap_servers})")
+    conf["error_cb"] = _ErrorLog(f"kafka {what} ({settings.bootstrap_servers})", settings=settings)
     return conf
 
 
@@ -111,14 +139,30 @@ def _make(cls, conf: dict, what: str):
 
 
 def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0, topics: list[str] | None = None) -> int:
-    """Block until the cluster answers (returns the broker count); check that `topics` exist."""
-    admin = admin_client(settings, quiet=True)
+    """Block until the cluster answers (returns the broker count); check that `topics` exist.
+
+    Bad credentials or an untrusted broker certificate fail at once (within a second or two), with
+    one line that says what to fix, instead of after `timeout`."""
+    conf = _client_conf(settings, {}, {}, "admin")
+    conf["log_level"] = 0
+    refusals: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        why = refused(err, settings)
+        if why is not None:
+            refusals.append(why)
+
+    conf["error_cb"] = on_error
+    admin = _make(AdminClient, conf, "admin")
     deadline = time.monotonic() + timeout
     while True:
         try:
-            md = admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+            md = admin.list_topics(timeout=min(2.0, max(0.5, deadline - time.monotonic())))
             break
         except KafkaException:
+            admin.poll(0)  # serves error_cb
+            if refusals:
+                raise ServiceUnavailable(refusals[0]) from None
             if time.monotonic() >= deadline:
                 raise ServiceUnavailable(
                     f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s "

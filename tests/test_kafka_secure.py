@@ -1,0 +1,245 @@
+"""The stages over Kafka's SASL_SSL + SCRAM-SHA-256, against a real secured broker.
+
+`scripts/kafka-local.sh up --secure` starts a second broker (its own home under tmp, its own ports,
+the jars of the plaintext broker) with a CA and a server certificate made now by openssl and SCRAM
+users created at format time. Its only client listener is SASL_SSL; the shared plaintext broker on
+9092 is never touched (checked after `down --secure`).
+
+Shown here: detections go through expand and schedule (simulated LLM) to results on the secured
+broker; a wrong password and an untrusted certificate each end a stage within 30 s with exit code 3
+and one line that says what to fix, and no secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hazardctl.synthetic import detection
+from tests.conftest import HAZARDCTL, ROOT
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
+
+JARS = ROOT / ".cache/kafka/libs"
+SCRIPT = ROOT / "scripts/kafka-local.sh"
+
+
+def _unavailable(why: str):
+    if os.environ.get("HAZARDCTL_REQUIRE_KAFKA") == "1":
+        pytest.fail(f"{why} (make test fetches the jars with `scripts/kafka-local.sh up`)")
+    pytest.skip(why)
+
+
+def _free_port_pair() -> int:
+    """A port P with P+1 free too (the broker's controller listens on P+1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as t:
+            try:
+                t.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+def _script(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=150)
+
+
+class SecureBroker:
+    def __init__(self, home: Path, port: int):
+        self.home, self.port = home, port
+        self.script_env = {**os.environ, "KAFKA_LOCAL_HOME": str(home), "KAFKA_LOCAL_PORT": str(port),
+                           "KAFKA_LOCAL_TIMEOUT": "90", "KAFKA_LOCAL_SECURE": "1"}
+        self.client: dict[str, str] = {}
+
+    def up(self) -> str:
+        p = _script(self.script_env, "up")
+        assert p.returncode == 0, f"kafka-local.sh up --secure failed:\n{p.stdout}{p.stderr}"
+        for line in (self.home / "client.env").read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                self.client[k] = v
+        return p.stdout + p.stderr
+
+    @property
+    def password(self) -> str:
+        return self.client["HAZARDCTL_KAFKA_SASL_PASSWORD"]
+
+    @property
+    def ca(self) -> str:
+        return self.client["HAZARDCTL_KAFKA_SSL_CA"]
+
+    def librdkafka(self) -> dict:
+        return {"bootstrap.servers": self.client["HAZARDCTL_KAFKA_BOOTSTRAP"], "security.protocol": "sasl_ssl",
+                "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": self.client["HAZARDCTL_KAFKA_SASL_USERNAME"],
+                "sasl.password": self.password, "ssl.ca.location": self.ca}
+
+    def stage_env(self, **override: str) -> dict:
+        """The environment of a stage: no plaintext settings inherited, the secured broker's from client.env."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HAZARDCTL_KAFKA")}
+        env.update(self.client)
+        env.update(override)
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+
+def _plaintext_status() -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_LOCAL")}
+    return _script(env, "status").returncode
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory):
+    if shutil.which("java") is None:
+        _unavailable("java is not installed")
+    if not any(JARS.glob(".fetched-*")):
+        _unavailable("the Kafka jars are not fetched")
+    if shutil.which("openssl") is None:
+        _unavailable("openssl is not installed")
+    plain_before = _plaintext_status()
+    broker = SecureBroker(tmp_path_factory.mktemp("kafka-secure"), _free_port_pair())
+    out = broker.up()
+    assert broker.password not in out, "kafka-local.sh printed the SCRAM password"
+    assert "SASL_SSL" in out
+    yield broker
+    p = _script(broker.script_env, "down")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert _plaintext_status() == plain_before, "`down --secure` changed the plaintext broker"
+
+
+@pytest.fixture
+def secure_topic(secure_broker):
+    admin = AdminClient({**secure_broker.librdkafka(), "log_level": 0})
+    created: list[str] = []
+
+    def make(prefix: str, partitions: int = 2) -> str:
+        name = f"test-sec-{prefix}-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for fut in admin.delete_topics(created).values():
+            try:
+                fut.result(timeout=30)
+            except Exception:
+                pass
+
+
+def test_secured_broker_refuses_plaintext_and_anonymous_clients(secure_broker):
+    """The listener really is SASL_SSL: a plaintext client and a TLS client without SASL get nothing."""
+    for conf in ({"security.protocol": "plaintext"}, {"security.protocol": "ssl", "ssl.ca.location": secure_broker.ca}):
+        admin = AdminClient({"bootstrap.servers": secure_broker.client["HAZARDCTL_KAFKA_BOOTSTRAP"], "log_level": 0,
+                             **conf})
+        with pytest.raises(Exception):
+            admin.list_topics(timeout=3)
+    assert AdminClient({**secure_broker.librdkafka(), "log_level": 0}).list_topics(timeout=10).brokers
+
+
+def test_expand_and_schedule_over_sasl_ssl_scram(secure_broker, secure_topic, tmp_path):
+    det, tasks, results, dlq = secure_topic("det"), secure_topic("tasks"), secure_topic("results"), secure_topic("dlq", 1)
+    now = time.time()
+    items = [detection(f"cam-{c}", 1, now, groups=2) for c in range(3)]  # 3 cameras x 2 groups = 6 tasks
+    p = Producer({**secure_broker.librdkafka(), "acks": "all", "enable.idempotence": True})
+    for d in items:
+        p.produce(det, d.model_dump_json().encode(), d.camera_id.encode())
+    assert p.flush(30) == 0
+
+    # expand: the settings from a kafka.yaml (client.yaml) with the password only in the environment;
+    # schedule: everything from HAZARDCTL_KAFKA_* variables.
+    yaml_env = {k: v for k, v in secure_broker.stage_env().items() if not k.startswith("HAZARDCTL_KAFKA")}
+    yaml_env["HAZARDCTL_KAFKA_SASL_PASSWORD"] = secure_broker.password
+    expand_err, schedule_err = tmp_path / "expand.err", tmp_path / "schedule.err"
+    procs = [
+        subprocess.Popen([*HAZARDCTL, "expand", "--in", f"kafka://{det}", "--out", f"kafka://{tasks}",
+                          "--dlq", f"kafka://{dlq}", "--group", f"g-{det}", "--deadline", "120",
+                          "--kafka-config", str(secure_broker.home / "client.yaml")],
+                         env=yaml_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=expand_err.open("wb")),
+        subprocess.Popen([*HAZARDCTL, "schedule", "--in", f"kafka://{tasks}", "--out", f"kafka://{results}",
+                          "--dlq", f"kafka://{dlq}", "--group", f"g-{tasks}"],
+                         env=secure_broker.stage_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=schedule_err.open("wb")),
+    ]
+    got: list[dict] = []
+    c = Consumer({**secure_broker.librdkafka(), "group.id": f"reader-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([results])
+    try:
+        deadline = time.monotonic() + 60
+        while len(got) < 6 and time.monotonic() < deadline:
+            for m in c.consume(100, 0.5):
+                if m.error() is None:
+                    got.append(orjson.loads(m.value()))
+            for proc in procs:
+                assert proc.poll() is None, f"a stage stopped:\n{expand_err.read_text()}\n{schedule_err.read_text()}"
+    finally:
+        c.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    logs = expand_err.read_text() + schedule_err.read_text()
+    assert len(got) == 6, f"{len(got)} results of 6 over SASL_SSL\n{logs[-3000:]}"
+    assert {r["camera_id"] for r in got} == {"cam-0", "cam-1", "cam-2"}
+    assert all(r["status"] == "ok" for r in got), [r["status"] for r in got]
+    assert secure_broker.password not in logs
+
+
+def _other_ca(tmp_path: Path) -> str:
+    """A CA the broker's certificate was not signed by (a man in the middle, or the wrong bundle)."""
+    key, pem = tmp_path / "other-ca.key", tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(pem),
+                    "-days", "1", "-subj", "/CN=some other CA"], check=True, capture_output=True)
+    return str(pem)
+
+
+def test_wrong_password_and_untrusted_certificate_fail_fast_with_one_line(secure_broker, secure_topic, tmp_path):
+    det, tasks = secure_topic("det"), secure_topic("tasks")
+    wrong = "wrong-" + uuid.uuid4().hex
+    cases = {
+        "wrong password": ({"HAZARDCTL_KAFKA_SASL_PASSWORD": wrong}, "refused the login of user 'hazardctl'"),
+        "untrusted certificate": ({"HAZARDCTL_KAFKA_SSL_CA": _other_ca(tmp_path)}, "certificate verify failed"),
+    }
+    stages = {"expand": ["--in", f"kafka://{det}", "--out", f"kafka://{tasks}"],
+              "schedule": ["--in", f"kafka://{tasks}", "--out", "-"]}
+    runs = {}
+    t0 = time.monotonic()
+    for case, (override, _) in cases.items():  # all four at once: each must end on its own within 30 s
+        for stage, args in stages.items():
+            runs[(case, stage)] = subprocess.Popen([*HAZARDCTL, stage, *args], env=secure_broker.stage_env(**override),
+                                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = {}
+    for key, proc in runs.items():
+        try:
+            out, err = proc.communicate(timeout=max(1.0, 30 - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            for p in runs.values():
+                p.kill()
+            pytest.fail(f"{key}: still running after 30 s (it must stop, not retry forever)")
+        outputs[key] = (proc.returncode, (out + err).decode(), time.monotonic() - t0)
+    for (case, stage), (rc, text, elapsed) in outputs.items():
+        expected = cases[case][1]
+        assert rc == 3, f"{case}/{stage}: exit {rc}\n{text}"
+        errors = [line for line in text.splitlines() if f"hazardctl {stage}: error:" in line]
+        assert len(errors) == 1 and expected in errors[0], f"{case}/{stage}:\n{text}"
+        assert "Traceback" not in text, text
+        assert wrong not in text and secure_broker.password not in text, f"{case}/{stage} printed a secret"
+        assert elapsed < 30

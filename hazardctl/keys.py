@@ -51,6 +51,8 @@ class LLMKey(BaseModel):
     max_in_flight: int | None = Field(default=None, gt=0,
                                       description="concurrent requests on this key; default: 4 s worth of qps_limit")
     burst: float = Field(default=1.0, ge=1.0, description="token-bucket capacity; 1 = evenly spaced sends")
+    response_format: Literal["none", "json_object", "json_schema"] = Field(
+        default="none", description="structured output asked of the provider; sent only when not 'none' (issue 12)")
 
     @field_validator("api_key")
     @classmethod
@@ -82,6 +84,9 @@ class KeysConfig(BaseModel):
     default_cooldown: float = Field(default=30.0, gt=0, description="seconds; 429 without Retry-After, failure streak")
     reprobe_interval: float = Field(default=300.0, gt=0, description="seconds between probes of a disabled (401/403) key")
     max_attempts: int = Field(default=4, ge=1, description="LLM calls one task may make (all keys together)")
+    language: Literal["en", "zh"] = Field(default="en", description="language of the prompt, risk types and description")
+    bad_answer_warn: float = Field(default=0.2, gt=0, le=1,
+                                   description="WARNING when a model's unusable answers exceed this share of its last 50")
     keys: list[LLMKey] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -18,8 +18,9 @@ import orjson
 
 from hazardctl.keypool import Outcome
 from hazardctl.keys import LLMKey
+from hazardctl.answers import BadResponse, read_answer
 from hazardctl.messages import AssessmentTask, RiskAssessment
-from hazardctl.prompt import BadResponse, chat_messages, parse_assessment
+from hazardctl.prompt import chat_messages
 
 try:  # openai ≥ 2 builds on httpx2; older releases on httpx
     import httpx2 as _httpx
@@ -37,6 +38,10 @@ class Call:
     error: str | None = None
     http_s: float = 0.0
     """time inside the HTTP request alone (not building the body, not parsing the reply)"""
+    normalized: tuple[str, ...] = ()
+    """rules of the tolerant reader the answer needed (`hazardctl.answers`); empty: strict"""
+    reject_reason: str | None = None
+    """BAD_RESPONSE: why the answer was unusable (a `hazardctl.answers.REASONS` entry)"""
 
 
 def open_clients(keys: list[LLMKey]) -> dict[str, openai.AsyncOpenAI]:
@@ -85,12 +90,26 @@ def _status_error(e: openai.APIStatusError) -> str:
 _RAW_BODY = "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
 
 
+def response_format(kind: str) -> dict | None:
+    """The request's `response_format` for a key's setting (issue 12); None: not sent at all."""
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": "risk_assessment", "schema": RiskAssessment.model_json_schema()}}
+    return None
+
+
 async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask, timeout: float, *,
-                   temperature: float = 0.1, max_tokens: int = 400) -> Call:
+                   temperature: float = 0.1, max_tokens: int = 400, language: str = "en") -> Call:
     """One call with one key. `Call.http_s` is the HTTP request alone, so what the scheduler reports
     as its own overhead includes building the body (data URL, JSON) and parsing the reply."""
-    body = orjson.dumps({"model": key.model, "messages": chat_messages(task), "temperature": temperature,
-                         "max_tokens": max_tokens})
+    request = {"model": key.model, "messages": chat_messages(task, language), "temperature": temperature,
+               "max_tokens": max_tokens}
+    fmt = response_format(getattr(key, "response_format", "none"))
+    if fmt is not None:
+        request["response_format"] = fmt
+    body = orjson.dumps(request)
     t0 = time.perf_counter()
     reply = await _post(client, body, timeout)
     http_s = time.perf_counter() - t0
@@ -98,11 +117,14 @@ async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask
         reply.http_s = http_s
         return reply
     try:
-        call = Call(Outcome.OK, assessment=parse_assessment(reply_text(reply.content), task))
+        text, finish_reason = reply_message(reply.content)
+        reading = read_answer(text, task, finish_reason)
+        call = Call(Outcome.OK, assessment=reading.assessment, normalized=reading.rules)
     except BadResponse as e:
-        call = Call(Outcome.BAD_RESPONSE, error=f"bad response: {e}")
+        call = Call(Outcome.BAD_RESPONSE, error=f"bad response: {e}", reject_reason=e.reason)
     except (AttributeError, TypeError, ValueError, RecursionError) as e:  # e.g. content as a list of parts
-        call = Call(Outcome.BAD_RESPONSE, error=f"bad response: unexpected shape ({type(e).__name__})")
+        call = Call(Outcome.BAD_RESPONSE, error=f"bad response: unexpected shape ({type(e).__name__})",
+                    reject_reason="not_a_completion")
     call.http_s = http_s
     return call
 
@@ -131,12 +153,22 @@ async def _post(client: openai.AsyncOpenAI, body: bytes, timeout: float) -> _htt
             return Call(Outcome.BAD_REQUEST, error=_status_error(e))
         return Call(Outcome.SERVER_ERROR, error=_status_error(e))
     except openai.APIError as e:  # e.g. a body the SDK could not decode
-        return Call(Outcome.BAD_RESPONSE, error=f"unreadable response ({type(e).__name__})")
+        return Call(Outcome.BAD_RESPONSE, error=f"unreadable response ({type(e).__name__})",
+                    reject_reason="not_a_completion")
+
+
+def reply_message(raw: bytes) -> tuple[str | None, str | None]:
+    """(the assistant's text, finish_reason) of a chat completion body; a refusal is BadResponse."""
+    try:
+        choice = orjson.loads(raw)["choices"][0]
+        message = choice["message"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise BadResponse("not_a_completion", "not a chat completion") from None
+    if not message.get("content") and message.get("refusal"):
+        raise BadResponse("refusal", "the model declined to assess")
+    return message.get("content"), choice.get("finish_reason")
 
 
 def reply_text(raw: bytes) -> str | None:
     """The assistant's text in a chat completion body."""
-    try:
-        return orjson.loads(raw)["choices"][0]["message"]["content"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        raise BadResponse("not a chat completion") from None
+    return reply_message(raw)[0]

@@ -144,6 +144,9 @@ class RiskAssessmentResult(Message):
     danger_object_ids: list[int] = Field(default_factory=list)
     key_name: str | None = Field(default=None, description="name of the API key used, never the secret")
     model: str | None = None
+    prompt_version: str | None = Field(default=None, description="short hash of the prompt template, language included")
+    answer_normalized: list[str] = Field(
+        default_factory=list, description="rules the tolerant reader needed to read the answer; empty: strict")
     attempts: int = Field(default=0, ge=0)
     error_class: str | None = None
     crop_jpeg_b64: str | None = Field(default=None, description="the assessed crop, for operators")

@@ -29,8 +29,10 @@ from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import DeliveryError
 from hazardctl.keypool import AsyncKeyPool, KeyPool, KeyState, NoKeyInTime, Outcome, should_retry
 from hazardctl.keys import KeysConfig, LLMKey
+from hazardctl.answer_watch import AnswerWatch
 from hazardctl.llm_client import Call, call_llm, open_clients
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult
+from hazardctl.prompt import prompt_for
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
 
 STAGE = "schedule"
@@ -66,6 +68,10 @@ class ScheduleConfig:
     """on stop: longest wait for tasks in flight (each is bounded by its own deadline anyway)"""
     temperature: float = 0.1
     max_tokens: int = 400
+    language: str | None = None
+    """prompt language en|zh (issue 12); None: the keys file's `language`"""
+    bad_answer_warn: float | None = None
+    """WARNING above this share of unusable answers of a model; None: the keys file's `bad_answer_warn`"""
 
 
 @dataclass
@@ -161,6 +167,9 @@ class Scheduler:
         self._m_latency = metrics.STAGE_LATENCY.labels(STAGE)
         self._m_calls = {(k.name, o): LLM_CALLS.labels(k.name, o.value) for k in keys.keys for o in Outcome}
         self._m_llm = {k.name: LLM_LATENCY.labels(k.name) for k in keys.keys}
+        self.language = cfg.language or keys.language
+        self.prompt_version = prompt_for(self.language).version
+        self.answers = AnswerWatch(STAGE, cfg.bad_answer_warn or keys.bad_answer_warn)
 
     # -- the life of one task ------------------------------------------------------------------------
     async def handle(self, record: Record, dequeued: float) -> None:
@@ -233,7 +242,8 @@ class Scheduler:
             timeout = min(key.timeout, deadline - t1)  # the deadline caps the call, not only the retries
             try:
                 call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
-                                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+                                      temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens,
+                                      language=self.language)
             except BaseException:  # cancelled, or a bug: give the lease back, no verdict on the key
                 self.pool.release(lease, Outcome.ABANDONED)
                 raise
@@ -243,6 +253,7 @@ class Scheduler:
             out.call = call
             cut_short = call.outcome is Outcome.TIMEOUT and timeout < key.timeout
             self.report(lease, key, call, took, verdict=Outcome.ABANDONED if cut_short else None)
+            self.answers.observe(key.model, call.outcome, call.normalized, call.reject_reason)  # the model's, not the key's
             if call.outcome is Outcome.OK:
                 return out
             if cut_short:  # our deadline, not the key's fault: no health verdict, no retry
@@ -258,6 +269,8 @@ class Scheduler:
     def report(self, lease, key: LLMKey, call: Call, took: float, verdict: Outcome | None = None) -> None:
         """Tell the pool how the call ended; count it; log state changes of the key (by name)."""
         before = self.pool.pool.state(key.name, self.pool.now())
+        if verdict is None and call.outcome is Outcome.BAD_RESPONSE:
+            verdict = Outcome.OK  # the key answered: its health is fine; the wording is the model's (issue 12)
         self.pool.release(lease, verdict or call.outcome, call.retry_after, call.error)
         after = self.pool.pool.state(key.name, self.pool.now())
         self._m_calls[(key.name, call.outcome)].inc()
@@ -283,6 +296,7 @@ class Scheduler:
             description=ra.description if ra else "", confidence=ra.confidence if ra else None,
             danger_object_ids=ra.danger_object_ids if ra else [],
             key_name=a.key.name if a.key else None, model=a.key.model if a.key else None,
+            prompt_version=self.prompt_version, answer_normalized=list(a.call.normalized) if ra else [],
             attempts=a.attempts, error_class=a.error_class if status == "failed" else None,
             crop_jpeg_b64=task.group.crop_jpeg_b64, times=times)
 

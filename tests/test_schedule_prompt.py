@@ -37,9 +37,9 @@ def test_tolerated_replies(reply):
 
 
 @pytest.mark.parametrize("reply, why", [
-    (None, "empty"), ("", "empty"), ("no json here", "no JSON object"), ("{level: high", "invalid JSON"),
-    ('{"level": "extreme"}', "level"), ('{"risk_types": []}', "level"), ('[1, 2]', "no JSON object"),
-    ('{"level": "low", "confidence": 7}', "confidence"),
+    (None, "empty"), ("", "empty"), ("no json here", "no JSON object"), ("{level: high", "truncated"),
+    ('{"level": "purple"}', "level"), ('{"risk_types": []}', "level"), ('[1, 2]', "no JSON object"),
+    ('{"level": "low", "confidence": 700}', "confidence"),
 ])
 def test_unusable_replies(reply, why):
     with pytest.raises(BadResponse, match=why):

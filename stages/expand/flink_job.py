@@ -1,0 +1,238 @@
+"""expand as a PyFlink job (spec §5): the same gate and task builder as the local engine, on Flink.
+
+    KafkaSource (committed offsets; earliest on a first start; Row(topic, partition, offset, value))
+      → key by camera id → Gate (KeyedProcessFunction: `stages.expand.tasks.parse` + `expand`, whose
+        gate is `hazardctl.gating.decide` over a keyed MapState group_id → GateEntry, state TTL)
+      → KafkaSink (key = camera id, AT_LEAST_ONCE)       tasks topic
+      ↘ side output "dead-letters" → KafkaSink           DeadLetter JSON, the other stages' format
+
+Run with `.venv-flink/bin/python` (PyFlink lives only there). Two ways, one file:
+- directly: `python stages/expand/flink_job.py --bootstrap … --in … --out … --dlq …` runs a local
+  mini-cluster in the foreground until SIGTERM/SIGINT, which cancels the job and exits 0;
+- `flink run -py stages/expand/flink_job.py -- …` (what `hazardctl expand --jobmanager` does) submits
+  it to a session cluster.
+Checkpointing is on: source offsets are committed and the sink flushes on every checkpoint, and the
+gate state is restored from it after a failure (or from a savepoint: `flink run -s PATH`).
+Metrics (Python UDF counters, group `hazardctl`): records_in, tasks_out, suppressed_groups,
+dead_letters; exported by whatever reporter the cluster has (the session cluster: Prometheus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (flink run -py): make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import orjson  # noqa: E402
+
+from hazardctl.deadletter import BadInput, dead_letter  # noqa: E402
+from hazardctl.gating import GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
+from hazardctl.transports.base import Record  # noqa: E402
+from stages.expand import flink_conf  # noqa: E402
+from stages.expand.tasks import ExpandConfig, expand, parse  # noqa: E402
+
+STAGE = "expand"
+JOB_NAME = "hazardctl-expand"
+
+
+class MapStateGate:
+    """`hazardctl.gating.decide` over one camera's keyed MapState (group id → GateEntry).
+
+    Flink scopes the state to the current key (the camera), so `camera_id` is implied; the state's
+    TTL bounds it the way the local engine's sweep bounds its dict."""
+
+    def __init__(self, state, cfg: GateConfig):
+        self.state, self.cfg, self.suppressed = state, cfg, 0
+
+    def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
+        reason, entry = decide(self.state.get(group_id), view, ts, self.cfg)
+        self.state.put(group_id, entry)
+        if reason is None:
+            self.suppressed += 1
+        return reason
+
+
+def camera_key(row) -> str:
+    """Key of an input record: its camera id, or "" when there is none (it becomes a dead letter)."""
+    try:
+        cam = orjson.loads(row[3]).get("camera_id")
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return ""
+    return cam if isinstance(cam, str) else ""
+
+
+def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, settings: flink_conf.FlinkSettings,
+          kafka_props: dict[str, str] | None = None) -> None:
+    """Add the job's graph to `env`."""
+    from pyflink.common import Row, Types, WatermarkStrategy
+    from pyflink.common.serialization import ByteArraySchema
+    from pyflink.common.time import Time
+    from pyflink.datastream import OutputTag
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy, KafkaOffsetsInitializer,
+                                                     KafkaRecordSerializationSchema, KafkaSink, KafkaSource)
+    from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    g = settings.gate
+    cfg = ExpandConfig(GateConfig(refresh_interval_s=g.refresh_interval_s, ttl_s=g.ttl_s, min_iou=g.min_iou),
+                       deadline_s=g.deadline_s)
+    state_ttl_ms = int(g.state_ttl_s * 1000)
+    par = settings.parallelism
+    dead_tag = OutputTag("dead-letters", Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
+    out_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    in_type = Types.ROW([Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+    class Gate(KeyedProcessFunction):
+        def open(self, ctx: RuntimeContext):
+            ttl = (StateTtlConfig.new_builder(Time.milliseconds(state_ttl_ms))
+                   .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+                   .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+                   .build())
+            desc = MapStateDescriptor("gate", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            desc.enable_time_to_live(ttl)
+            self.gate = MapStateGate(ctx.get_map_state(desc), cfg.gate)
+            m = ctx.get_metrics_group().add_group("hazardctl")
+            self.records_in, self.tasks_out = m.counter("records_in"), m.counter("tasks_out")
+            self.suppressed, self.dead = m.counter("suppressed_groups"), m.counter("dead_letters")
+
+        def process_element(self, row, ctx: "KeyedProcessFunction.Context"):
+            topic, partition, offset, value = row[0], row[1], row[2], bytes(row[3])
+            self.records_in.inc()
+            try:
+                det, raw = parse(value)
+            except BadInput as e:
+                self.dead.inc()
+                rec = Record(value=value, source=f"kafka:{topic}", topic=topic, partition=partition, offset=offset)
+                letter = dead_letter(rec, STAGE, e.reason, e.error_class)
+                yield dead_tag, Row(ctx.get_current_key() or None, letter.model_dump_json().encode())
+                return
+            before = self.gate.suppressed
+            tasks = expand(det, raw, self.gate, cfg, time.time())
+            if self.gate.suppressed != before:
+                self.suppressed.inc(self.gate.suppressed - before)
+            for t in tasks:
+                self.tasks_out.inc()
+                yield Row(det.camera_id, orjson.dumps(t))
+
+    starting = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    builder = (KafkaSource.builder().set_bootstrap_servers(bootstrap).set_topics(src).set_group_id(group)
+               .set_starting_offsets(starting).set_property("commit.offsets.on.checkpoint", "true"))
+    for k, v in (kafka_props or {}).items():
+        builder.set_property(k, v)
+    # Row(topic, partition, offset, value): a value-only deserializer would lose partition and offset
+    builder._j_builder.setDeserializer(jvm.hazardctl.flink.KeyedRecords.SourceRecords())
+    source = KafkaSource(builder._j_builder.build())
+    records = (env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka:" + src, type_info=in_type)
+               .set_parallelism(par.source).uid("source"))
+    tasks = (records.key_by(camera_key, key_type=Types.STRING())
+             .process(Gate(), output_type=out_type).name("gate").uid("gate").set_parallelism(par.process))
+
+    def sink(topic: str):
+        ser = KafkaRecordSerializationSchema(
+            jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
+            .setTopic(topic)
+            .setKeySerializationSchema(jvm.hazardctl.flink.KeyedRecords.FirstColumnKey())
+            .setValueSerializationSchema(
+                jvm.org.apache.flink.python.util.PythonConnectorUtils.SecondColumnSerializationSchema(
+                    ByteArraySchema()._j_serialization_schema))
+            .build())
+        b = (KafkaSink.builder().set_bootstrap_servers(bootstrap).set_record_serializer(ser)
+             .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE))
+        for k, v in (kafka_props or {}).items():
+            b.set_property(k, v)
+        return b.build()
+
+    tasks.sink_to(sink(dst)).name("kafka:" + dst).uid("sink-tasks").set_parallelism(par.sink)
+    tasks.get_side_output(dead_tag).sink_to(sink(dlq)).name("kafka:" + dlq).uid("sink-dlq").set_parallelism(1)
+
+
+def environment(settings: flink_conf.FlinkSettings):
+    from pyflink.common import Configuration
+    from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+
+    conf = Configuration()
+    conf.set_string("pipeline.jars", ";".join(p.as_uri() for p in settings.jars()))
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("python.execution-mode", settings.python_mode)
+    conf.set_string("execution.checkpointing.dir", settings.checkpoints.uri())
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    conf.set_string("execution.checkpointing.timeout", f"{int(settings.checkpoints.timeout_s * 1000)} ms")
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(settings.restart.attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", f"{int(settings.restart.delay_s * 1000)} ms")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.enable_checkpointing(int(settings.checkpoints.interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
+    env.set_parallelism(max(settings.parallelism.source, settings.parallelism.process, settings.parallelism.sink))
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--in", dest="src", required=True, help="input topic (detection results)")
+    ap.add_argument("--out", dest="dst", required=True, help="output topic (assessment tasks)")
+    ap.add_argument("--dlq", required=True, help="dead-letters topic")
+    ap.add_argument("--group", default="hazardctl-expand-flink", help="Kafka consumer group (committed offsets)")
+    ap.add_argument("--config", default=None, help="config/flink.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override one setting, e.g. parallelism.process=2 or gate.refresh_interval_s=0")
+    ap.add_argument("--kafka-prop", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--name", default=JOB_NAME)
+    a = ap.parse_args(argv)
+    settings = flink_conf.load(a.config)
+    if a.set:
+        data = settings.model_dump()
+        for item in a.set:
+            path, _, value = item.partition("=")
+            *parents, leaf = path.split(".")
+            node = data
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        settings = flink_conf.FlinkSettings.model_validate(data)
+    props = dict(p.split("=", 1) for p in a.kafka_prop)
+    env = environment(settings)
+    build(env, bootstrap=a.bootstrap, src=a.src, dst=a.dst, dlq=a.dlq, group=a.group, settings=settings,
+          kafka_props=props)
+    if os.environ.get("FLINK_CLI_MODE") or _submitted_by_flink_cli():
+        env.execute(a.name)  # `flink run`: the CLI submits (detached with -d) and prints the job id
+        return 0
+    return run_foreground(env, a.name)
+
+
+def _submitted_by_flink_cli() -> bool:
+    # `flink run -py` starts this script with the gateway of the CLI's JVM
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
+def run_foreground(env, name: str) -> int:
+    """Mini-cluster: run until the job ends or SIGTERM/SIGINT, which cancels it (exit 0)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    client = env.execute_async(name)
+    print(f"flink job {client.get_job_id()} running on a local mini-cluster (SIGTERM stops it)", flush=True)
+    result = client.get_job_execution_result()
+    while not stop.is_set() and not result.done():
+        stop.wait(0.5)
+    if result.done():
+        result.result()  # raises when the job failed
+        return 0
+    client.cancel().result()
+    print("flink job cancelled", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

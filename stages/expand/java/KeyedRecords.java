@@ -1,0 +1,47 @@
+// Two tiny adapters the Python DataStream API lacks (compiled by `make flink-env`):
+// - Source: each Kafka record as Row(topic, partition, offset, value bytes), so a dead letter can
+//   say where its input was (a value-only deserializer loses partition and offset).
+// - Sink: the record key from the first column of a Row(key, value); the value uses PyFlink's
+//   own SecondColumnSerializationSchema.
+package hazardctl.flink;
+
+import java.nio.charset.StandardCharsets;
+
+import org.apache.flink.api.common.serialization.SerializationSchema;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
+import org.apache.flink.kafka.shaded.org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.Collector;
+
+public final class KeyedRecords {
+    private KeyedRecords() {}
+
+    /** Row(topic STRING, partition INT, offset LONG, value BYTES). */
+    public static final class SourceRecords implements KafkaRecordDeserializationSchema<Row> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<Row> out) {
+            byte[] value = record.value() == null ? new byte[0] : record.value();
+            out.collect(Row.of(record.topic(), record.partition(), record.offset(), value));
+        }
+
+        @Override
+        public TypeInformation<Row> getProducedType() {
+            return Types.ROW(Types.STRING, Types.INT, Types.LONG, Types.PRIMITIVE_ARRAY(Types.BYTE));
+        }
+    }
+
+    /** The UTF-8 bytes of the first column (a String) of a Row; null stays null. */
+    public static final class FirstColumnKey implements SerializationSchema<Row> {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        public byte[] serialize(Row row) {
+            Object key = row.getField(0);
+            return key == null ? null : key.toString().getBytes(StandardCharsets.UTF_8);
+        }
+    }
+}

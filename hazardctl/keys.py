@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from hazardctl.config import expand_env
 from hazardctl.errors import ConfigError
-from hazardctl.keypool import KeyLimits, PoolPolicy
+from hazardctl.keypool import AccountLimits, KeyLimits, PoolPolicy, account_warnings
 
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DEFAULT_MODEL = "qwen-vl-plus"
@@ -51,6 +51,8 @@ class LLMKey(BaseModel):
     max_in_flight: int | None = Field(default=None, gt=0,
                                       description="concurrent requests on this key; default: 4 s worth of qps_limit")
     burst: float = Field(default=1.0, ge=1.0, description="token-bucket capacity; 1 = evenly spaced sends")
+    tpm_limit: int | None = Field(default=None, gt=0, description="tokens per minute (image patches + text + max_tokens)")
+    account: str | None = Field(default=None, description="the `accounts:` entry whose limits this key shares")
     response_format: Literal["none", "json_object", "json_schema"] = Field(
         default="none", description="structured output asked of the provider; sent only when not 'none' (issue 12)")
 
@@ -71,7 +73,18 @@ class LLMKey(BaseModel):
     def limits(self) -> KeyLimits:
         """What the pool needs to know: limits and a name, never the secret."""
         return KeyLimits(name=self.name, qps=self.qps_limit, rpm=self.rpm_limit, priority=self.priority,
-                         weight=self.weight, max_in_flight=self.in_flight_cap, burst=self.burst)
+                         weight=self.weight, max_in_flight=self.in_flight_cap, burst=self.burst,
+                         tpm=self.tpm_limit, account=self.account)
+
+
+class Account(BaseModel):
+    """Limits a provider counts per account, summed over all of its keys (DashScope does)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qps: float | None = Field(default=None, gt=0, le=100_000, description="requests per second, all keys together")
+    rpm: int | None = Field(default=None, gt=0, description="requests per minute, all keys together")
+    tpm: int | None = Field(default=None, gt=0, description="tokens per minute, all keys together")
 
 
 class KeysConfig(BaseModel):
@@ -87,6 +100,12 @@ class KeysConfig(BaseModel):
     language: Literal["en", "zh"] = Field(default="en", description="language of the prompt, risk types and description")
     bad_answer_warn: float = Field(default=0.2, gt=0, le=1,
                                    description="WARNING when a model's unusable answers exceed this share of its last 50")
+    jitter_allowance_ms: float = Field(default=40.0, ge=0, le=1000, description=(
+        "how much two requests' travel times may differ; each qps/tpm limit is spread over 1 s + this "
+        "(costs J/(1+J) of the throughput: 40 ms -> 3.8 %)"))
+    rate_limit_cooldown: float = Field(default=1.0, gt=0, description="seconds; a 429 without Retry-After (doubles while repeated)")
+    slow_start: float = Field(default=0.5, gt=0, le=1, description="share of its rate an idle key starts at (1 = off)")
+    accounts: dict[str, Account] = Field(default_factory=dict, description="name -> limits shared by the keys that name it")
     keys: list[LLMKey] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -95,12 +114,23 @@ class KeysConfig(BaseModel):
         for k in self.keys:
             if k.name in seen:
                 raise ValueError(f"key {k.name!r}: name is used twice")
+            if k.account is not None and k.account not in self.accounts:
+                raise ValueError(f"key {k.name!r}: account {k.account!r} is not in accounts:")
             seen.add(k.name)
         return self
 
     def policy(self) -> PoolPolicy:
         return PoolPolicy(strategy=self.strategy, max_retry_per_key=self.max_retry_per_key,
-                          default_cooldown=self.default_cooldown, reprobe_interval=self.reprobe_interval)
+                          default_cooldown=self.default_cooldown, reprobe_interval=self.reprobe_interval,
+                          jitter_allowance=self.jitter_allowance_ms / 1000.0,
+                          rate_limit_cooldown=self.rate_limit_cooldown, slow_start=self.slow_start)
+
+    def account_limits(self) -> list[AccountLimits]:
+        return [AccountLimits(name, a.qps, a.rpm, a.tpm) for name, a in self.accounts.items()]
+
+    def account_warnings(self) -> list[str]:
+        """Accounts whose keys together claim more than the account allows (10 keys != 10x there)."""
+        return account_warnings([k.limits() for k in self.keys], self.account_limits())
 
     def shard(self, index: int, count: int) -> "KeysConfig":
         """Keys whose position % count == index: disjoint budgets for several scheduler instances."""

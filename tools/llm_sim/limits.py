@@ -112,7 +112,7 @@ class FixedWindow:
         self.used = 0.0
 
     def _roll(self, now: float) -> None:
-        k = math.floor(now / self.window_s)
+        k = math.floor(now / self.window_s + _EPS)
         if k != self.index:
             self.index, self.used = k, 0.0
 

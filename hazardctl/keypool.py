@@ -345,7 +345,8 @@ class _Key:
 
 
 def _claims(keys: Iterable[KeyLimits], attr: str) -> float | None:
-    values = [getattr(k, attr) for k in keys]
+    """What the keys claim together; None: unlimited (a key without rpm still has qps × 60)."""
+    values = [k.qps * 60 if attr == "rpm" and k.rpm is None else getattr(k, attr) for k in keys]
     return None if any(v is None for v in values) else sum(values)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import inspect
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from hazardctl.keypool import Outcome
 from hazardctl.keys import LLMKey
 from hazardctl.answers import BadResponse, read_answer
 from hazardctl.messages import AssessmentTask, RiskAssessment
-from hazardctl.prompt import chat_messages
+from hazardctl.prompt import chat_messages, prompt_for, user_text
 
 try:  # openai ≥ 2 builds on httpx2; older releases on httpx
     import httpx2 as _httpx
@@ -42,6 +43,8 @@ class Call:
     """rules of the tolerant reader the answer needed (`hazardctl.answers`); empty: strict"""
     reject_reason: str | None = None
     """BAD_RESPONSE: why the answer was unusable (a `hazardctl.answers.REASONS` entry)"""
+    usage: int | None = None
+    """tokens the provider counted (`usage.total_tokens`), to correct the pool's estimate"""
 
 
 def open_clients(keys: list[LLMKey]) -> dict[str, openai.AsyncOpenAI]:
@@ -86,6 +89,57 @@ def _status_error(e: openai.APIStatusError) -> str:
     return f"HTTP {e.status_code}" + (f" {code}" if isinstance(code, str) and _SAFE_CODE.match(code) else "")
 
 
+#: Billing refusals (the account cannot pay): OpenAI 429 insufficient_quota, DashScope 400 Arrearage.
+_BILLING_CODES = {"insufficient_quota", "arrearage", "billing_hard_limit_reached", "billing_not_active"}
+
+
+def refusal_class(e: openai.APIStatusError, default: Outcome | None = Outcome.RATE_LIMITED) -> Outcome | None:
+    """Which refusal a 429 (or a billing 400/402/403) is, from the body's code and message: request
+    rate, token quota, surge, or insufficient quota. The message is read here and never kept."""
+    body = e.body if isinstance(e.body, dict) else {}
+    code = str(body.get("code") or getattr(e, "code", None) or "").lower()
+    kind = str(body.get("type") or "").lower()
+    msg = str(body.get("message") or "").lower()
+    if code in _BILLING_CODES or kind in _BILLING_CODES or e.status_code == 402 or "current quota" in msg \
+            or "good standing" in msg or "billing" in msg:
+        return Outcome.INSUFFICIENT_QUOTA
+    if e.status_code != 429:
+        return default
+    if code == "throttling.burstrate" or "too quickly" in msg or "surge" in msg:
+        return Outcome.SURGE
+    if code == "throttling.allocationquota" or kind == "tokens" or "allocated quota" in msg or "tokens" in msg:
+        return Outcome.RATE_LIMITED_TOKENS
+    return Outcome.RATE_LIMITED
+
+
+def estimate_tokens(task: AssessmentTask, max_tokens: int, language: str = "en") -> int:
+    """Tokens a provider will count for this task's request, before sending it (corrected later by the
+    answer's `usage`): one per 28x28 px patch of the crop (Qwen-VL), ~4 characters of prompt text per
+    token, and `max_tokens` for the answer (providers reserve it up front)."""
+    image = 0
+    if task.group.crop_jpeg_b64:
+        if task.group.crop_size:
+            w, h = task.group.crop_size
+        else:  # the crop is the group's box plus a small margin
+            x1, y1, x2, y2 = task.group.bbox
+            w, h = x2 - x1 + 24, y2 - y1 + 24
+        image = math.ceil(max(1, w) / 28) * math.ceil(max(1, h) / 28)
+    text = math.ceil((len(prompt_for(language).system) + len(user_text(task, language))) / 4)
+    return int(image + text + max_tokens)
+
+
+def usage_tokens(raw: bytes) -> int | None:
+    """total_tokens from a chat completion's `usage`, or None."""
+    try:
+        u = orjson.loads(raw).get("usage") or {}
+        total = u.get("total_tokens")
+        if total is None and ("prompt_tokens" in u or "completion_tokens" in u):
+            total = (u.get("prompt_tokens") or 0) + (u.get("completion_tokens") or 0)
+        return int(total) if total is not None else None
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None
+
+
 #: openai ≥ 2 takes a pre-encoded body (`content=`); older releases take the dict
 _RAW_BODY = "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
 
@@ -126,6 +180,7 @@ async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask
         call = Call(Outcome.BAD_RESPONSE, error=f"bad response: unexpected shape ({type(e).__name__})",
                     reject_reason="not_a_completion")
     call.http_s = http_s
+    call.usage = usage_tokens(reply.content)
     return call
 
 
@@ -141,14 +196,16 @@ async def _post(client: openai.AsyncOpenAI, body: bytes, timeout: float) -> _htt
         return await client.post("/chat/completions", cast_to=_httpx.Response,  # pragma: no cover
                                  body=orjson.loads(body), options={"timeout": timeout})
     except openai.RateLimitError as e:
-        return Call(Outcome.RATE_LIMITED, retry_after=retry_after_s(e.response.headers), error=_status_error(e))
+        return Call(refusal_class(e), retry_after=retry_after_s(e.response.headers), error=_status_error(e))
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-        return Call(Outcome.UNAUTHORIZED, error=_status_error(e))
+        return Call(refusal_class(e, Outcome.UNAUTHORIZED), error=_status_error(e))
     except openai.APITimeoutError:
         return Call(Outcome.TIMEOUT, error=f"timeout after {timeout:.1f}s")
     except openai.APIConnectionError as e:
         return Call(Outcome.CONNECTION, error=f"connection error ({type(e.__cause__ or e).__name__})")
     except openai.APIStatusError as e:
+        if refusal_class(e, None) is Outcome.INSUFFICIENT_QUOTA:  # DashScope: 400 Arrearage
+            return Call(Outcome.INSUFFICIENT_QUOTA, error=_status_error(e))
         if e.status_code in (400, 413, 422):
             return Call(Outcome.BAD_REQUEST, error=_status_error(e))
         return Call(Outcome.SERVER_ERROR, error=_status_error(e))

@@ -460,6 +460,93 @@ def status_cmd(
     status.run(cfg, kafka, once=once or as_json, as_json=as_json)
 
 
+@command(
+    "status",
+    help="Live dashboard of a running pipeline: stages up/down, throughput, errors, Kafka consumer lag "
+    "(from the broker), the key pool per key, end-to-end P95. Reads each stage's /metrics and Kafka.\n\n"
+    "Example: hazardctl status --stage schedule=127.0.0.1:9102 --stage consume=127.0.0.1:9104 --once",
+)
+def status_cmd(
+    config: Optional[str] = typer.Option(None, "--config", help="Status YAML (see config/status.yaml)."),
+    stage: list[str] = typer.Option([], "--stage", help="NAME=HOST:PORT of a stage's /metrics, repeatable; "
+                                    "replaces the config's stages."),
+    group: list[str] = typer.Option([], "--group", help="Kafka consumer group to show lag for, repeatable."),
+    no_kafka: bool = typer.Option(False, "--no-kafka", help="Do not read consumer lag (a pipes pipeline)."),
+    interval: Optional[float] = typer.Option(None, help="Seconds between refreshes (default 2)."),
+    once: bool = typer.Option(False, "--once", help="Print one frame (two scrapes, one interval apart) and exit."),
+    as_json: bool = typer.Option(False, "--json", help="With --once: the frame as JSON."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+) -> None:
+    from hazardctl.config import load_kafka_settings
+    from tools import status
+
+    cfg = status.load_status_config(config)
+    if stage:
+        cfg.stages = status.parse_stage_flags(stage)
+    if group:
+        cfg.groups = list(group)
+    if interval is not None:
+        cfg.interval_s = interval
+    kafka = None if no_kafka else load_kafka_settings(kafka_config)
+    status.run(cfg, kafka, once=once or as_json, as_json=as_json)
+
+
+@command(
+    "loadtest",
+    help="Simulated cameras (open loop) and a simulated LLM around the real expand, schedule and consume "
+    "processes; chaos at chosen seconds; a live view, then exact percentiles, the accounting identity, a per-key "
+    "table, summary.json, tasks.jsonl and a PNG (docs/loadtest.md). Exit 1 when an --assert fails.\n\n"
+    "Example: hazardctl loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka --chaos key-401@20 "
+    "--assert 'e2e.p95<2.2' --assert 'success>=0.99'",
+)
+def loadtest_cmd(
+    cameras: int = typer.Option(50, min=1, help="Simulated cameras, each on its own clock."),
+    rate: float = typer.Option(0.5, help="Groups per second per camera that reach the LLM (tasks)."),
+    duration: float = typer.Option(60.0, help="Seconds the cameras run (then the pipeline drains)."),
+    keys: int = typer.Option(10, min=1, help="Simulated API keys."),
+    qps_per_key: float = typer.Option(5.0, help="Each key's rate limit (simulator and scheduler)."),
+    llm_latency: str = typer.Option("uniform:1,2", help="LLM latency: uniform:MIN,MAX | fixed:S | lognormal:MEDIAN,P95."),
+    transport: str = typer.Option("kafka", help="kafka (fresh topics per run) or pipes."),
+    engine: str = typer.Option("local", help="expand's engine: local or flink."),
+    sim_arg: list[str] = typer.Option([], "--sim-arg", help="Extra flag for hazardctl llm-sim, repeatable "
+                                      "(e.g. --sim-arg=--fault --sim-arg=sim-key-02=malformed,probability=0.1)."),
+    chaos: list[str] = typer.Option([], "--chaos", help="NAME@SECONDS, repeatable: key-401, key-429-storm, "
+                                    "latency-spike, 5xx-burst, kill-schedule, kill-expand, broker-restart."),
+    asserts: list[str] = typer.Option([], "--assert", help="NAME OP NUMBER, repeatable, e.g. 'e2e.p95<2.0', "
+                                      "'success>=0.99', 'achieved>=25'."),
+    out: Optional[str] = typer.Option(None, help="Folder for summary.json, tasks.jsonl, loadtest.png, logs "
+                                      "(default: loadtest-results/RUN_ID)."),
+    sweep: Optional[str] = typer.Option(None, help="'cameras': find the largest camera count meeting the asserts."),
+    fps: float = typer.Option(1.0, help="Frames per second per camera."),
+    refresh: float = typer.Option(10.0, help="expand's refresh interval (s)."),
+    deadline: float = typer.Option(10.0, help="Task deadline, seconds after capture."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    bootstrap: Optional[str] = typer.Option(None, help="Kafka bootstrap servers (default: the config's; the local "
+                                            "broker is started when it is not running)."),
+    keep_topics: bool = typer.Option(False, help="Keep the run's topics (default: deleted at the end)."),
+    live: Optional[bool] = typer.Option(None, "--live/--no-live", help="Live view (default: on a terminal)."),
+) -> None:
+    from pathlib import Path
+
+    from tools import loadtest
+
+    opts = loadtest.Options(cameras=cameras, rate=rate, duration=duration, keys=keys, qps_per_key=qps_per_key,
+                            llm_latency=llm_latency, transport=transport, engine=engine, sim_args=sim_arg,
+                            chaos=chaos, asserts=asserts, out=Path(out) if out else None, fps=fps, refresh=refresh,
+                            deadline=deadline, kafka_config=Path(kafka_config) if kafka_config else None,
+                            bootstrap=bootstrap, keep_topics=keep_topics, live=live)
+    if sweep is not None:
+        if sweep != "cameras":
+            raise ConfigError(f"--sweep {sweep!r}: only 'cameras' can be swept")
+        from tools.loadtest.sweep import sweep as run_sweep
+
+        run_sweep(opts, Console())
+        return
+    summary = loadtest.run(opts)
+    if not summary["passed"]:
+        raise typer.Exit(1)
+
+
 @command("schema", help="Print the JSON Schema of a message.\n\nExample: hazardctl schema assessment-task")
 def schema_cmd(name: Optional[str] = typer.Argument(None, help="Message name; omit to list the names.")) -> None:
     from hazardctl.messages import MESSAGE_MODELS

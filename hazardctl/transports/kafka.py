@@ -189,6 +189,33 @@ def topic_max_message_bytes(settings: KafkaSettings, topic: str, timeout: float 
         return None
 
 
+def consumer_group_lag(settings: KafkaSettings, groups: list[str], timeout: float = 5.0) -> dict[str, dict[str, int]]:
+    """Lag per group and topic as an operator's tool reads it from the broker: each partition's high
+    watermark minus the group's committed offset, over the partitions the group has committed.
+    A group with no commits is left out; an unreachable broker raises ServiceUnavailable."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = admin_client(settings, quiet=True)
+    probe = Consumer({**settings.common(), "group.id": "hazardctl-lag-probe", "log_level": 0,
+                      "enable.auto.commit": False, "error_cb": lambda _err: None})
+    out: dict[str, dict[str, int]] = {}
+    try:
+        for group in groups:  # the admin API takes one group per request
+            fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                    request_timeout=timeout)[group]
+            for tp in fut.result(timeout).topic_partitions or []:
+                if tp.offset < 0:
+                    continue
+                _low, high = probe.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)
+                topics = out.setdefault(group, {})
+                topics[tp.topic] = topics.get(tp.topic, 0) + max(0, high - tp.offset)
+        return out
+    except KafkaException:
+        raise ServiceUnavailable(f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s") from None
+    finally:
+        probe.close()
+
+
 class KafkaOutput:
     """Produces to one topic; several outputs of a process share one producer."""
 

@@ -5,7 +5,8 @@ Runs, in the same session and with the same client:
   - baseline: a bare aiohttp handler in its own process (read body, sleep the same fixed latency,
     return a constant JSON answer), and
   - llm-sim: `tools.llm_sim` in its own process (start_sim_process), latency fixed:LATENCY,
-    10 keys with limits far above the offered rate (so no 429s),
+    10 keys in 2 accounts, request and token limits far above the offered rate (so no 429s, but
+    every rule runs: token counting, key and account limiters of --limiter, the /requests log),
 at each offered rate for DURATION seconds. The load generator (this process, aiohttp client) sends
 request i at t0 + i/rate whatever happened to earlier ones (open loop), with a real JPEG crop as a
 data URL. It reports achieved rate, client-side p50/p95/p99 minus the configured latency (the
@@ -13,6 +14,7 @@ server's overhead plus the client's own), the server process's CPU % of one core
 llm-sim / baseline.
 
 Usage: .venv/bin/python scripts/bench_llm_sim.py [--rates 100,300] [--duration 10] [--latency 0.05]
+       [--limiter sliding-window|token-bucket|fixed-window]
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=0.05, help="fixed latency of both servers, s")
     ap.add_argument("--image", default=str(ROOT / "tests/data/zidane.jpg"), help="JPEG sent as the crop")
     ap.add_argument("--json", default=str(ROOT / "bench-results/llm_sim.json"), help="write results here")
+    ap.add_argument("--limiter", default="sliding-window", help="the simulator's limiter model (limits far above the rate)")
     ap.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_baseline:
@@ -142,8 +145,11 @@ def main() -> int:
         return 0
 
     from tools.llm_sim import SimConfig, generated_keys, start_sim_process
+    from tools.llm_sim.config import SimAccount, grouped_accounts
 
-    keys = generated_keys(10, qps=100_000)
+    # every rule on the request path: key and account limits on requests and tokens, all far above the rate
+    keys = generated_keys(10, qps=100_000, tpm=10**12)
+    accounts = grouped_accounts(keys, 5, SimAccount(qps=100_000, rpm=10**9, tpm=10**12))
     image = "data:image/jpeg;base64," + base64.b64encode(Path(args.image).read_bytes()).decode()
     bodies = [json.dumps({"model": "qwen-vl-plus", "messages": [{"role": "user", "content": [
         {"type": "text", "text": f"Assess group {i}: object_id 0 person, object_id 1 car. One JSON object."},
@@ -152,7 +158,8 @@ def main() -> int:
     print(f"body {len(bodies[0]) / 1024:.0f} KiB, latency fixed:{args.latency}, {args.duration:g} s per rate, "
           f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f})")
 
-    sim = start_sim_process(SimConfig(keys=keys, latency=f"fixed:{args.latency}", port=0))
+    sim = start_sim_process(SimConfig(keys=keys, accounts=accounts, limiter=args.limiter,
+                                      latency=f"fixed:{args.latency}", port=0))
     base_proc, base_url = start_baseline(args.latency)
     results = []
     try:

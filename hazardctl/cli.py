@@ -245,6 +245,9 @@ def llm_sim_cmd(
         [], "--fault", help="KEY=FAULT[,param=value...], repeatable; e.g. sim-key-02=server_error_burst,count=5."),
     seed: Optional[int] = typer.Option(None, help="Seed of answers and latencies (default: 1)."),
     model: Optional[str] = typer.Option(None, help="Model name in answers (default: qwen-vl-plus)."),
+    answer_mix: Optional[str] = typer.Option(
+        None, "--answer-mix", help="How answers are written, e.g. strict:0.7,fenced:0.1,synonyms:0.1,zh:0.1 or "
+        "garbage:1 (variants: docs/llm-sim.md; default strict:1). At run time: POST /answer-mix {\"mix\": ...}."),
 ) -> None:
     from tools import llm_sim
 
@@ -255,7 +258,7 @@ def llm_sim_cmd(
                                account_tps=account_tps, account_tpm=account_tpm, surge=surge, jitter_ms=jitter_ms,
                                retry_after=None if retry_after is None else retry_after == "on", errors=errors,
                                billing=billing, metrics_port=metrics_port, latency=latency, faults=fault, seed=seed,
-                               host=host, port=port, model=model)
+                               host=host, port=port, model=model, answer_mix=answer_mix)
     llm_sim.run(cfg)
 
 

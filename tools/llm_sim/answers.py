@@ -200,8 +200,33 @@ def _unit(digest: bytes, i: int) -> float:
     return int.from_bytes(digest[2 * i: 2 * i + 2], "big") / 65536.0
 
 
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_RISKS_ZH = {
+    "vehicle-pedestrian conflict": "人车冲突", "pedestrian in roadway": "行人进入车道", "jaywalking": "行人横穿马路",
+    "tailgating": "跟车过近", "abrupt lane change": "突然变道", "wrong-way driving": "逆行",
+    "red-light running": "闯红灯", "emergency lane use": "占用应急车道", "unsafe merge": "危险并线",
+    "speeding in queue": "排队中超速", "normal traffic flow": "正常通行", "ordinary congestion": "普通拥堵",
+    "vehicles stopped in queue": "车辆排队停驶", "uncertain scene": "场景不确定",
+}
+_DESCRIPTIONS_ZH = {
+    "none": "道路使用者距离较近但通行正常，未见危险。",
+    "low": "车流密集、间距较小，可能出现{risk}，但暂无人处于直接危险中。",
+    "medium": "观察到{risk}：有道路使用者距离过近，值得值班人员关注。",
+    "high": "{risk}：除非有人立即刹车或避让，碰撞即将发生。",
+}
+
+
 def assessment(digest: bytes, prompt: str) -> dict:
-    """A plausible RiskAssessment (most groups none/low, some medium/high) as a dict."""
+    """A plausible RiskAssessment (most groups none/low, some medium/high) as a dict; risk types and
+    description in Chinese when the prompt is (the JSON keys and level values stay as asked)."""
+    body = _assessment_en(digest, prompt)
+    if _CJK.search(prompt):
+        body["risk_types"] = [_RISKS_ZH.get(r, r) for r in body["risk_types"]]
+        body["description"] = _DESCRIPTIONS_ZH[body["level"]].format(risk=body["risk_types"][0])
+    return body
+
+
+def _assessment_en(digest: bytes, prompt: str) -> dict:
     u = _unit(digest, 0)
     level = "high"
     for name, share in _LEVELS:
@@ -239,3 +264,168 @@ def answer_content(digest: bytes, prompt: str, malformed: bool = False) -> str:
         return "Sure! Here is my assessment: {level: " + body["level"] + ", risk_types: [" + body["risk_types"][0]
     body.pop("level")
     return orjson.dumps(body).decode()
+
+
+# ------------------------------------------------------------------------ answer variants (issue 12)
+#
+# How real vision models drift from the asked format. Each variant rewrites the strict assessment
+# the way some model or provider does; `READABLE` ones must still be read by hazardctl's tolerant
+# reader (`hazardctl.answers`) as the same level, the others must be rejected. The corpus in
+# tests/data/answers/ holds fixed examples of the same variants.
+
+_ZH_LEVEL = {"none": "无", "low": "低", "medium": "中", "high": "高"}
+_SCORE = {"none": 0.1, "low": 0.3, "medium": 0.55, "high": 0.85}
+_GARBAGE = (
+    "The image shows several vehicles on a road. Traffic appears to be moving. Let me know if you need more.",
+    "level high risk tailgating confidence 0.9",
+    "ERROR: image could not be processed",
+    "<html><body>Service temporarily unavailable</body></html>",
+)
+
+
+def _v_strict(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps(b).decode(), "stop"
+
+
+def _v_fenced(b: dict, d: bytes) -> tuple[str, str]:
+    return "```json\n" + orjson.dumps(b, option=orjson.OPT_INDENT_2).decode() + "\n```", "stop"
+
+
+def _v_prose(b: dict, d: bytes) -> tuple[str, str]:
+    return ("Here is my assessment of the scene:\n" + orjson.dumps(b).decode()
+            + "\nLet me know if you need anything else."), "stop"
+
+
+def _v_think(b: dict, d: bytes) -> tuple[str, str]:
+    return ("<think>\nThe crop shows the listed road users. I should check the distances {first} and the"
+            " lanes before deciding on a level.\n</think>\n\n" + orjson.dumps(b).decode()), "stop"
+
+
+def _v_synonyms(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({"risk_level": b["level"], "risk_type": b["risk_types"], "reason": b["description"],
+                         "certainty": b["confidence"], "danger_ids": b["danger_object_ids"]}).decode(), "stop"
+
+
+def _v_camel(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({"riskLevel": b["level"].upper(), "riskTypes": ", ".join(b["risk_types"]),
+                         "description": b["description"], "confidence": f"{round(b['confidence'] * 100)}%",
+                         "dangerObjectIds": [str(i) for i in b["danger_object_ids"]]}).decode(), "stop"
+
+
+def _v_zh(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({"风险等级": _ZH_LEVEL[b["level"]], "风险类型": b["risk_types"], "描述": b["description"],
+                         "置信度": b["confidence"], "危险对象": b["danger_object_ids"]}).decode(), "stop"
+
+
+def _v_numbers(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({**b, "level": ("none", "low", "medium", "high").index(b["level"])}).decode(), "stop"
+
+
+def _v_score(b: dict, d: bytes) -> tuple[str, str]:
+    body = {k: v for k, v in b.items() if k != "level"}
+    return orjson.dumps({"risk_score": _SCORE[b["level"]], **body}).decode(), "stop"
+
+
+def _v_relaxed(b: dict, d: bytes) -> tuple[str, str]:
+    types = ", ".join(f"'{t}'" for t in b["risk_types"])
+    ids = ", ".join(str(i) for i in b["danger_object_ids"])
+    desc = b["description"].replace("'", "")
+    return (f"{{'level': '{b['level']}', 'risk_types': [{types},], 'description': '{desc}', "
+            f"'confidence': {b['confidence']}, 'danger_object_ids': [{ids}],}}"), "stop"
+
+
+def _v_list(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps([b]).decode(), "stop"
+
+
+def _v_nested(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({"assessment": b}).decode(), "stop"
+
+
+def _v_garbage(b: dict, d: bytes) -> tuple[str, str]:
+    return _GARBAGE[d[12] % len(_GARBAGE)], "stop"
+
+
+def _v_truncated(b: dict, d: bytes) -> tuple[str, str]:
+    text = orjson.dumps(b).decode()
+    return text[: max(12, len(text) // 2)], "length"
+
+
+def _v_refusal(b: dict, d: bytes) -> tuple[str, str]:
+    return "I'm sorry, but I can't help with assessing this image.", "stop"
+
+
+def _v_empty(b: dict, d: bytes) -> tuple[str, str]:
+    return "", "stop"
+
+
+def _v_no_level(b: dict, d: bytes) -> tuple[str, str]:
+    return orjson.dumps({k: v for k, v in b.items() if k != "level"}).decode(), "stop"
+
+
+def _v_ambiguous(b: dict, d: bytes) -> tuple[str, str]:
+    other = "high" if b["level"] != "high" else "none"
+    return orjson.dumps(b).decode() + "\n" + orjson.dumps({**b, "level": other}).decode(), "stop"
+
+
+VARIANTS = {
+    "strict": _v_strict, "fenced": _v_fenced, "prose": _v_prose, "think": _v_think, "synonyms": _v_synonyms,
+    "camel": _v_camel, "zh": _v_zh, "numbers": _v_numbers, "score": _v_score, "relaxed": _v_relaxed,
+    "list": _v_list, "nested": _v_nested,
+    "garbage": _v_garbage, "truncated": _v_truncated, "refusal": _v_refusal, "empty": _v_empty,
+    "no_level": _v_no_level, "ambiguous": _v_ambiguous,
+}
+#: variants the tolerant reader reads (as the same level); the others it must reject
+READABLE = ("strict", "fenced", "prose", "think", "synonyms", "camel", "zh", "numbers", "score", "relaxed", "list",
+            "nested")
+
+
+def answer_variant(digest: bytes, prompt: str, variant: str) -> tuple[str, str]:
+    """(content, finish_reason) of the assessment for this request, written the `variant` way."""
+    body = assessment(digest, prompt)
+    return VARIANTS[variant](body, digest)
+
+
+@dataclass(frozen=True)
+class AnswerMix:
+    """`strict:0.7,fenced:0.1,zh:0.2`: the share of answers written each way (normalised to 1)."""
+
+    weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> "AnswerMix":
+        out: dict[str, float] = {}
+        for part in (p.strip() for p in spec.split(",")):
+            name, _, w = part.partition(":")
+            name = name.strip()
+            if name not in VARIANTS:
+                raise ConfigError(f"answer mix {spec!r}: unknown variant {name!r}; one of: {', '.join(VARIANTS)}")
+            try:
+                weight = float(w) if w.strip() else 1.0
+            except ValueError:
+                weight = -1.0
+            if not (weight >= 0 and math.isfinite(weight)):
+                raise ConfigError(f"answer mix {spec!r}: {part!r} needs a share >= 0, e.g. {name}:0.1")
+            out[name] = out.get(name, 0.0) + weight
+        total = sum(out.values())
+        if total <= 0:
+            raise ConfigError(f"answer mix {spec!r}: the shares add up to 0")
+        return cls(tuple((n, w / total) for n, w in out.items() if w > 0))
+
+    @property
+    def only_strict(self) -> bool:
+        return self.weights == (("strict", 1.0),)
+
+    def draw(self, rng: random.Random) -> str:
+        """One variant; strict-only draws nothing (so the default keeps the seeded sequence as it was)."""
+        if self.only_strict:
+            return "strict"
+        u = rng.random()
+        for name, w in self.weights:
+            if u < w:
+                return name
+            u -= w
+        return self.weights[-1][0]
+
+    def __str__(self) -> str:
+        return ",".join(f"{n}:{w:g}" for n, w in self.weights)

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from hazardctl.errors import ConfigError
-from tools.llm_sim.answers import Latency, answer_content, decide, make_fault, request_digest
+from tools.llm_sim.answers import AnswerMix, Latency, answer_content, answer_variant, decide, make_fault, request_digest
 from tools.llm_sim.config import BILLING, SimConfig, SimKey, UnknownKey
 from tools.llm_sim.limits import Refusal, ScopeLimit, admit, retry_after_headers
 from tools.llm_sim.refusals import refusal
@@ -130,6 +130,7 @@ class Sim:
         self.cfg = cfg
         self.clock = clock
         self.latency = Latency.parse(cfg.latency)
+        self.answer_mix = AnswerMix.parse(cfg.answer_mix)
         self.rng = random.Random(cfg.seed)
         self.jitter_rng = random.Random(cfg.seed + 1)
         now = clock()
@@ -163,6 +164,12 @@ class Sim:
             log.info("key %s: fault %s", k.spec.name, spec.model_dump(exclude_none=True) if spec else None)
         return {"key": name, "fault": spec.model_dump() if spec else None}
 
+    def set_answer_mix(self, spec: str) -> dict[str, Any]:
+        """Switch how answers are written (issue 12), e.g. "garbage:1" then "strict:1"; ConfigError if bad."""
+        self.answer_mix = AnswerMix.parse(spec)
+        log.info("answer mix %s", self.answer_mix)
+        return {"answer_mix": str(self.answer_mix)}
+
     def stats(self) -> dict[str, Any]:
         keys = {name: {**k.stats.as_dict(), "account": k.spec.account} for name, k in self.keys.items()}
         accounts = {name: {**a.stats.as_dict(), "keys": [k for k, s in self.keys.items() if s.account is a]}
@@ -175,7 +182,7 @@ class Sim:
         faults = {n: k.fault.model_dump(exclude_none=True) for n, k in self.keys.items() if k.fault}
         faults.update({n: {"kind": BILLING} for n, k in self.keys.items() if k.billing})
         return {"keys": keys, "accounts": accounts, "totals": total, "faults": faults,
-                "limiter": self.cfg.limiter, "surge": self.cfg.surge}
+                "limiter": self.cfg.limiter, "surge": self.cfg.surge, "answer_mix": str(self.answer_mix)}
 
     def requests(self, limit: int | None = None, key: str | None = None) -> list[dict[str, Any]]:
         return self.log.select(limit, key)
@@ -195,6 +202,7 @@ class Sim:
         app.router.add_get("/stats", self.get_stats)
         app.router.add_get("/requests", self.get_requests)
         app.router.add_post("/faults", self.faults)
+        app.router.add_post("/answer-mix", self.post_answer_mix)
         app.router.add_post("/reset-stats", self.reset)
         app.router.add_get("/healthz", self.healthz)
         return app
@@ -224,6 +232,14 @@ class Sim:
             return _error(400, 'expected {"key": NAME, "fault": KIND|null, ...params}', "invalid_request_error")
         except UnknownKey as e:
             return _error(404, str(e), "invalid_request_error")
+        except ConfigError as e:
+            return _error(400, str(e), "invalid_request_error")
+
+    async def post_answer_mix(self, request: web.Request) -> web.Response:
+        try:
+            return _json(self.set_answer_mix(str(orjson.loads(await request.read())["mix"])))
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return _error(400, 'expected {"mix": "strict:0.7,fenced:0.3"}', "invalid_request_error")
         except ConfigError as e:
             return _error(400, str(e), "invalid_request_error")
 
@@ -307,11 +323,12 @@ class Sim:
         sizes = [image_size(url) for url in chat.images]
         prompt_tokens = sum(image_tokens(s) for s in sizes) + text_tokens(chat.prompt)
         digest = request_digest(chat.images, chat.prompt, self.cfg.seed)
-        content = answer_content(digest, chat.prompt, False)
+        variant = self.answer_mix.draw(self.rng)
+        content, finish_reason = answer_variant(digest, chat.prompt, variant)
         completion_tokens = text_tokens(content)
         tokens = prompt_tokens + completion_tokens
         cut = RequestLog.PROMPT_CHARS
-        record.update(model=chat.model, response_format=chat.response_format, prompt=chat.prompt[:cut],
+        record.update(model=chat.model, response_format=chat.response_format, prompt=chat.prompt[:cut], answer=variant,
                       texts=[{"role": t["role"], "text": t["text"][:cut]} for t in chat.texts],
                       images=[list(s) if s else None for s in sizes], max_tokens=chat.max_tokens,
                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=tokens)
@@ -354,19 +371,21 @@ class Sim:
         malformed = bool(effect and effect.malformed)
         await asyncio.sleep(delay)
         if malformed:
-            content = answer_content(digest, chat.prompt, True)
+            content, finish_reason = answer_content(digest, chat.prompt, True), "stop"
             completion_tokens = text_tokens(content)
         if not (effect and effect.hang_s):
             self._count(key, "malformed" if malformed else "ok")
-        return _json(self._completion(content, prompt_tokens, completion_tokens))
+        return _json(self._completion(content, prompt_tokens, completion_tokens, finish_reason))
 
-    def _completion(self, content: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def _completion(self, content: str, prompt_tokens: int, completion_tokens: int,
+                    finish_reason: str = "stop") -> dict[str, Any]:
         return {
             "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(self.clock()),
             "model": self.cfg.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hazardctl.config import load_model, parse_model
 from hazardctl.errors import ConfigError
-from tools.llm_sim.answers import Fault, Latency, parse_fault_flag
+from tools.llm_sim.answers import AnswerMix, Fault, Latency, parse_fault_flag
 from tools.llm_sim.limits import LimiterModel, Limits
 from tools.llm_sim.refusals import ErrorStyle
 
@@ -81,6 +81,8 @@ class SimConfig(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port (llm-sim command)")
     requests_log: int = Field(500, ge=0, le=100_000, description="requests kept for GET /requests")
     latency: str = Field("uniform:1.0:2.0", description="fixed:S | uniform:MIN:MAX | lognormal:MEDIAN:P95")
+    answer_mix: str = Field("strict:1", description="how answers are written, e.g. strict:0.7,fenced:0.1,zh:0.2 "
+                            "(variants in tools/llm_sim/answers.py VARIANTS; issue 12)")
     model: str = "qwen-vl-plus"
     seed: int = 1
     host: str = "127.0.0.1"
@@ -95,6 +97,14 @@ class SimConfig(BaseModel):
     def _latency(cls, v: str) -> str:
         try:
             return str(Latency.parse(v))
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("answer_mix")
+    @classmethod
+    def _answer_mix(cls, v: str) -> str:
+        try:
+            return str(AnswerMix.parse(v))
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
@@ -166,6 +176,7 @@ def build_config(
     host: str | None = None,
     port: int | None = None,
     model: str | None = None,
+    answer_mix: str | None = None,
 ) -> SimConfig:
     """The CLI's config: the YAML file (or 10 generated keys), then each flag that was given."""
     data: dict[str, Any] = load_model(SimConfig, config).model_dump() if config else {}
@@ -183,7 +194,7 @@ def build_config(
         accounts = grouped_accounts(sim_keys, keys_per_account or len(sim_keys), limits)
         data["keys"] = [k.model_dump() for k in sim_keys]
         data["accounts"] = {n: a.model_dump() for n, a in accounts.items()}
-    for flag, value in (("latency", latency), ("seed", seed), ("host", host), ("port", port), ("model", model),
+    for flag, value in (("latency", latency), ("answer_mix", answer_mix), ("seed", seed), ("host", host), ("port", port), ("model", model),
                         ("limiter", limiter), ("surge", surge), ("jitter_ms", jitter_ms),
                         ("retry_after", retry_after), ("errors", errors), ("metrics_port", metrics_port)):
         if value is not None:

@@ -104,6 +104,9 @@ class SimServer:
     def set_fault(self, name: str, fault: str | None, **params: Any) -> dict[str, Any]:
         return self._on_loop(self.sim.set_fault, name, fault, **params)
 
+    def set_answer_mix(self, spec: str) -> dict[str, Any]:
+        return self._on_loop(self.sim.set_answer_mix, spec)
+
     def reset_stats(self) -> None:
         self._on_loop(self.sim.reset_stats)
 
@@ -149,6 +152,9 @@ class SimProcess:
 
     def set_fault(self, name: str, fault: str | None, **params: Any) -> dict[str, Any]:
         return self._http("POST", "/faults", {"key": name, "fault": fault, **params})
+
+    def set_answer_mix(self, spec: str) -> dict[str, Any]:
+        return self._http("POST", "/answer-mix", {"mix": spec})
 
     def reset_stats(self) -> None:
         self._http("POST", "/reset-stats", {})

@@ -1,0 +1,12 @@
+"""`hazardctl loadtest`: simulated cameras and a simulated LLM around the real stages (docs/loadtest.md).
+
+Modules: `crops` (real JPEG crops), `scene` (one camera's road, pure), `cameras` (open-loop
+generator), `kafka_io` (fresh topics, readers), `procs` (child processes, CPU), `pipeline` (the
+simulator and the stages), `chaos` (faults at a chosen second), `ledger` (every task's outcome),
+`report` (figures, identity, asserts), `live` (live view), `show` (console report), `plot` (PNG),
+`sweep` (largest camera count meeting the asserts), `run` (one run, top to bottom).
+"""
+
+from tools.loadtest.run import Options, run
+
+__all__ = ["Options", "run"]

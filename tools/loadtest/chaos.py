@@ -1,0 +1,124 @@
+"""Chaos at a chosen second of a loadtest: `--chaos NAME@SECONDS`, several allowed.
+
+| name | what happens |
+|---|---|
+| key-401 | one key (sim-key-03, or the last if fewer) answers 401 from then on: a revoked key |
+| key-429-storm | one key answers 429 (Retry-After 5 s) to everything for 15 s |
+| latency-spike | every call takes 2 s longer for 10 s |
+| 5xx-burst | the next 5 calls on every key answer 500/502/503 |
+| kill-schedule | SIGKILL the schedule stage, start it again at once (Kafka only) |
+| kill-expand | SIGKILL the expand stage, start it again at once (Kafka only) |
+| broker-restart | stop and start the local broker (scripts/kafka-local.sh; Kafka only, local broker only) |
+
+The fault kinds are the simulator's run-time faults (docs/llm-sim.md). Over pipes, a killed stage
+takes whatever was in its pipes with it, so the kill chaos is refused there: use Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Callable
+
+from hazardctl.errors import ConfigError
+
+NAMES = ("key-401", "key-429-storm", "latency-spike", "5xx-burst", "kill-schedule", "kill-expand", "broker-restart")
+KAFKA_ONLY = ("kill-schedule", "kill-expand", "broker-restart")
+STORM_S = 15.0
+SPIKE_S = 10.0
+
+
+@dataclass(frozen=True, order=True)
+class Chaos:
+    at: float
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.at:g}"
+
+
+def parse(spec: str, transport: str, duration: float) -> Chaos:
+    name, sep, at = spec.partition("@")
+    if name not in NAMES or not sep:
+        raise ConfigError(f"--chaos {spec!r}: expected NAME@SECONDS with NAME one of {', '.join(NAMES)}")
+    try:
+        t = float(at)
+    except ValueError:
+        raise ConfigError(f"--chaos {spec!r}: {at!r} is not a number of seconds") from None
+    if not 0 <= t < duration:
+        raise ConfigError(f"--chaos {spec!r}: the second must be within the run (0..{duration:g})")
+    if name in KAFKA_ONLY and transport != "kafka":
+        raise ConfigError(f"--chaos {name} needs --transport kafka: over pipes a killed stage or broker loses what "
+                          "was in the pipes, so nothing could be checked for loss")
+    return Chaos(t, name)
+
+
+def target_key(key_names: list[str]) -> str:
+    return key_names[min(2, len(key_names) - 1)]
+
+
+class ChaosRunner:
+    """Fires due chaos (from the main loop, which owns the child processes) and undoes timed faults."""
+
+    def __init__(self, plan: list[Chaos], sim, pipeline, *, bootstrap: str | None, script: str,
+                 say: Callable[[str], None]):
+        self.pending = sorted(plan)
+        self.undo: list[tuple[float, str, Callable[[], None]]] = []
+        self.sim, self.pipeline, self.bootstrap, self.script, self.say = sim, pipeline, bootstrap, script, say
+        self.fired: list[dict] = []  # {"at", "name", "detail", "took_s"}
+
+    def tick(self, elapsed: float) -> None:
+        for u in [u for u in self.undo if u[0] <= elapsed]:
+            self.undo.remove(u)
+            u[2]()
+            self.say(f"chaos: {u[1]} over at {elapsed:.1f} s")
+        while self.pending and self.pending[0].at <= elapsed:
+            c = self.pending.pop(0)
+            import time
+
+            t0 = time.monotonic()
+            detail = self.fire(c, elapsed)
+            self.fired.append({"at": elapsed, "name": c.name, "detail": detail,
+                               "took_s": round(time.monotonic() - t0, 2)})
+            self.say(f"chaos: {c.name} at {elapsed:.1f} s: {detail}")
+
+    def fire(self, c: Chaos, elapsed: float) -> str:
+        keys = self.sim.key_names
+        if c.name == "key-401":
+            k = target_key(keys)
+            self.sim.set_fault(k, "unauthorized")
+            return f"{k} answers 401 from now on"
+        if c.name == "key-429-storm":
+            k = target_key(keys)
+            self.sim.set_fault(k, "rate_limit_storm", retry_after=5)
+            self.undo.append((elapsed + STORM_S, c.name, lambda: self.sim.set_fault(k, None)))
+            return f"{k} answers 429 (Retry-After 5 s) to everything for {STORM_S:g} s"
+        if c.name == "latency-spike":
+            self.sim.set_fault("*", "latency_spike", extra_s=2, probability=1)
+            self.undo.append((elapsed + SPIKE_S, c.name, lambda: self.sim.set_fault("*", None)))
+            return f"every call +2 s for {SPIKE_S:g} s"
+        if c.name == "5xx-burst":
+            self.sim.set_fault("*", "server_error_burst", count=5)
+            return "the next 5 calls on every key answer 5xx"
+        if c.name in ("kill-schedule", "kill-expand"):
+            stage = c.name.removeprefix("kill-")
+            p = self.pipeline.procs[stage]
+            old = p.pid
+            p.restart()
+            self.pipeline.extra_restarts = getattr(self.pipeline, "extra_restarts", 0) + 1
+            return f"SIGKILL {stage} (pid {old}), restarted as pid {p.pid}"
+        if c.name == "broker-restart":
+            return self.restart_broker()
+        raise AssertionError(c.name)
+
+    def restart_broker(self) -> str:
+        host, _, port = (self.bootstrap or "").partition(":")
+        if host not in ("127.0.0.1", "localhost"):
+            return f"skipped: {self.bootstrap} is not a local broker this machine can restart"
+        env = {**os.environ, "KAFKA_LOCAL_PORT": port or "9092"}
+        logf = self.pipeline.logdir / "broker-restart.log"
+        with open(logf, "ab") as log:
+            down = subprocess.call(["bash", self.script, "down"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            up = subprocess.call(["bash", self.script, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        return f"kafka-local.sh down (exit {down}) and up (exit {up}) on port {port or 9092} (log {logf})"

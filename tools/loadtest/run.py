@@ -1,0 +1,367 @@
+"""One loadtest run, top to bottom: set up → cameras on → chaos → drain → tear down → report.
+
+    topics (Kafka) → simulator → stages (downstream first) → readers → wait until every stage is in
+    its consumer group → cameras, open loop, for `duration` s (chaos fired at its second, the live
+    view refreshed) → drain: wait until every offered task has an outcome (or the deadline has
+    passed for all) → SIGTERM the stages head first → figures, files, asserts.
+
+Everything started is torn down in `finally`, also on Ctrl-C or SIGTERM (turned into KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from hazardctl.errors import ConfigError
+from hazardctl.gating import GateConfig
+from tools.loadtest import chaos as chaos_mod
+from tools.loadtest import report
+from tools.loadtest.cameras import Cameras
+from tools.loadtest.crops import real_crops
+from tools.loadtest.ledger import Ledger
+from tools.loadtest.pipeline import KAFKA_SCRIPT, ROOT, Pipeline, Simulator, check_engine, ensure_local_broker, stage_env
+from tools.loadtest.procs import cpu_seconds, machine_busy, wait_for
+from tools.loadtest.scene import SceneConfig
+
+
+@dataclass
+class Options:
+    cameras: int = 50
+    rate: float = 0.5
+    duration: float = 60.0
+    keys: int = 10
+    qps_per_key: float = 5.0
+    llm_latency: str = "uniform:1,2"
+    transport: str = "kafka"
+    engine: str = "local"
+    sim_args: list[str] = field(default_factory=list)
+    chaos: list[str] = field(default_factory=list)
+    asserts: list[str] = field(default_factory=list)
+    out: Path | None = None
+    fps: float = 1.0
+    refresh: float = 10.0
+    deadline: float = 10.0
+    kafka_config: Path | None = None
+    bootstrap: str | None = None
+    keep_topics: bool = False
+    seed: int = 1
+    live: bool | None = None
+    plot: bool = True
+
+
+def sim_latency(spec: str) -> str:
+    """`uniform:1,2` (the loadtest's spelling) → `uniform:1:2` (the simulator's); others pass through."""
+    return spec.replace(",", ":")
+
+
+def gate_config(o: Options) -> GateConfig:
+    # refresh a quarter frame early: the refresh lands on the frame `refresh` s after the last send,
+    # not one frame later by float rounding of the frame times
+    return GateConfig(refresh_interval_s=o.refresh - 0.25 / o.fps)
+
+
+def validate(o: Options) -> tuple[SceneConfig, list, list]:
+    if o.transport not in ("kafka", "pipes"):
+        raise ConfigError(f"--transport {o.transport!r}: one of kafka, pipes")
+    check_engine(o.engine)
+    if o.cameras < 1 or o.keys < 1 or o.duration <= 0 or o.qps_per_key <= 0:
+        raise ConfigError("--cameras, --keys, --duration and --qps-per-key must be > 0")
+    scene = SceneConfig(rate=o.rate, fps=o.fps, refresh_s=o.refresh)
+    problem = scene.check()
+    if problem:
+        raise ConfigError(problem)
+    plan = [chaos_mod.parse(c, o.transport, o.duration) for c in o.chaos]
+    asserts = [report.parse_assert(a) for a in o.asserts]
+    return scene, plan, asserts
+
+
+def key_states(metrics_text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (metrics_text or "").splitlines():
+        if line.startswith("hazardctl_key_state{") and line.rstrip().endswith(" 1.0"):
+            k = re.search(r'key="([^"]+)"', line)
+            s = re.search(r'state="([^"]+)"', line)
+            if k and s:
+                out[k.group(1)] = s.group(1)
+    return out
+
+
+def broker_pid() -> int | None:
+    home = Path(os.environ.get("KAFKA_LOCAL_HOME", ROOT / ".cache" / "kafka"))
+    try:
+        return int((home / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds of each child (all its incarnations), this process, the broker, and the machine."""
+
+    def __init__(self, pipeline: Pipeline, sim: Simulator):
+        self.pipeline, self.sim = pipeline, sim
+        self.broker = broker_pid()
+        self.t0 = self.m0 = None
+
+    def sample(self) -> dict:
+        d = {name: p.sample_cpu() for name, p in self.pipeline.procs.items()}
+        d["llm-sim"] = self.sim.proc.sample_cpu()
+        d["loadtest (cameras, readers)"] = sum(os.times()[:2])
+        if self.broker:
+            d["kafka broker"] = cpu_seconds(self.broker) or 0.0
+        return d
+
+    def begin(self) -> None:
+        self.t0, self.c0, self.m0 = time.time(), self.sample(), machine_busy()
+
+    def end(self) -> dict:
+        wall = time.time() - self.t0
+        c1, m1 = self.sample(), machine_busy()
+        pids = {name: p.pid for name, p in self.pipeline.procs.items()}
+        pids["llm-sim"], pids["loadtest (cameras, readers)"] = self.sim.proc.pid, os.getpid()
+        if self.broker:
+            pids["kafka broker"] = self.broker
+        procs = {name: {"pid": pids.get(name), "cpu_s": round(c1[name] - self.c0.get(name, 0.0), 2),
+                        "pct_of_one_core": round(100 * (c1[name] - self.c0.get(name, 0.0)) / wall, 1)}
+                 for name in c1}
+        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
+        ours = sum(p["cpu_s"] for p in procs.values())
+        cores = os.cpu_count() or 1
+        return {"wall_s": round(wall, 1), "cores": cores, "processes": procs,
+                "machine_busy_pct": round(100 * busy / total, 1) if total else None,
+                "others_pct_of_one_core": round(100 * max(0.0, busy - ours) / wall, 1)}
+
+
+def run(o: Options, console: Console | None = None) -> dict:
+    """One run; returns the summary (also written to OUT/summary.json). Raises HazardError on setup problems."""
+    from tools.loadtest import live as live_mod
+    from tools.loadtest import plot as plot_mod
+    from tools.loadtest import show
+
+    console = console or Console()
+    if not console.is_terminal and console.width < 140:
+        console = Console(width=140)  # logs and CI: room for the tables
+    scene_cfg, plan, asserts = validate(o)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    out = Path(o.out or Path("loadtest-results") / run_id)
+    logdir = out / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    env = stage_env()
+    settings = topics = None
+    if o.transport == "kafka":
+        from hazardctl.config import load_kafka_settings
+
+        settings = load_kafka_settings(o.kafka_config)
+        if o.bootstrap:
+            settings = settings.model_copy(update={"bootstrap_servers": o.bootstrap})
+        env["HAZARDCTL_KAFKA_BOOTSTRAP"] = settings.bootstrap_servers
+    crops = real_crops()
+    ledger = Ledger()
+    sim = pipeline = None
+    readers: list = []
+    cameras: Cameras | None = None
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if o.transport == "kafka":
+            from tools.loadtest.kafka_io import create_topics
+
+            ensure_local_broker(settings.bootstrap_servers, logdir)
+            topics = create_topics(settings, run_id.replace("-", ""))
+        sim = Simulator(logdir, env, keys=o.keys, qps=o.qps_per_key, latency=sim_latency(o.llm_latency),
+                        seed=o.seed, extra=o.sim_args)
+        keys_file = sim.keys_file(out / "api_keys.loadtest.yaml", o.qps_per_key)
+        gate = gate_config(o)
+        pipeline = Pipeline(o.transport, logdir, env, keys_file=keys_file, engine=o.engine,
+                            refresh=gate.refresh_interval_s, deadline=o.deadline, kafka_config=o.kafka_config,
+                            topics=topics, run_id=run_id, ledger=ledger)
+        if o.transport == "kafka":
+            from hazardctl.transports import Endpoints
+            from tools.loadtest.kafka_io import TopicReader
+
+            readers = [TopicReader(settings, topics["tasks"], ledger.on_task).start(),
+                       TopicReader(settings, topics["results"], ledger.on_result).start(),
+                       TopicReader(settings, topics["dead"], ledger.on_dead_letter).start()]
+            output = Endpoints(settings=settings).output(f"kafka://{topics['detections']}")
+            delivery_errors = [0]
+
+            def delivered(err) -> None:
+                if err is not None:
+                    delivery_errors[0] += 1
+
+            def send(key: bytes, value: bytes) -> None:
+                output.send(value, key, delivered)
+                output.poll(0)
+        else:
+            output, delivery_errors = None, [0]
+            send = pipeline.send_pipe
+        console.print(f"[bold]hazardctl loadtest[/] {o.cameras} cameras × {o.rate:g} groups/s, {o.duration:g} s, "
+                      f"{o.keys} keys × {o.qps_per_key:g} qps, LLM {o.llm_latency}, {o.transport}"
+                      f"{', chaos ' + ', '.join(map(str, plan)) if plan else ''}; out {out}", highlight=False)
+        pipeline.wait_ready(settings)
+        cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
+        chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
+                                      script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))
+        cpu = CpuMeter(pipeline, sim)
+        start = time.time() + 0.5
+        cameras.start(start, o.duration)
+        cpu.begin()
+        view = live_mod.LiveView(console, o, start, cameras, ledger, sim, pipeline, enabled=o.live)
+        with view:
+            while True:
+                time.sleep(0.25)
+                elapsed = time.time() - start
+                chaos.tick(elapsed)
+                for p in pipeline.procs.values():
+                    p.sample_cpu()
+                view.update(elapsed)
+                if elapsed >= o.duration:
+                    break
+            cameras.join(10)
+            if output is not None:
+                output.flush(30)
+            pipeline.close_input()
+            drain_until = time.time() + o.deadline + 10
+            stable_since = [time.time(), -1]
+
+            def drained() -> bool:
+                view.update(time.time() - start)
+                n = len(ledger.tasks)
+                if n != stable_since[1]:
+                    stable_since[:] = [time.time(), n]
+                quiet = time.time() - stable_since[0] > 3.0
+                return ledger.settled() and (n >= cameras.stats.predicted_tasks or quiet)
+
+            wait_for(drained, max(0.0, drain_until - time.time()), 0.25)
+        cpu_report = cpu.end()
+        sim_stats = sim.stats()
+        states = key_states(pipeline.metrics_text("schedule"))
+        codes = pipeline.stop()
+        pipeline.read_dead_files()
+        time.sleep(0.5 if o.transport == "kafka" else 0)
+        for r in readers:
+            r.stop()
+        summary = summarize(o, run_id, start, cameras, ledger, sim_stats, states, cpu_report, chaos.fired, codes,
+                            delivery_errors[0], topics)
+        summary["asserts"] = report.check_asserts(summary, asserts)
+        summary["passed"] = all(a["ok"] for a in summary["asserts"])
+        write_outputs(out, summary, ledger)
+        if o.plot:
+            try:
+                summary["png"] = str(plot_mod.plot(out / "loadtest.png", summary, ledger, start))
+            except Exception as e:  # the figures stand without the picture
+                summary["png_error"] = f"{type(e).__name__}: {e}"
+        write_outputs(out, summary, None)
+        show.print_report(console, summary)
+        return summary
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if cameras is not None:
+            cameras.stop()
+        for r in readers:
+            try:
+                r.stop()
+            except Exception:
+                pass
+        if pipeline is not None:
+            pipeline.kill_all()
+        if sim is not None:
+            sim.proc.terminate(5)
+        if topics and not o.keep_topics:
+            from tools.loadtest.kafka_io import delete_topics
+
+            delete_topics(settings, list(topics.values()))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: Ledger, sim_stats, states, cpu_report,
+              chaos_fired, codes, delivery_errors: int, topics) -> dict:
+    counts = ledger.counts()
+    rows = ledger.rows()
+    cs = cameras.stats
+    warm = min(5.0, o.duration / 4)
+    window = o.duration - warm
+    ok_in_window = sum(1 for r in rows if r.outcome == "ok" and r.on_topic and start + warm <= r.on_topic < start + o.duration)
+    offered_in_window = sum(1 for r in rows if r.offered_at and start + warm <= r.offered_at < start + o.duration)
+    with cs.lock:
+        lags = list(cs.lags)
+        frames, groups, late = cs.frames, cs.groups, cs.late
+        predicted = dict(cs.predicted)
+    success = counts["ok"] / counts["offered"] if counts["offered"] else 0.0
+    lat = report.latencies(rows)
+    return {
+        "run_id": run_id,
+        "config": {"cameras": o.cameras, "rate": o.rate, "duration_s": o.duration, "keys": o.keys,
+                   "qps_per_key": o.qps_per_key, "llm_latency": o.llm_latency, "transport": o.transport,
+                   "engine": o.engine, "fps": o.fps, "refresh_s": o.refresh, "deadline_s": o.deadline,
+                   "chaos": o.chaos, "sim_args": o.sim_args, "topics": topics},
+        "cameras": {"frames": frames, "detections_per_s": round(frames / o.duration, 2),
+                    "groups_shown": groups, "groups_shown_per_s": round(groups / o.duration, 2),
+                    "late": late, "late_threshold_s": 0.1, "lag": report.dist(lags),
+                    "send_errors": cs.send_errors + delivery_errors, "tasks_predicted": predicted,
+                    "tasks_predicted_total": sum(predicted.values())},
+        "rates": {"design_tasks_per_s": round(o.cameras * o.rate, 2),
+                  "tasks_per_s": round(offered_in_window / window, 2),
+                  "achieved_per_s": round(ok_in_window / window, 2), "window_s": [warm, o.duration],
+                  "capacity_per_s": o.keys * o.qps_per_key},
+        "counts": counts,
+        "reasons": _reasons(rows),
+        "identity": report.identity(counts),
+        "success": round(success, 5),
+        "errors": _errors(rows),
+        "dead_letters_by_stage": dict(ledger.dead_letters_by_stage),
+        "latency": lat,
+        "keys": report.per_key(rows, sim_stats, states),
+        "sim_totals": (sim_stats or {}).get("totals"),
+        "cpu": cpu_report,
+        "chaos": chaos_fired,
+        "exit_codes": codes,
+        "timeline": _timeline(rows, cameras, start, o.duration + o.deadline + 10),
+    }
+
+
+def _reasons(rows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.reason:
+            out[r.reason] = out.get(r.reason, 0) + 1
+    return out
+
+
+def _errors(rows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        if r.outcome not in (None, "ok"):
+            k = f"{r.outcome}:{r.error_class or '-'}"
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
+def _timeline(rows, cameras: Cameras, start: float, seconds: float) -> dict:
+    n = int(seconds) + 1
+    with cameras.stats.lock:
+        sent = list(cameras.stats.sent_at)
+    return {"detections": report.per_second(sent, start, n),
+            "tasks": report.per_second([r.offered_at for r in rows if r.offered_at], start, n),
+            "ok": report.per_second([r.on_topic for r in rows if r.outcome == "ok" and r.on_topic], start, n),
+            "not_ok": report.per_second([r.on_topic for r in rows if r.outcome not in (None, "ok") and r.on_topic],
+                                        start, n)}
+
+
+def write_outputs(out: Path, summary: dict, ledger: Ledger | None) -> None:
+    import orjson
+
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if ledger is not None:
+        with open(out / "tasks.jsonl", "wb") as f:
+            for r in ledger.rows():
+                f.write(orjson.dumps(r.json()) + b"\n")

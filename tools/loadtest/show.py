@@ -1,0 +1,81 @@
+"""The loadtest report on the console (rich tables), from the summary dict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def print_report(console: Console, s: dict) -> None:
+    c, r, cam = s["counts"], s["rates"], s["cameras"]
+    cfg = s["config"]
+    console.rule(f"loadtest {s['run_id']}")
+    console.print(f"{cfg['cameras']} cameras × {cfg['rate']:g} groups/s for {cfg['duration_s']:g} s over "
+                  f"{cfg['transport']} (engine {cfg['engine']}), {cfg['keys']} keys × {cfg['qps_per_key']:g} qps, "
+                  f"LLM {cfg['llm_latency']}", highlight=False)
+    console.print(f"cameras: {cam['detections_per_s']} detections/s, {cam['groups_shown_per_s']} groups shown/s, "
+                  f"{cam['late']} frames late (> {cam['late_threshold_s']} s; lag p95 {_ms(cam['lag']['p95'])} ms, "
+                  f"max {_ms(cam['lag']['max'])} ms), {cam['send_errors']} send errors", highlight=False)
+    console.print(f"tasks (groups to the LLM): offered {r['tasks_per_s']}/s (design {r['design_tasks_per_s']}/s, "
+                  f"gate expected {cam['tasks_predicted_total']} tasks, expand produced {c['offered']}: "
+                  f"{s['reasons']}); achieved {r['achieved_per_s']} ok/s (window {r['window_s'][0]:g}–"
+                  f"{r['window_s'][1]:g} s; capacity {r['capacity_per_s']:g}/s)", highlight=False)
+    ident = s["identity"]
+    console.print(f"identity: {ident['text']}  [{'green' if ident['holds'] else 'red'}]"
+                  f"{'holds' if ident['holds'] else 'DOES NOT HOLD'}[/]", highlight=False)
+    console.print(f"success {s['success']:.2%}; duplicates: {c['duplicate_tasks']} tasks, {c['duplicate_results']} "
+                  f"results (at-least-once redelivery); dead-letter messages {c['dead_letter_messages']} "
+                  f"{s['dead_letters_by_stage'] or ''}; non-ok by class {s['errors'] or '{}'}", highlight=False)
+
+    lat = s["latency"]
+    t = Table(title="latency (ms, exact percentiles over every ok task)", title_justify="left")
+    for col in ("span", "n", "p50", "p90", "p95", "p99", "max"):
+        t.add_column(col, justify="left" if col == "span" else "right")
+
+    def add(name, d, style=""):
+        t.add_row(f"[{style}]{name}[/]" if style else name, str(d["n"]), *(_ms(d[k]) for k in ("p50", "p90", "p95", "p99", "max")))
+
+    add("end to end (capture → result on topic)", lat["e2e"], "bold")
+    add("LLM only", lat["llm"], "bold")
+    add("end to end − LLM, per task", lat["e2e_minus_llm"])
+    for name, d in lat["stages"].items():
+        add(f"  {name}", d)
+    console.print(t)
+    e, llm = lat["e2e"]["p95"], lat["llm"]["p95"]
+    if e is not None and llm is not None:
+        over = e - llm
+        console.print(f"e2e P95 {e:.3f} s vs LLM-only P95 {llm:.3f} s: +{over * 1000:.0f} ms "
+                      f"([{'green' if over <= 0.150 else 'red'}]target ≤ 150 ms[/])", highlight=False)
+
+    k = Table(title="keys", title_justify="left")
+    for col in ("key", "state", "requests", "ok results", "429", "401", "5xx", "busiest 1 s", "after 1st 401", "LLM p95 ms"):
+        k.add_column(col, justify="left" if col in ("key", "state") else "right")
+    for row in s["keys"]:
+        k.add_row(row["key"], row.get("state") or "", *(str(row.get(x)) for x in
+                  ("requests", "results_ok", "http_429", "http_401", "http_5xx", "max_in_1s", "after_first_401")),
+                  _ms(row.get("llm_p95")))
+    console.print(k)
+
+    cpu = s["cpu"]
+    p = Table(title=f"CPU over the run ({cpu['wall_s']} s; % of one core; machine {cpu['cores']} cores, "
+                    f"{cpu['machine_busy_pct']} % busy, others' processes {cpu['others_pct_of_one_core']} % of a core)",
+              title_justify="left")
+    for col in ("process", "pid", "cpu s", "% core"):
+        p.add_column(col, justify="left" if col == "process" else "right")
+    for name, d in sorted(cpu["processes"].items(), key=lambda kv: -kv[1]["cpu_s"]):
+        p.add_row(name, str(d["pid"]), f"{d['cpu_s']:.1f}", f"{d['pct_of_one_core']:.1f}")
+    console.print(p)
+    for ch in s["chaos"]:
+        console.print(f"chaos {ch['name']} at {ch['at']:.1f} s: {ch['detail']}", highlight=False)
+    if s.get("exit_codes"):
+        console.print(f"stage exit codes after SIGTERM: {s['exit_codes']}", highlight=False)
+    for a in s.get("asserts", []):
+        mark = "[green]PASS[/]" if a["ok"] else "[red]FAIL[/]"
+        console.print(f"assert {a['assert']}: {mark} (value {a['value']}){' ' + a['why'] if a.get('why') else ''}",
+                      highlight=False)
+    if s.get("png"):
+        console.print(f"picture: {s['png']}", highlight=False)

@@ -129,7 +129,7 @@ class PoolPolicy:
     aimd_decrease: float = 0.7
     aimd_recovery_s: float = 5.0
     """seconds of successes for a rate to recover from 0 to its limit (additive increase)"""
-    slow_start: float = 0.5
+    slow_start: float = 0.3
     """share of its rate a key or account starts at after `idle_s` without sends (1 = off)"""
     ramp_s: float = 2.0
     idle_s: float = 10.0
@@ -231,10 +231,11 @@ class Rate:
             have = self.tok_at(t, cost)
             if have < cost - EPS:
                 t += (cost - have) / (self.tpm / 60.0 * self.scale(t))
-        if self.rpm is not None:
-            self.prune(t)
-            if len(self.window) >= self.rpm:
-                t = max(t, self.window[len(self.window) - self.rpm] + RPM_WINDOW_S + RPM_GUARD_S)
+        if self.rpm is not None:  # (no pruning here: t may be a future time)
+            w = self.window
+            inside = len(w) - bisect.bisect_right(w, t - RPM_WINDOW_S - RPM_GUARD_S)
+            if inside >= self.rpm:
+                t = max(t, w[len(w) - self.rpm] + RPM_WINDOW_S + RPM_GUARD_S)
         return t
 
     def take(self, now: float, cost: float) -> None:
@@ -245,6 +246,7 @@ class Rate:
         if self.tpm is not None:
             self.tok, self.tok_stamp = self.tok_at(now, max(cost, 1.0)) - cost, now
         if self.rpm is not None:
+            self.prune(now)
             self.window.append(now)
         self.last_sent = now
 

@@ -18,8 +18,8 @@ PATCH_PX = 28
 #: An image whose size is unknown: as a 640×640 image (23 × 23 patches).
 UNKNOWN_IMAGE_TOKENS = 23 * 23
 
-#: Base64 characters decoded first to find the size header (the SOF usually sits in the first few KiB).
-_HEAD_B64 = 64 * 1024
+#: Base64 characters decoded in turn to find the size header (the SOF usually sits in the first KiB or two).
+_HEADS_B64 = (4 * 1024, 64 * 1024)
 
 # SOF markers carry the frame size: C0–CF except C4 (DHT), C8 (JPG), CC (DAC).
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -66,7 +66,7 @@ def image_size(url: str) -> tuple[int, int] | None:
     if comma < 0 or ";base64" not in url[:comma]:
         return None
     b64 = url[comma + 1:]
-    for chunk in (b64[:_HEAD_B64], b64) if len(b64) > _HEAD_B64 else (b64,):
+    for chunk in [b64[:n] for n in _HEADS_B64 if n < len(b64)] + [b64]:
         try:
             data = base64.b64decode(chunk[: len(chunk) // 4 * 4], validate=False)
         except (binascii.Error, ValueError):

@@ -318,7 +318,8 @@ def _level(v: Any, rules: list[str]) -> str:
     s = v.strip().strip("\"'。.!").strip()
     low = s.lower()
     if low in RISK_LEVELS:
-        rules.append("level_text")
+        if v != low:
+            rules.append("level_text")
         return low
     if s in _LEVEL_ZH or s.rstrip("级") in _LEVEL_ZH:
         rules.append("level_zh")

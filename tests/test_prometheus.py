@@ -172,6 +172,19 @@ def test_every_alert_rule_names_a_known_stage_metric():
         assert "for" in r and selectors(r["expr"]), r
 
 
+def groups_stable(bootstrap: str, groups: list[str]) -> bool:
+    """Every group has a member with partitions assigned (so the first records are not read late)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    for g, fut in admin.describe_consumer_groups(groups, request_timeout=5).items():
+        d = fut.result(10)
+        if d.state != ConsumerGroupState.STABLE or not any(m.assignment.topic_partitions for m in d.members):
+            return False
+    return True
+
+
 class Detections(threading.Thread):
     """Synthetic detections of two cameras at 2 fps each into `topic`; `bad()` adds an undecodable record."""
 
@@ -256,6 +269,9 @@ def test_prometheus_scrapes_the_pipeline_and_evaluates_dashboard_and_alerts(
         prom = Prometheus(config, tmp_path)
         wait_until(prom.ready, 30, "prometheus to be ready", stages)
 
+        # the first detections must not wait for a group to form: that delay would count as end-to-end latency
+        groups = [f"prom-{name}-{run}" for name in ("expand", "schedule", "consume")]
+        wait_until(lambda: groups_stable(kafka_bootstrap, groups), 30, "the stages' consumer groups", stages)
         feeder.start()
 
         def results_flow() -> bool:

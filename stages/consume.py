@@ -38,7 +38,8 @@ from hazardctl.errors import ConfigError, DeliveryError
 from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults, result_summary
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
-from stages.consume_web import HttpApi, Hub, load_page, start_http, subscription_json, websocket_port_http
+from stages.consume_web import (AccessPolicy, Guard, HttpApi, Hub, load_page, select_subprotocol, start_http,
+                                subscription_json, websocket_port_http)
 
 STAGE = "consume"
 log = logging.getLogger("hazardctl.consume")
@@ -73,6 +74,8 @@ class ConsumeOptions:
     exit_on_eof: bool = False
     tick_s: float = 0.5
     max_in_flight: int = 5000
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    """bearer token, allowed origins, client limit (stages.consume_web.Guard)"""
 
 
 def parse_address(spec: str, flag: str) -> tuple[str, int]:
@@ -359,9 +362,11 @@ async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, 
     opts = service.opts
     loop = asyncio.get_running_loop()
     api = HttpApi(service, b"", metrics_response)
+    guard = Guard(opts.access, lambda: len(service.hub.clients), STAGE)
     try:
         ws_server = await ws_serve(service.hub.handler, opts.ws_host, opts.ws_port,
-                                   process_request=websocket_port_http(api), max_size=64 * 1024,
+                                   process_request=websocket_port_http(api, guard), max_size=64 * 1024,
+                                   select_subprotocol=select_subprotocol,
                                    compression=None,  # per-client deflate would re-encode every event per client
                                    write_limit=service.hub.high_water, ping_interval=20, ping_timeout=20,
                                    close_timeout=5)
@@ -372,11 +377,15 @@ async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, 
     http_runner, http_port = None, ws_port
     if opts.http_port is not None:
         try:
-            http_runner, http_port = await start_http(api, opts.http_host or opts.ws_host, opts.http_port)
+            http_runner, http_port = await start_http(api, opts.http_host or opts.ws_host, opts.http_port, guard)
         except BaseException:
             ws_server.close()
             raise
+    guard.page_ports = {ws_port, http_port}  # a page served from either is our own origin
     http_host = opts.http_host if opts.http_port is not None else opts.ws_host
+    if not guard.required and not all(h in ("127.0.0.1", "localhost", "::1") for h in (opts.ws_host, http_host)):
+        log.warning("consume: serving on a non-loopback address without a token: anyone who can reach it can "
+                    "read every camera (set --token-file or HAZARDCTL_CONSUME_TOKEN)")
     log.info("consume: serving websocket=ws://%s:%d/ws http=http://%s:%d/ (min level %s, quiet %.0fs)",
              opts.ws_host, ws_port, http_host, http_port, opts.board.min_level, opts.board.quiet_period_s)
 

@@ -112,10 +112,11 @@ def test_live_page_shows_incidents_updates_and_reconnects(browser):
         page.screenshot(path=str(ARTIFACTS / "consume-live-page.png"))
 
         # the server goes away and comes back on the same port: the page reconnects by itself
-        ws_port = c.ws_port
+        ws_port, http_port = c.ws_port, c.http_port
         c.stop()
         page.wait_for_selector("#conn.down", timeout=10_000)
-        c = ConsumeProcess("--ws", f"127.0.0.1:{ws_port}", "--http", "127.0.0.1:0")
+        # same ports: the page's origin (its --http address) must stay the server's own (Origin check)
+        c = ConsumeProcess("--ws", f"127.0.0.1:{ws_port}", "--http", f"127.0.0.1:{http_port}")
         c.send(risk_result("cam-05", "cam-05-g9", 80, time.time(), level="high", description="after the restart"))
         wait_js(page, "document.querySelector('#incidents').innerText.includes('after the restart')", 20)
         assert page.locator("#incidents .inc").count() == 1  # the new server's state replaced the old one

@@ -1,0 +1,149 @@
+"""consume's access control, on a real `hazardctl consume` process with real HTTP and WebSocket clients.
+
+With a token: every API path and /metrics answer 401 without it (both ports), the page and /healthz
+stay open; a WebSocket handshake without the token, with a wrong one, or from a foreign Origin is
+refused before any data is sent; the token works as an Authorization header and as the browser's
+`bearer.<base64url>` subprotocol (the server selects `hazardctl`, never echoing the token). Limits:
+clients, request target length, query fields. Without a token, foreign Origins are still refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from hazardctl.synthetic import risk_result
+from tests.conftest import HAZARDCTL, ROOT
+from tests.consume_proc import ConsumeProcess, recv_json
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "s3cret-token-" + "x" * 20
+
+
+def get(port: int, path: str, token: str | None = None, **headers: str) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def bearer_protocol(token: str) -> str:
+    return "bearer." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+async def handshake(url: str, **kw) -> tuple[int | None, str | None, dict | None]:
+    """(refusal status or None, selected subprotocol, first message)"""
+    try:
+        async with connect(url, open_timeout=5, **kw) as ws:
+            return None, ws.subprotocol, await recv_json(ws)
+    except InvalidStatus as e:
+        return e.response.status_code, None, None
+
+
+def test_token_required_on_api_metrics_and_websocket(tmp_path):
+    token_file = tmp_path / "consume.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    with ConsumeProcess("--http", "127.0.0.1:0", "--token-file", str(token_file)) as c:
+        c.send(risk_result("cam-1", "g1", 1, time.time(), level="high"))
+        for port in (c.ws_port, c.http_port):  # websockets' process_request and aiohttp
+            for path in ("/cameras", "/incidents", "/results", "/cameras/cam-1", "/metrics", "/auth"):
+                status, headers, body = get(port, path)
+                assert status == 401, (port, path, status)
+                assert headers.get("WWW-Authenticate", "").startswith("Bearer") and b"cam-1" not in body
+                assert get(port, path, token="wrong-" + TOKEN)[0] == 401
+            assert get(port, "/healthz")[0] == 200
+            status, _, page = get(port, "/")
+            assert status == 200 and b'id="token"' in page  # the page itself holds no data; it asks
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and b"cam-1" not in get(port, "/cameras", token=TOKEN)[2]:
+                time.sleep(0.05)
+            status, _, body = get(port, "/cameras", token=TOKEN)
+            assert status == 200 and json.loads(body)["cameras"][0]["camera_id"] == "cam-1"
+            assert get(port, "/auth", token=TOKEN)[0] == 200
+            status, _, text = get(port, "/metrics", token=TOKEN)
+            assert status == 200 and b"hazardctl_consume_refused_total" in text
+
+        async def websockets_side() -> None:
+            own = f"http://127.0.0.1:{c.ws_port}"
+            assert (await handshake(c.ws_url))[0] == 401
+            assert (await handshake(c.ws_url, additional_headers={"Authorization": "Bearer nope-" + TOKEN}))[0] == 401
+            assert (await handshake(c.ws_url, subprotocols=["hazardctl", bearer_protocol("x" + TOKEN)]))[0] == 401
+            status, proto, first = await handshake(c.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+            assert status is None and first["type"] == "snapshot"
+            # the browser way: the token as a subprotocol; the server selects "hazardctl", never the token
+            status, proto, first = await handshake(c.ws_url, origin=own,
+                                                   subprotocols=["hazardctl", bearer_protocol(TOKEN)])
+            assert status is None and proto == "hazardctl" and first["type"] == "snapshot"
+            assert [x["camera_id"] for x in first["cameras"]] == ["cam-1"]
+            # the page served by --http is our own origin too
+            status, _, _ = await handshake(c.ws_url, origin=f"http://127.0.0.1:{c.http_port}",
+                                           subprotocols=["hazardctl", bearer_protocol(TOKEN)])
+            assert status is None
+            # cross-site WebSocket hijacking: a foreign page in the operator's browser, even with the token
+            for origin in ("https://evil.example", "http://127.0.0.1:1", f"http://localhost.evil:{c.ws_port}"):
+                status, _, _ = await handshake(c.ws_url, origin=origin,
+                                               subprotocols=["hazardctl", bearer_protocol(TOKEN)])
+                assert status == 403, origin
+
+        asyncio.run(websockets_side())
+        _, _, text = get(c.http_port, "/metrics", token=TOKEN)
+        refused = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                   for line in text.decode().splitlines() if line.startswith("hazardctl_consume_refused_total{")}
+        assert refused["origin"] == 3 and refused["unauthorized"] >= 3 + 2 * 12
+    assert TOKEN not in "".join(c.stderr)
+
+
+def test_foreign_origin_refused_without_token_unless_allowed_and_limits():
+    with ConsumeProcess("--allow-origin", "https://ops.example.com", "--max-clients", "2") as c:
+        async def run() -> None:
+            assert (await handshake(c.ws_url, origin="https://evil.example"))[0] == 403
+            assert (await handshake(c.ws_url, origin="https://ops.example.com"))[0] is None
+            assert (await handshake(c.ws_url))[0] is None  # not a browser (no Origin), no token configured
+            async with connect(c.ws_url) as a, connect(c.ws_url) as b:
+                await recv_json(a), await recv_json(b)
+                assert (await handshake(c.ws_url))[0] == 503  # a third client: over --max-clients
+            await asyncio.sleep(0.2)
+            assert (await handshake(c.ws_url))[0] is None  # room again once they left
+
+        asyncio.run(run())
+        assert get(c.ws_port, "/results?" + "&".join(f"a{i}=1" for i in range(40)))[0] == 400
+        assert get(c.ws_port, "/results?camera=" + "c" * 5000)[0] == 414
+        assert get(c.ws_port, "/results?limit=2")[0] == 200
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ({"env": "tooShrt9"}, "at least 16 characters"),
+    ({"file": None}, "file not found"),
+    ({"origin": "evil.example"}, "--allow-origin"),
+])
+def test_bad_access_settings_are_one_line_errors(tmp_path, setup, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HAZARDCTL_CONSUME_TOKEN"}
+    env["PYTHONPATH"] = str(ROOT)
+    args = ["consume", "--ws", "127.0.0.1:0", "--exit-on-eof"]
+    if "env" in setup:
+        env["HAZARDCTL_CONSUME_TOKEN"] = setup["env"]
+    if "file" in setup:
+        args += ["--token-file", str(tmp_path / "missing.token")]
+    if "origin" in setup:
+        args += ["--allow-origin", setup["origin"]]
+    p = subprocess.run([*HAZARDCTL, *args], env=env, cwd=ROOT, input=b"", capture_output=True, timeout=30)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and expected in err and "Traceback" not in err, err
+    assert "tooShrt9" not in err  # a token, even a bad one, is never printed

@@ -166,10 +166,15 @@ def detect_cmd(
     "Example: hazardctl expand --in kafka://detection-results --out kafka://assessment-tasks",
 )
 def expand_cmd(
+    ctx: typer.Context,
     in_spec: str = typer.Option("-", "--in", help=IN_HELP),
     out_spec: str = typer.Option("-", "--out", help=OUT_HELP),
     dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
-    engine: str = typer.Option("local", help="'local' (pure Python). The Flink engine is not built yet."),
+    engine: str = typer.Option("local", help="'local' (pure Python) or 'flink' (PyFlink job, Kafka only; docs/flink.md)."),
+    jobmanager: Optional[str] = typer.Option(
+        None, help="flink: submit to the session cluster at HOST:PORT (REST), print the job id; default: local mini-cluster."),
+    flink_config: Optional[str] = typer.Option(None, help="flink: settings YAML (default config/flink.yaml)."),
+    from_savepoint: Optional[str] = typer.Option(None, help="flink --jobmanager: start from this savepoint/checkpoint."),
     refresh: float = typer.Option(10.0, help="Re-assess an unchanged group after this many seconds."),
     ttl: float = typer.Option(30.0, help="Forget a group not seen for this many seconds."),
     min_iou: float = typer.Option(0.5, help="Box IoU with the last sent box below this is a change."),
@@ -183,11 +188,48 @@ def expand_cmd(
     from hazardctl.transports import Endpoints
     from stages import expand
 
+    if engine == "flink":
+        from stages.expand import flink_cli
+
+        flags = {"refresh": refresh, "ttl": ttl, "min_iou": min_iou, "deadline": deadline}
+        given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+        raise typer.Exit(flink_cli.run_expand(in_spec, out_spec, dlq, group_id=group_id, gate_flags=given,
+                                              jobmanager=jobmanager, flink_config=flink_config,
+                                              from_savepoint=from_savepoint, kafka_config=kafka_config))
     if engine != "local":
-        raise ConfigError(f"--engine {engine}: only 'local' is available in this version")
+        raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
     cfg = expand.ExpandConfig(GateConfig(refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou), deadline_s=deadline)
     serve_metrics(metrics_port)
     expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
+
+
+@command(
+    "flink-job",
+    help="See and stop expand's Flink jobs on a session cluster (JobManager REST API).\n\n"
+    "list: JOB_ID STATE NAME per line; cancel JOB_ID; savepoint JOB_ID [--stop]: prints the savepoint path.\n\n"
+    "Example: hazardctl flink-job savepoint 5f1e… --stop --jobmanager 127.0.0.1:18081",
+)
+def flink_job_cmd(
+    action: str = typer.Argument(..., help="list | cancel | savepoint"),
+    job_id: Optional[str] = typer.Argument(None, help="The job (cancel, savepoint)."),
+    jobmanager: str = typer.Option("127.0.0.1:18081", help="JobManager REST address HOST:PORT."),
+    stop: bool = typer.Option(False, "--stop", help="savepoint: stop the job once the savepoint is written."),
+    target: Optional[str] = typer.Option(None, help="savepoint: directory (default: the cluster's savepoint dir)."),
+) -> None:
+    from stages.expand import flink_cli
+
+    flink_cli.preflight(flink_cli.settings_or_exit(None), jobmanager)
+    if action == "list":
+        for j in flink_cli.list_jobs(jobmanager):
+            typer.echo(f"{j['jid']} {j['state']} {j['name']}")
+    elif action in ("cancel", "savepoint") and job_id:
+        if action == "cancel":
+            flink_cli.cancel(jobmanager, job_id)
+            typer.echo(f"cancelling {job_id}")
+        else:
+            typer.echo(flink_cli.savepoint(jobmanager, job_id, stop=stop, target=target))
+    else:
+        raise ConfigError(f"flink-job {action}: use list, cancel JOB_ID or savepoint JOB_ID [--stop]")
 
 
 @command(
@@ -412,19 +454,11 @@ def consume_cmd(
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Also serve Prometheus /metrics on this port "
                                                "(it is always on the HTTP API's /metrics)."),
-    token_file: Optional[str] = typer.Option(
-        None, "--token-file", help="Require this bearer token (the file's one line) on the HTTP API, /metrics and "
-        "the WebSocket; the page asks for it. Default: $HAZARDCTL_CONSUME_TOKEN, else no token."),
-    allow_origin: list[str] = typer.Option(
-        [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket besides "
-        "the server's own; repeatable; '*' allows any (not advised)."),
-    max_clients: int = typer.Option(1000, min=1, help="Most WebSocket clients at once; more are refused (503)."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
     from stages import consume
-    from stages.consume_web import AccessPolicy, load_token, parse_origins
 
     if min_level not in ("low", "medium", "high"):
         raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
@@ -435,9 +469,7 @@ def consume_cmd(
     opts = consume.ConsumeOptions(
         ws_host=ws_host, ws_port=ws_port, http_host=http_host, http_port=http_port,
         board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
-        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
-        access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
-                            max_clients=max_clients))
+        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof)
     serve_metrics(metrics_port)
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)
 

@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-transport bench-schedule bench-fanout bench-detect
+        bench bench-transport bench-schedule bench-fanout bench-detect \
+        flink-env flink-up flink-down test-flink bench-flink
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +40,22 @@ kafka-down:
 kafka-status:
 	bash scripts/kafka-local.sh status
 
-test: venv models system-deps    ## the whole suite against a real broker, which is stopped even when tests fail
+flink-env:                       ## .venv-flink (apache-flink 2.2.1) + Kafka connector jar (mvn) for expand --engine flink
+	bash scripts/flink-local.sh env
+
+flink-up: flink-env              ## standalone Flink session cluster (JobManager + TaskManager JVMs), REST on 127.0.0.1:18081
+	bash scripts/flink-local.sh up
+
+flink-down:
+	bash scripts/flink-local.sh down
+
+test-flink: venv flink-env kafka-up  ## the Flink engine's tests alone (mini-cluster + session cluster, real broker)
+	HAZARDCTL_REQUIRE_KAFKA=1 HAZARDCTL_NO_SKIP=1 $(PY) -m pytest -q -ra --durations=10 tests/test_flink*.py $(PYTEST_ARGS)
+
+bench-flink: venv flink-env kafka-up ## expand tasks/s: Flink job at parallelism 1 and 2 vs the local engine, same topics
+	$(PY) scripts/bench_flink.py $(BENCH_ARGS)
+
+test: venv models system-deps flink-env    ## the whole suite against a real broker, which is stopped even when tests fail
 	PY=$(PY) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 test-unit: venv                  ## the tests that need no broker (Kafka tests are skipped)

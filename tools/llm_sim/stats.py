@@ -92,7 +92,7 @@ class RequestLog:
 
     def select(self, limit: int | None = None, key: str | None = None) -> list[dict[str, Any]]:
         """Oldest first; only `key`'s; the last `limit`."""
-        rows = [r for r in self.records if key is None or r.get("key") == key]
+        rows = [dict(r) for r in self.records if key is None or r.get("key") == key]
         return rows[-limit:] if limit else rows
 
     def clear(self) -> None:

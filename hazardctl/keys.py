@@ -104,7 +104,7 @@ class KeysConfig(BaseModel):
         "how much two requests' travel times may differ; each qps/tpm limit is spread over 1 s + this "
         "(costs J/(1+J) of the throughput: 40 ms -> 3.8 %)"))
     rate_limit_cooldown: float = Field(default=1.0, gt=0, description="seconds; a 429 without Retry-After (doubles while repeated)")
-    slow_start: float = Field(default=0.5, gt=0, le=1, description="share of its rate an idle key starts at (1 = off)")
+    slow_start: float = Field(default=0.3, gt=0, le=1, description="share of its rate an idle key starts at (1 = off)")
     accounts: dict[str, Account] = Field(default_factory=dict, description="name -> limits shared by the keys that name it")
     keys: list[LLMKey] = Field(default_factory=list)
 

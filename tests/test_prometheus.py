@@ -2,10 +2,11 @@
 every alert rule evaluated through Prometheus' HTTP API.
 
 The pipeline: the simulated LLM (`hazardctl llm-sim`, 3 keys) and expand → schedule → consume over
-unique Kafka topics on the local broker, each stage with `--metrics-port`. The test produces
-synthetic detections of two cameras (and two undecodable records, seen by Prometheus in two
-scrapes, so expand writes dead letters) and, once results flow, revokes sim-key-02 at the simulator (`POST /faults` unauthorized:
-every request on it now answers 401, as a revoked key does).
+unique Kafka topics on the local broker, each stage with `--metrics-port`. Once the stages' consumer
+groups are stable, the test produces synthetic detections of two cameras; once results flow, it
+sends two undecodable records, seen by Prometheus in two scrapes (so expand's dead-letter counter
+rises), and revokes sim-key-02 at the simulator (`POST /faults` unauthorized: every request on it
+now answers 401, as a revoked key does).
 
 Prometheus runs on loopback (free port, its own data dir under tmp_path) with a config generated
 from deploy/prometheus/prometheus.yml: the same jobs, `stage` labels and rule file, with only the

@@ -19,6 +19,7 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -27,10 +28,10 @@ from pydantic import ValidationError
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import DeliveryError
-from hazardctl.keypool import AsyncKeyPool, KeyPool, KeyState, NoKeyInTime, Outcome, should_retry
+from hazardctl.keypool import REFRESH, URGENT, AsyncKeyPool, KeyPool, KeyState, NoKeyInTime, Outcome, should_retry
 from hazardctl.keys import KeysConfig, LLMKey
 from hazardctl.answer_watch import AnswerWatch
-from hazardctl.llm_client import Call, call_llm, open_clients
+from hazardctl.llm_client import Call, call_llm, estimate_tokens, open_clients
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult
 from hazardctl.prompt import prompt_for
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
@@ -53,6 +54,9 @@ KEY_IN_FLIGHT = Gauge("hazardctl_key_in_flight", "Requests in flight on the key"
 KEY_TOKENS = Gauge("hazardctl_key_tokens", "Pacing tokens available on the key", ["key"])
 KEY_SUCCESS = Gauge("hazardctl_key_success_ratio", "Successful calls / finished calls", ["key"])
 KEY_COOLDOWN = Gauge("hazardctl_key_cooldown_seconds", "Seconds until a cooling or disabled key may send", ["key"])
+KEY_EFFECTIVE_QPS = Gauge("hazardctl_key_effective_qps",
+                          "Requests per second the key may send now (limit, jitter margin, AIMD, slow start, account)",
+                          ["key"])
 KEY_LAST_ERROR = Gauge("hazardctl_key_last_error", "1 for the class of the key's last error", ["key", "error_class"])
 
 
@@ -86,9 +90,30 @@ class Assessed:
     llm_s: float = 0.0
     key_wait_s: float = 0.0
     error_class: str | None = None
+    shed: bool = False
+    """no key before the task's deadline minus the expected call time, while keys were busy (overload)"""
 
 
-NO_CALL = Assessed(Call(Outcome.ABANDONED))  # a stale task: no key, no call
+class CallTimes:
+    """A running P90 of recent LLM call times: how long a call is expected to take, for shedding."""
+
+    def __init__(self, n: int = 200, min_samples: int = 20):
+        self.recent: deque[float] = deque(maxlen=n)
+        self.min_samples = min_samples
+        self._p90 = 0.0
+        self._fresh = 0
+
+    def observe(self, seconds: float) -> None:
+        self.recent.append(seconds)
+        self._fresh += 1
+        if self._fresh >= 10 and len(self.recent) >= self.min_samples:  # re-sort every 10 calls, not every one
+            self._fresh = 0
+            s = sorted(self.recent)
+            self._p90 = s[int(0.9 * (len(s) - 1))]
+
+    @property
+    def p90(self) -> float:
+        return self._p90
 
 
 @dataclass
@@ -170,6 +195,8 @@ class Scheduler:
         self.language = cfg.language or keys.language
         self.prompt_version = prompt_for(self.language).version
         self.answers = AnswerWatch(STAGE, cfg.bad_answer_warn or keys.bad_answer_warn)
+        self.call_times = CallTimes()
+        self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
 
     # -- the life of one task ------------------------------------------------------------------------
     async def handle(self, record: Record, dequeued: float) -> None:
@@ -181,17 +208,25 @@ class Scheduler:
             self.emit_dead_letter(ticket, record, e.reason, e.error_class)
             ticket.seal()
             return
-        # stale check: past its deadline the answer is worthless; say so instead of spending a call
-        if time.time() >= task.deadline:
+        # stale check: past its deadline (or too close to it for a call) the answer is worthless; say
+        # so instead of spending a call
+        now = time.time()
+        if now + self.call_times.p90 >= task.deadline:
             self.stats.stale += 1
             STALE.labels(STAGE).inc()
-            self.emit(ticket, record, self.result(task, "stale", NO_CALL, dequeued))
+            no_call = Assessed(Call(Outcome.ABANDONED), error_class="expired" if now >= task.deadline else "too_late")
+            self.emit(ticket, record, self.result(task, "stale", no_call, dequeued))
             ticket.seal()
             return
         # acquire a key → call → validate, retried on other keys within the deadline
         try:
             assessed = await self.assess(task)
-            result = self.result(task, "ok" if assessed.call.outcome is Outcome.OK else "failed", assessed, dequeued)
+            status = "ok" if assessed.call.outcome is Outcome.OK else "stale" if assessed.shed else "failed"
+            if assessed.shed:
+                self.stats.stale += 1
+                STALE.labels(STAGE).inc()
+            result = self.result(task, status, assessed, dequeued)
+
         except Exception as e:  # a bug must not lose the task: keep it as a dead letter
             log.exception("%s: unexpected error on task %s", STAGE, task.task_id)
             self.emit_dead_letter(ticket, record, f"internal error: {type(e).__name__}", "internal")
@@ -219,16 +254,25 @@ class Scheduler:
         """The one retry loop: another key after a failure, until OK, a final error, or the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (task.deadline - time.time())
-        place = self.pool.ticket()  # keep our FIFO place across retries
+        place = self.pool.ticket()  # keep our place in the queue across retries
+        # new/changed groups go first when the keys are the bottleneck; refreshes absorb the shortfall
+        priority = REFRESH if task.reason == "refresh" else URGENT
+        cost = estimate_tokens(task, self.cfg.max_tokens, self.language) if self.count_tokens else 0
         out = Assessed(Call(Outcome.ABANDONED))
         avoid: set[str] = set()
         bad_responses = 0
         while out.attempts < self.keys.max_attempts:
             t0 = loop.time()
+            # a key is only worth having while a call of the usual length still ends before the deadline
+            latest = deadline - (self.call_times.p90 if out.attempts == 0 else 0.0)
             try:
-                lease = await self.pool.acquire(deadline, frozenset(avoid), place)
+                lease = await self.pool.acquire(latest, frozenset(avoid), place, priority, cost)
             except NoKeyInTime:
                 out.key_wait_s += loop.time() - t0
+                if out.attempts == 0 and self.pool.pool.any_open(loop.time()):
+                    out.shed, out.error_class = True, "shed"  # overload: the keys are busy, not broken
+                    out.call.error = "shed: no key in time for a call to end before the deadline"
+                    return out
                 out.error_class = "no_key_in_time" if out.attempts == 0 else "deadline"
                 if out.call.error is None:
                     out.call.error = "no key could take the task before its deadline"
@@ -251,6 +295,8 @@ class Scheduler:
             took = loop.time() - t1
             out.llm_s += call.http_s  # the request alone: body building and reply parsing are our overhead
             out.call = call
+            if call.outcome is Outcome.OK:
+                self.call_times.observe(took)
             cut_short = call.outcome is Outcome.TIMEOUT and timeout < key.timeout
             self.report(lease, key, call, took, verdict=Outcome.ABANDONED if cut_short else None)
             self.answers.observe(key.model, call.outcome, call.normalized, call.reject_reason)  # the model's, not the key's
@@ -271,7 +317,7 @@ class Scheduler:
         before = self.pool.pool.state(key.name, self.pool.now())
         if verdict is None and call.outcome is Outcome.BAD_RESPONSE:
             verdict = Outcome.OK  # the key answered: its health is fine; the wording is the model's (issue 12)
-        self.pool.release(lease, verdict or call.outcome, call.retry_after, call.error)
+        self.pool.release(lease, verdict or call.outcome, call.retry_after, call.error, call.usage)
         after = self.pool.pool.state(key.name, self.pool.now())
         self._m_calls[(key.name, call.outcome)].inc()
         self._m_llm[key.name].observe(took)
@@ -297,7 +343,7 @@ class Scheduler:
             danger_object_ids=ra.danger_object_ids if ra else [],
             key_name=a.key.name if a.key else None, model=a.key.model if a.key else None,
             prompt_version=self.prompt_version, answer_normalized=list(a.call.normalized) if ra else [],
-            attempts=a.attempts, error_class=a.error_class if status == "failed" else None,
+            attempts=a.attempts, error_class=a.error_class if status != "ok" else None,
             crop_jpeg_b64=task.group.crop_jpeg_b64, times=times)
 
     # -- emitting, with the delivery bookkeeping that makes commits safe --------------------------------
@@ -359,7 +405,10 @@ class Scheduler:
 
     async def run(self) -> Stats:
         loop = asyncio.get_running_loop()
-        self.pool = AsyncKeyPool(KeyPool([k.limits() for k in self.keys.keys], self.keys.policy(), now=loop.time()))
+        for line in self.keys.account_warnings():  # "10 keys = 10x" is false there: say so at start
+            log.warning("%s: %s", STAGE, line)
+        self.pool = AsyncKeyPool(KeyPool([k.limits() for k in self.keys.keys], self.keys.policy(), now=loop.time(),
+                                         accounts=self.keys.account_limits()))
         self.clients = open_clients(self.keys.keys)
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -464,6 +513,7 @@ class Scheduler:
                     KEY_STATE.labels(h.name, s.value).set(1 if h.state is s else 0)
                 KEY_IN_FLIGHT.labels(h.name).set(h.in_flight)
                 KEY_TOKENS.labels(h.name).set(h.tokens)
+                KEY_EFFECTIVE_QPS.labels(h.name).set(h.effective_qps)
                 if h.success_rate is not None:
                     KEY_SUCCESS.labels(h.name).set(h.success_rate)
                 KEY_COOLDOWN.labels(h.name).set(max(0.0, h.cooldown_until - now) if h.cooldown_until else 0.0)

@@ -235,7 +235,7 @@ class ScopeLimit:
         if self.surge is not None:
             wait = self.surge.wait(now)
             if wait > 0.0:
-                return Refusal("surge", self.scope, self.name, f"surge {self.surge.limit_per_s:g}/s", wait)
+                return Refusal("surge", self.scope, self.name, f"limit {self.surge.limit_per_s:g}/s", wait)
         return None
 
     def take(self, now: float, tokens: float) -> None:

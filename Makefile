@@ -29,6 +29,7 @@ system-deps: venv                ## RTSP server + chromium + prometheus (Debian)
 	PYTHON=$(PY) bash scripts/install-chromium.sh
 	PYTHON=$(PY) bash scripts/install-ultralytics.sh
 	bash scripts/install-prometheus.sh
+	bash scripts/install-systemd.sh
 	bash scripts/install-tmux.sh
 
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central

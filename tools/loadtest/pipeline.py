@@ -109,6 +109,23 @@ def ensure_local_broker(bootstrap: str, logdir: Path) -> None:
         raise ServiceUnavailable(f"could not start the local broker (scripts/kafka-local.sh up): see {logdir / 'kafka-local.log'}")
 
 
+def static_member_config(base: Path | None, path: Path, instance_id: str) -> Path:
+    """A copy of the Kafka settings YAML (unresolved: `${VAR}` secrets stay references) whose consumer
+    is a *static* group member (`group.instance.id`): a stage restarted after a crash takes its
+    partitions back at once, as a StatefulSet pod would, instead of waiting out the session timeout
+    of its dead predecessor (10 s, the length of a task's deadline)."""
+    from hazardctl.config import CONFIG_DIR
+
+    src = Path(base or os.environ.get("HAZARDCTL_KAFKA_CONFIG") or CONFIG_DIR / "kafka.yaml")
+    if not src.is_file() and not base:
+        src = ROOT / "config" / "kafka.yaml"
+    data = yaml.safe_load(Path(src).read_text()) if Path(src).is_file() else {}
+    data = data or {}
+    data["consumer"] = {**(data.get("consumer") or {}), "group.instance.id": instance_id}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 class Pipeline:
     """The running stages of one loadtest (Kafka or pipes)."""
 
@@ -120,7 +137,10 @@ class Pipeline:
         self.metrics_port = {"expand": free_port(), "schedule": free_port()}
         self.consume_port: int | None = None
         self._threads: list[threading.Thread] = []
-        kcfg = ["--kafka-config", str(kafka_config)] if kafka_config else []
+        def kcfg(stage: str) -> list[str]:
+            return ["--kafka-config", str(static_member_config(kafka_config, logdir / f"kafka.{stage}.yaml",
+                                                               f"loadtest-{run_id}-{stage}"))]
+
         expand_args = ["--engine", engine, "--refresh", f"{refresh:g}", "--deadline", f"{deadline:g}",
                        "--metrics-port", str(self.metrics_port["expand"])]
         schedule_args = ["--keys", str(keys_file), "--metrics-port", str(self.metrics_port["schedule"])]
@@ -131,11 +151,11 @@ class Pipeline:
             self.groups = {s: f"loadtest-{run_id}-{s}" for s in ("expand", "schedule", "consume")}
             # downstream first: each stage is in its consumer group before its input arrives
             self._start("consume", [*consume_args, "--in", f"kafka://{t['results']}", "--group", self.groups["consume"],
-                                    *dlq, *kcfg])
+                                    *dlq, *kcfg("consume")])
             self._start("schedule", [*schedule_args, "--in", f"kafka://{t['tasks']}", "--out", f"kafka://{t['results']}",
-                                     "--group", self.groups["schedule"], *dlq, *kcfg])
+                                     "--group", self.groups["schedule"], *dlq, *kcfg("schedule")])
             self._start("expand", [*expand_args, "--in", f"kafka://{t['detections']}", "--out", f"kafka://{t['tasks']}",
-                                   "--group", self.groups["expand"], *dlq, *kcfg])
+                                   "--group", self.groups["expand"], *dlq, *kcfg("expand")])
         else:
             self.groups = {}
             self.dead_files = {s: logdir / f"dead-{s}.jsonl" for s in ("expand", "schedule", "consume")}

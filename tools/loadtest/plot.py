@@ -49,6 +49,8 @@ def plot(path: Path, s: dict, ledger, start: float) -> Path:
         ax1.annotate(ch["name"], (ch["at"], ax1.get_ylim()[1]), color="tab:red", fontsize=9, va="top",
                      xytext=(3, -3), textcoords="offset points")
     ax2.axvline(cfg["duration_s"], color="k", lw=0.6, ls="--")
+    last = max([i for i, v in enumerate(tl["ok"]) if v] + [i for i, v in enumerate(tl["not_ok"]) if v] + [0])
+    ax2.set_xlim(-1, max(cfg["duration_s"], last + 1) + 2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,8 @@ camera to the LLM, as a real road would, and suppresses the rest:
 - `dynamic` groups take turns at an *event*, one every 1 / (rate − 1/refresh) seconds: by turns a
   road user of the group is replaced by another (reason `changed`), or the group drives away and a
   new one arrives in its place (the old id vanishes; reason `new`). Between events they drift a
-  pixel a frame and are suppressed.
+  pixel a frame and are suppressed. At slow rates a dynamic group drives away before the gate
+  would refresh it, and the next event brings a new one, so the rate holds there too.
 
 So with the defaults (rate 0.5, refresh 10 s, 1 fps) each camera sends 0.4 events/s + 0.1
 refreshes/s = 0.5 groups/s, while it shows 3 groups on a frame (3 groups/s offered to the gate).
@@ -62,8 +63,6 @@ class SceneConfig:
         if self.event_every < 1.0 / self.fps:
             return (f"--rate {self.rate:g} needs more than one changed group per frame at --fps {self.fps:g}: "
                     f"raise --fps to at least {1.0 / self.event_every:g}")
-        if self.queued == 0 and self.dynamic * self.event_every >= self.refresh_s:
-            return None  # slow rate: dynamic groups are also refreshed now and then (counted, not hidden)
         return None
 
 
@@ -84,6 +83,7 @@ class GroupState:
     crop: int
     drift: float
     events: int = 0
+    changed_at: float = 0.0
 
 
 @dataclass
@@ -105,7 +105,7 @@ class CameraScene:
         self.groups = [None] * (self.cfg.queued + self.cfg.dynamic)
 
     # -- what happens on the road ---------------------------------------------------------------------
-    def _new_group(self, slot: int, drift: float) -> GroupState:
+    def _new_group(self, slot: int, drift: float, t: float = 0.0) -> GroupState:
         self._group_seq += 1
         pattern = PATTERNS[self.rng.randrange(len(PATTERNS))]
         members = []
@@ -115,20 +115,21 @@ class CameraScene:
         x = 60 + slot * (WIDTH - 420) / max(1, self.cfg.queued + self.cfg.dynamic - 1) + self.rng.uniform(-20, 20)
         y = 220 + self.rng.uniform(-60, 200)
         return GroupState(f"{self.camera_id}-g{self._group_seq}", members, x, y,
-                          self.rng.randrange(len(self.crops)), drift)
+                          self.rng.randrange(len(self.crops)), drift, changed_at=t)
 
-    def _event(self) -> None:
+    def _event(self, t: float) -> None:
         """The next dynamic group, by turns: a member replaced (changed) or the group replaced (new)."""
         slot = self.cfg.queued + self._turn % self.cfg.dynamic
         g = self.groups[slot]
-        if g is None:  # the first group of this part of the road arrives
-            self.groups[slot] = self._new_group(slot, drift=1.0)
+        if g is None:  # a group arrives on an empty part of the road
+            self.groups[slot] = self._new_group(slot, drift=1.0, t=t)
         elif g.events % 2 == 0:  # one road user leaves, another of the same kind takes its place
             self._tracks += 1
             g.members[0] = Member(self._tracks, g.members[0].cls, g.members[0].dx, g.members[0].dy)
             g.events += 1
+            g.changed_at = t
         else:  # the group drives away; a new one arrives
-            self.groups[slot] = self._new_group(slot, drift=1.0)
+            self.groups[slot] = self._new_group(slot, drift=1.0, t=t)
         self._turn += 1
 
     def advance(self, t: float) -> None:
@@ -137,8 +138,14 @@ class CameraScene:
             if self.groups[slot] is None and self.queue_at <= t + 1e-9:
                 self.groups[slot] = self._new_group(slot, drift=0.0)
         while self.next_event <= t + 1e-9:
-            self._event()
+            self._event(t)
             self.next_event += self.cfg.event_every
+        # a dynamic group leaves before the gate would refresh it (only at slow rates: at the default
+        # rate every dynamic group has its next event well within the refresh interval)
+        for slot in range(self.cfg.queued, len(self.groups)):
+            g = self.groups[slot]
+            if g is not None and t - g.changed_at >= self.cfg.refresh_s - 1.0 / self.cfg.fps - 1e-9:
+                self.groups[slot] = None
         for g in self.groups:
             if g is not None:
                 g.x += g.drift

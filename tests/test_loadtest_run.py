@@ -1,0 +1,79 @@
+"""`hazardctl loadtest` as a user runs it: real broker, the real stages as processes, the simulated LLM
+over HTTP, the report's counts checked against each other.
+
+- Kafka, 12 cameras × 0.5 groups/s for 15 s with one key revoked at 5 s: exit 0 with the asserts met;
+  summary.json's identity holds (offered = ok + failed + stale + shed + dead letters + in flight, each
+  counted from its own topic), nothing is left in flight, expand produced exactly the tasks the
+  cameras' gate predicted, every task is one line of tasks.jsonl, the revoked key got no request after
+  its first 401s, the PNG was written, and every stage stopped with exit 0 on SIGTERM.
+- Pipes, 4 s, with an assert that cannot hold: exit 1 and the assert reported as FAIL.
+- A kill chaos over pipes is refused with one line and exit 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import HAZARDCTL, ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+
+def loadtest(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*HAZARDCTL, "loadtest", "--no-live", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.kafka
+def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
+    out = tmp_path / "run"
+    p = loadtest("--cameras", "12", "--rate", "0.5", "--duration", "15", "--transport", "kafka",
+                 "--bootstrap", kafka_bootstrap, "--chaos", "key-401@5", "--out", str(out),
+                 "--assert", "success>=0.99", "--assert", "lost==0", "--assert", "identity==1", env=hazardctl_env)
+    report = p.stdout + p.stderr
+    assert p.returncode == 0, report[-6000:]
+    s = json.loads((out / "summary.json").read_text())
+    c = s["counts"]
+    assert s["identity"]["holds"], s["identity"]
+    assert c["offered"] == c["ok"] + c["failed"] + c["stale"] + c["shed"] + c["dead_letter"] + c["in_flight"]
+    assert c["in_flight"] == 0 and c["unknown"] == 0
+    # 12 cameras × 0.5/s × 15 s ≈ 90 tasks, and exactly what the same gate predicted from the frames sent
+    assert c["offered"] == s["cameras"]["tasks_predicted_total"]
+    assert 75 <= c["offered"] <= 105, c
+    assert s["success"] >= 0.99
+    assert set(s["reasons"]) == {"new", "changed", "refresh"}
+    lines = (out / "tasks.jsonl").read_text().splitlines()
+    assert len(lines) == c["offered"]
+    assert sum(json.loads(x)["outcome"] == "ok" for x in lines) == c["ok"]
+    # the revoked key: the scheduler stopped using it (a probe may come later, not within 15 s)
+    bad = next(k for k in s["keys"] if k["key"] == "sim-key-03")
+    assert bad["http_401"] >= 1 and bad["after_first_401"] <= 1, bad
+    assert s["chaos"][0]["name"] == "key-401"
+    lat = s["latency"]
+    assert lat["e2e"]["n"] == c["ok"] and lat["llm"]["p95"] is not None
+    assert lat["e2e"]["p95"] >= lat["llm"]["p50"]  # end to end includes the LLM call
+    assert (out / "loadtest.png").stat().st_size > 10_000
+    assert s["exit_codes"] == {"expand": 0, "schedule": 0, "consume": 0}
+    assert "identity: offered" in report and "holds" in report
+    assert {"schedule", "expand", "consume", "llm-sim"} <= set(s["cpu"]["processes"])
+
+
+def test_failed_assert_exits_non_zero(tmp_path):
+    out = tmp_path / "run"
+    p = loadtest("--cameras", "4", "--duration", "4", "--transport", "pipes", "--out", str(out),
+                 "--assert", "e2e.p95<0.001", "--assert", "success>=0.5")
+    assert p.returncode == 1, (p.stdout + p.stderr)[-4000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert [a["ok"] for a in s["asserts"]] == [False, True]
+    assert s["identity"]["holds"] and s["counts"]["offered"] > 0
+    assert "assert e2e.p95<0.001: FAIL" in p.stdout
+
+
+def test_kill_chaos_over_pipes_is_refused_before_starting(tmp_path):
+    p = loadtest("--transport", "pipes", "--chaos", "kill-schedule@3", "--out", str(tmp_path / "x"))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "needs --transport kafka" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

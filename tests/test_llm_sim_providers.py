@@ -196,8 +196,9 @@ def test_billing_fault_per_key_in_both_styles_at_start_and_at_run_time():
 def test_requests_log_shows_what_the_server_received_and_jitter_delays_arrival():
     with SimServer(cfg(keys(2, qps=1), jitter_ms=40)) as sim:
         fmt = {"type": "json_object"}
-        t0 = time.time()
+        t0, m0 = time.time(), time.monotonic()
         assert post(sim, "secret-1", response_format=fmt, max_tokens=300).status_code == 200
+        took = time.monotonic() - m0
         assert post(sim, "secret-1").status_code == 429
         post(sim, "secret-2", text="x" * 900)
         httpx.post(f"{sim.base_url}/chat/completions", json=body(), headers={"Authorization": "Bearer nope"})
@@ -210,6 +211,7 @@ def test_requests_log_shows_what_the_server_received_and_jitter_delays_arrival()
         assert first["prompt"].endswith(PROMPT) and first["images"] == [[810, 1080]]
         assert first["total_tokens"] == first["prompt_tokens"] + first["completion_tokens"]
         assert t0 <= first["ts"] <= first["ts_limiter"] and 0 <= first["jitter_ms"] <= 40
+        assert took >= first["jitter_ms"] / 1000 + 0.01  # the jitter was waited, then the 10 ms latency
         assert refused["reason"] == "rate key k1 qps 1" and refused["account"] is None
         assert len(long_prompt["prompt"]) == 500 and long_prompt["response_format"] is None
         assert any(r["jitter_ms"] > 0 for r in rows)

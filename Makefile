@@ -10,7 +10,7 @@ EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
         bench bench-transport bench-schedule bench-fanout bench-detect \
-        flink-env flink-up flink-down test-flink bench-flink
+        flink-env flink-up flink-down test-flink bench-flink loadtest
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ bench-detect: venv models        ## whole detect stage vs bare backend inference
 	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
 
 bench: bench-transport bench-schedule bench-fanout bench-detect
+
+loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s, with its asserts (LOADTEST_ARGS adds flags)
+	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \
+	  --assert 'achieved>=25' --assert 'success>=0.99' --assert 'e2e_over_llm.p95<=0.15' $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -65,7 +65,7 @@ test-unit: venv                  ## the tests that need no broker (Kafka tests a
 bench-transport: venv kafka-up   ## expand over pipes and Kafka vs orjson / raw confluent-kafka
 	$(PY) scripts/bench_transport.py $(BENCH_ARGS)
 
-bench-schedule: venv             ## 10 keys x 5 qps vs the simulated LLM, 50 tasks/s offered, then one revoked key (~3.5 min)
+bench-schedule: venv             ## key pool vs the strict simulated LLM: 12 rows x 60 s (~14 min); BENCH_ARGS="--rows sliding --seconds 20"
 	$(PY) scripts/bench_schedule.py --check $(BENCH_ARGS)
 
 bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a bare websockets.broadcast

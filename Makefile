@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-transport bench-schedule bench-fanout bench-detect \
+        bench bench-transport bench-schedule bench-answers bench-fanout bench-detect \
         flink-env flink-up flink-down test-flink bench-flink loadtest
 
 $(VENV)/.installed: pyproject.toml
@@ -68,13 +68,17 @@ bench-transport: venv kafka-up   ## expand over pipes and Kafka vs orjson / raw 
 bench-schedule: venv             ## key pool vs the strict simulated LLM: 12 rows x 60 s (~14 min); BENCH_ARGS="--rows sliding --seconds 20"
 	$(PY) scripts/bench_schedule.py --check $(BENCH_ARGS)
 
+bench-answers: venv              ## a drifting model: 30 % variants at 45 tasks/s for 60 s, 30 s of garbage, reader micro-benchmark (~2.5 min)
+	$(PY) scripts/bench_answer_reader.py
+	$(PY) scripts/bench_answers.py --check $(BENCH_ARGS)
+
 bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a bare websockets.broadcast
 	$(PY) scripts/bench_fanout.py $(BENCH_ARGS)
 
 bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
 	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
 
-bench: bench-transport bench-schedule bench-fanout bench-detect
+bench: bench-transport bench-schedule bench-answers bench-fanout bench-detect
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s, with its asserts (LOADTEST_ARGS adds flags)
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \

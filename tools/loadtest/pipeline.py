@@ -53,8 +53,8 @@ class Simulator:
         self.proc = Proc("llm-sim", args, logdir, env=env, stdout=subprocess.PIPE)
         line = self._first_line(30.0)
         if not line.startswith("http"):
-            raise ServiceUnavailable(f"the LLM simulator did not start (hazardctl llm-sim {' '.join(args)})\n"
-                                     + self.proc.tail())
+            raise ServiceUnavailable(f"the LLM simulator did not start (hazardctl llm-sim {' '.join(args)}): "
+                                     f"{self.proc.last_line()} ({self.proc.log})")
         self.base_url = line.strip()
         self.root = self.base_url.removesuffix("/v1")
         self.key_names = [f"sim-key-{i:02d}" for i in range(1, keys + 1)]
@@ -201,17 +201,24 @@ class Pipeline:
         consume = self.procs["consume"]
         found = wait_for(lambda: SERVING.search(consume.log.read_bytes()) or self.dead(), timeout)
         if self.dead() or not found:
-            raise ServiceUnavailable("a stage did not start:\n" + self.tails())
+            raise ServiceUnavailable(f"a stage did not start: {self.why()}")
         self.consume_port = int(found.group(1))
         if self.transport == "kafka":
             from tools.loadtest.kafka_io import groups_stable
 
             ok = wait_for(lambda: self.dead() or groups_stable(settings, list(self.groups.values())), timeout, 0.5)
             if self.dead() or not ok:
-                raise ServiceUnavailable("the stages did not join their consumer groups:\n" + self.tails())
+                raise ServiceUnavailable(f"the stages did not join their consumer groups within {timeout:g} s: {self.why()}")
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if not p.alive()]
+
+    def why(self) -> str:
+        """One line: each dead stage with its exit code and last log line (else: where the logs are)."""
+        dead = [self.procs[n] for n in self.dead()]
+        if not dead:
+            return f"all alive; logs in {self.logdir}"
+        return "; ".join(f"{p.name} exited {p.proc.returncode}: {p.last_line()} ({p.log})" for p in dead)
 
     def tails(self) -> str:
         return "\n".join(p.tail() for p in self.procs.values())

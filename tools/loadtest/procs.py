@@ -122,6 +122,16 @@ class Proc:
         self.kill()  # also reaps anything left in its process group
         return code
 
+    def last_line(self) -> str:
+        """The last line of the log that says something (typer's error boxes stripped of their frame)."""
+        try:
+            text = self.log.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [x.strip(" │╭╮╰╯─") for x in text.splitlines()]
+        lines = [x for x in lines if any(c.isalnum() for c in x)]
+        return lines[-1][-300:] if lines else ""
+
     def tail(self, n: int = 12) -> str:
         try:
             lines = self.log.read_text("utf-8", "replace").splitlines()[-n:]

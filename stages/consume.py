@@ -231,6 +231,7 @@ class ConsumeService:
         self._fanout = FANOUT.labels(STAGE)
         self._alert = ALERT_LATENCY.labels(STAGE)
         self._latency = metrics.STAGE_LATENCY.labels(STAGE)
+        self._hops = metrics.Hops(STAGE)
         CLIENTS.labels(STAGE).set_function(lambda: len(self.hub.clients))
         INCIDENTS_OPEN.labels(STAGE).set_function(lambda: len(self.board.open))
         CAMERAS.labels(STAGE).set_function(lambda: len(self.board.cameras))
@@ -248,14 +249,24 @@ class ConsumeService:
         t0 = time.perf_counter()
         now = time.time()
         self.results_in += len(batch)
+        hops = self._hops
         for _record, result, consumed_at in batch:
+            t = result.times
+            t.alert = now  # consume's stamp: the result is applied here (incidents and /results carry it)
+            hops.hop("result", "alert", t.result, now)
+            if t.capture is not None:
+                hops.span("capture_to_alert", now - t.capture)
             applied = board.apply(result, now)
             results[applied.outcome].inc()
             recent.add(result_summary(result, applied.outcome, consumed_at))
             if applied.events:
                 for ev in applied.events:
                     self.publish(ev, consumed_at)
-                self._fanout.observe(time.time() - consumed_at)
+                sent = time.time()
+                self._fanout.observe(sent - consumed_at)
+                hops.hop("alert", "ws_send", now, sent)
+                if t.capture is not None:
+                    hops.span("capture_to_ws_send", sent - t.capture)
         self._latency.observe((time.perf_counter() - t0) / len(batch))
         if self.pump is not None:
             self.pump.done([b[0] for b in batch])

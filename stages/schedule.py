@@ -32,7 +32,7 @@ from hazardctl.keypool import REFRESH, URGENT, AsyncKeyPool, KeyPool, KeyState, 
 from hazardctl.keys import KeysConfig, LLMKey
 from hazardctl.answer_watch import AnswerWatch
 from hazardctl.llm_client import Call, call_llm, estimate_tokens, open_clients
-from hazardctl.messages import AssessmentTask, RiskAssessmentResult
+from hazardctl.messages import AssessmentTask, RiskAssessmentResult, StageTimes
 from hazardctl.prompt import prompt_for
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
 
@@ -192,6 +192,7 @@ class Scheduler:
         self._m_latency = metrics.STAGE_LATENCY.labels(STAGE)
         self._m_calls = {(k.name, o): LLM_CALLS.labels(k.name, o.value) for k in keys.keys for o in Outcome}
         self._m_llm = {k.name: LLM_LATENCY.labels(k.name) for k in keys.keys}
+        self._hops = metrics.Hops(STAGE)
         self.language = cfg.language or keys.language
         self.prompt_version = prompt_for(self.language).version
         self.answers = AnswerWatch(STAGE, cfg.bad_answer_warn or keys.bad_answer_warn)
@@ -215,8 +216,10 @@ class Scheduler:
             self.stats.stale += 1
             STALE.labels(STAGE).inc()
             no_call = Assessed(Call(Outcome.ABANDONED), error_class="expired" if now >= task.deadline else "too_late")
-            self.emit(ticket, record, self.result(task, "stale", no_call, dequeued))
+            result = self.result(task, "stale", no_call, dequeued)
+            self.emit(ticket, record, result)
             ticket.seal()
+            self.observe_hops(result.times, no_call)
             return
         # acquire a key → call → validate, retried on other keys within the deadline
         try:
@@ -241,6 +244,7 @@ class Scheduler:
         # commit: the record is done (its offset committable) once everything sent above is delivered
         ticket.seal()
         self.observe(assessed, dequeued, time.time())  # after serialising and handing over the result
+        self.observe_hops(result.times, assessed)
 
     def receive(self, record: Record) -> AssessmentTask:
         if not record.value.strip():
@@ -395,6 +399,20 @@ class Scheduler:
         self._m_latency.observe(produced - dequeued)
         if self.trace is not None:
             self.trace.append((dequeued, a.key_wait_s, a.llm_s, produced, a.attempts))
+
+    def observe_hops(self, t: StageTimes, a: Assessed) -> None:
+        """The hops of the `times` record this stage closed, and capture → result with and without the
+        LLM's HTTP time and the wait for a key (pacing is queueing, not overhead): docs/latency.md."""
+        hop = self._hops.hop
+        hop("expand", "dequeue", t.expand, t.dequeue)
+        hop("dequeue", "llm_start", t.dequeue, t.llm_start)
+        hop("llm_start", "llm_end", t.llm_start, t.llm_end)
+        hop("llm_end", "result", t.llm_end, t.result)
+        if t.capture is not None and t.result is not None:
+            total = t.result - t.capture
+            self._hops.span("capture_to_result", total)
+            self._hops.span("capture_to_result_excl_llm", total - a.llm_s)
+            self._hops.span("capture_to_result_excl_llm_key_wait", total - a.llm_s - a.key_wait_s)
 
     # -- the loop around it -------------------------------------------------------------------------
     def stop(self) -> None:

@@ -164,6 +164,7 @@ class DetectStage:
         self._failure_logged = 0.0
         self._info = DetectorInfo(model=detector.model_name, version=detector.model_version)
         self._m_out = shared_metrics.MESSAGES_OUT.labels(STAGE)
+        self._hops = shared_metrics.Hops(STAGE)
         self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
         self.outbox = Outbox(outbox_output, cfg.buffer_bytes, on_dropped=self._on_dropped, on_failed=self._on_failed)
         session = _base36(int(time.time() * 10) % 36 ** 6)
@@ -335,6 +336,8 @@ class DetectStage:
         value = result.model_dump_json().encode()
         m.GROUPS_PER_FRAME.observe(len(groups))
         m.FRAME_LATENCY.observe(max(0.0, published - frame.capture_ts))
+        self._hops.hop("capture", "detect", frame.capture_ts, detect_done)
+        self._hops.hop("detect", "published", detect_done, published)
         self.stats.groups += len(groups)
         self.stats.published += 1
         self._m_out.inc()

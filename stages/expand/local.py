@@ -27,11 +27,14 @@ class Expander:
         self.cfg = cfg
         self.gate = GroupGate(cfg.gate)
         self._suppressed = metrics.SUPPRESSED_GROUPS.labels(STAGE)
+        self._hops = metrics.Hops(STAGE)
 
     def __call__(self, record: Record) -> Outputs:
         det, raw = parse(record.value)
         before = self.gate.suppressed
-        tasks = expand(det, raw, self.gate, self.cfg, time.time())
+        now = time.time()
+        self._hops.hop("published", "expand", det.times.published, now)
+        tasks = expand(det, raw, self.gate, self.cfg, now)
         if self.gate.suppressed != before:
             self._suppressed.inc(self.gate.suppressed - before)
         key = det.camera_id.encode()

@@ -54,6 +54,17 @@ class CameraStats:
         return sum(self.predicted.values())
 
 
+def probe_frame(cfg: SceneConfig, crops: list[Crop], run_id: str, attempt: int) -> bytes:
+    """A frame of a camera of its own (`lt-warmup-N`, new groups only) that proves the pipeline carries
+    a message from the detections to the results before the cameras start; the ledger ignores it."""
+    scene = CameraScene(f"lt-warmup-{attempt}", cfg, crops, seed=attempt)
+    scene.advance(cfg.refresh_s)  # the queue and the dynamic groups have arrived
+    now = time.time()
+    msg = scene.frame(0, now, f"{run_id}:lt-warmup-{attempt}:0")
+    msg["times"] = {"capture": now, "detect": now, "published": now}
+    return orjson.dumps(msg)
+
+
 class Cameras:
     """`n` cameras sending through `send(key, value)` from a thread, from `start` for `duration` s."""
 

@@ -11,12 +11,13 @@ break the identity, as they should). Redeliveries (at-least-once) are counted as
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 import orjson
 
 OUTCOMES = ("ok", "failed", "stale", "shed", "dead_letter")
+#: camera ids of the readiness probe (tools.loadtest.cameras.probe_frame): not part of the run
+WARMUP_PREFIX = "lt-warmup"
 
 
 def is_shed(result: dict) -> bool:
@@ -57,10 +58,13 @@ class Ledger:
         self.dead_letters_by_stage: dict[str, int] = {}
         self.unparsable = 0
         self.done_at: list[tuple[float, str]] = []  # (time landed, outcome), for rates over time
+        self.warmup_results = 0
 
     # -- feeds (reader threads) ---------------------------------------------------------------------------
     def on_task(self, value: bytes, ts: float) -> None:
         t = orjson.loads(value)
+        if t["camera_id"].startswith(WARMUP_PREFIX):
+            return
         tid = t["task_id"]
         with self.lock:
             row = self.tasks.get(tid)
@@ -76,6 +80,9 @@ class Ledger:
 
     def on_result(self, value: bytes, ts: float) -> None:
         r = orjson.loads(value)
+        if r["camera_id"].startswith(WARMUP_PREFIX):
+            self.warmup_results += 1
+            return
         outcome = "shed" if is_shed(r) else r["status"]
         with self.lock:
             row = self._row(r["task_id"])
@@ -91,6 +98,8 @@ class Ledger:
 
     def on_dead_letter(self, value: bytes, ts: float) -> None:
         d = orjson.loads(value)
+        if WARMUP_PREFIX.encode() in d.get("payload", "").encode()[:400]:
+            return
         with self.lock:
             self.dead_letters += 1
             stage = d.get("stage", "?")
@@ -140,7 +149,3 @@ class Ledger:
     def settled(self) -> bool:
         with self.lock:
             return all(r.outcome is not None for r in self.tasks.values())
-
-
-def now() -> float:
-    return time.time()

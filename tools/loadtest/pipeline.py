@@ -138,6 +138,8 @@ class Pipeline:
         self.consume_port: int | None = None
         self._threads: list[threading.Thread] = []
         def kcfg(stage: str) -> list[str]:
+            if stage == "expand" and engine == "flink":  # Flink's KafkaSource assigns partitions itself
+                return ["--kafka-config", str(kafka_config)] if kafka_config else []
             return ["--kafka-config", str(static_member_config(kafka_config, logdir / f"kafka.{stage}.yaml",
                                                                f"loadtest-{run_id}-{stage}"))]
 
@@ -149,6 +151,7 @@ class Pipeline:
             t = topics or {}
             dlq = ["--dlq", f"kafka://{t['dead']}"]
             self.groups = {s: f"loadtest-{run_id}-{s}" for s in ("expand", "schedule", "consume")}
+            self.member_groups = [g for s, g in self.groups.items() if not (s == "expand" and engine == "flink")]
             # downstream first: each stage is in its consumer group before its input arrives
             self._start("consume", [*consume_args, "--in", f"kafka://{t['results']}", "--group", self.groups["consume"],
                                     *dlq, *kcfg("consume")])
@@ -206,7 +209,7 @@ class Pipeline:
         if self.transport == "kafka":
             from tools.loadtest.kafka_io import groups_stable
 
-            ok = wait_for(lambda: self.dead() or groups_stable(settings, list(self.groups.values())), timeout, 0.5)
+            ok = wait_for(lambda: self.dead() or groups_stable(settings, self.member_groups), timeout, 0.5)
             if self.dead() or not ok:
                 raise ServiceUnavailable(f"the stages did not join their consumer groups within {timeout:g} s: {self.why()}")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hazardctl.errors import ConfigError
+from hazardctl.errors import ConfigError, ServiceUnavailable
 from hazardctl.gating import GateConfig
 from tools.loadtest import chaos as chaos_mod
 from tools.loadtest import report
@@ -72,6 +72,8 @@ def validate(o: Options) -> tuple[SceneConfig, list, list]:
     if o.transport not in ("kafka", "pipes"):
         raise ConfigError(f"--transport {o.transport!r}: one of kafka, pipes")
     check_engine(o.engine)
+    if o.engine == "flink" and o.transport != "kafka":
+        raise ConfigError("--engine flink needs --transport kafka (the Flink job reads and writes Kafka topics)")
     if o.cameras < 1 or o.keys < 1 or o.duration <= 0 or o.qps_per_key <= 0:
         raise ConfigError("--cameras, --keys, --duration and --qps-per-key must be > 0")
     scene = SceneConfig(rate=o.rate, fps=o.fps, refresh_s=o.refresh)
@@ -205,6 +207,7 @@ def run(o: Options, console: Console | None = None) -> dict:
                       f"{o.keys} keys × {o.qps_per_key:g} qps, LLM {o.llm_latency}, {o.transport}"
                       f"{', chaos ' + ', '.join(map(str, plan)) if plan else ''}; out {out}", highlight=False)
         pipeline.wait_ready(settings)
+        probe(send, ledger, scene_cfg, crops, run_id, timeout=90 if o.engine == "flink" else 30)
         cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
         chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
                                       script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))
@@ -277,6 +280,21 @@ def run(o: Options, console: Console | None = None) -> dict:
             from tools.loadtest.kafka_io import delete_topics
 
             delete_topics(settings, list(topics.values()))
+
+
+def probe(send, ledger: Ledger, cfg: SceneConfig, crops, run_id: str, timeout: float) -> None:
+    """Send probe frames (one every 3 s) until one's result lands: the whole pipeline carries messages
+    (consumer groups joined, a Flink job running, the scheduler's clients up) before the clock starts."""
+    from tools.loadtest.cameras import probe_frame
+
+    deadline = time.time() + timeout
+    attempt = 0
+    while time.time() < deadline:
+        send(f"lt-warmup-{attempt}".encode(), probe_frame(cfg, crops, run_id, attempt))
+        attempt += 1
+        if wait_for(lambda: ledger.warmup_results > 0, min(3.0, max(0.0, deadline - time.time())), 0.05):
+            return
+    raise ServiceUnavailable(f"no result came through the pipeline within {timeout:g} s of the stages starting")
 
 
 def _raise_interrupt(signum, frame):

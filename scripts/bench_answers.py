@@ -101,6 +101,14 @@ class ScheduleRun:
                 time.sleep(delay)
             self.send(pool[len(self.written)])
 
+    def wait_results(self, n: int, timeout: float = 30.0) -> None:
+        """Until the stage has written `n` results (every task written so far, when n = len(written))."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.out.exists() and self.out.read_bytes().count(b"\n") >= n:
+                return
+            time.sleep(0.1)
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
@@ -159,7 +167,7 @@ def run_mix(sim, workdir: Path, rate: float, duration: float, mix: str = MIX_30)
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     normalized = sum(1 for r in results if r.get("answer_normalized"))
     variants: dict[str, int] = {}
-    for r in sim.requests(limit=100_000):
+    for r in sim.requests(limit=100_000):  # the simulator's log: which variant each request got
         if r.get("answer"):
             variants[r["answer"]] = variants.get(r["answer"], 0) + 1
     offered = len(run.written)
@@ -189,7 +197,7 @@ def run_garbage(sim, workdir: Path, rate: float, garbage_s: float, good_s: float
     run.feed(pool, rate, garbage_s - 3.0)
     before_tail = {k: v["requests"] for k, v in sim.stats()["keys"].items()}
     run.feed(pool, rate, 3.0)
-    time.sleep(1.5)  # the last garbage tasks get their retry (latency is short)
+    run.wait_results(len(run.written))  # every garbage task has had its answer and its retry
     tail = {k: v["requests"] - before_tail.get(k, 0) for k, v in sim.stats()["keys"].items()}
     stop.set()
     watcher.join()
@@ -253,8 +261,8 @@ def main() -> int:
     import tempfile
 
     rows: list[tuple[str, str, str, bool]] = []
-    with tempfile.TemporaryDirectory() as tmp, start_sim_process(build_config(keys=10, qps=5, port=0,
-                                                                                latency=args.latency)) as sim:
+    cfg = build_config(keys=10, qps=5, port=0, latency=args.latency).model_copy(update={"requests_log": 100_000})
+    with tempfile.TemporaryDirectory() as tmp, start_sim_process(cfg) as sim:
         (Path(tmp) / "mix").mkdir()
         (Path(tmp) / "garbage").mkdir()
         m = run_mix(sim, Path(tmp) / "mix", args.rate, args.duration, args.mix)

@@ -19,7 +19,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 @pytest.fixture
 def sim():
-    with SimServer(SimConfig(keys=generated_keys(10, qps=5), latency="uniform:0.3:0.8", port=0)) as s:
+    with SimServer(SimConfig(keys=generated_keys(10, qps=5), latency="uniform:0.3:0.8", port=0, requests_log=5000)) as s:
         yield s
 
 

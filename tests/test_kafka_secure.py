@@ -243,3 +243,24 @@ def test_wrong_password_and_untrusted_certificate_fail_fast_with_one_line(secure
         assert "Traceback" not in text, text
         assert wrong not in text and secure_broker.password not in text, f"{case}/{stage} printed a secret"
         assert elapsed < 30
+
+
+def test_running_clients_stop_on_a_refused_login_instead_of_retrying(secure_broker):
+    """Past the start-up check (credentials rotated under a running stage, a reconnect): the clients'
+    error callback turns the refusal into ServiceUnavailable out of poll(), the stage's one line."""
+    from hazardctl.config import KafkaSettings
+    from hazardctl.errors import ServiceUnavailable
+    from hazardctl.transports.kafka import KafkaClients
+
+    wrong = "rotated-" + uuid.uuid4().hex
+    settings = KafkaSettings(bootstrap_servers=secure_broker.client["HAZARDCTL_KAFKA_BOOTSTRAP"],
+                             security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
+                             sasl_username="hazardctl", sasl_password=wrong, ssl_ca_location=secure_broker.ca)
+    clients = KafkaClients(settings)
+    for poll in (lambda: clients.input(["any-topic"], f"g-{wrong}").poll(0.5),
+                 lambda: clients.output("any-topic").poll(0.5)):
+        t0 = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="refused the login of user 'hazardctl'") as exc:
+            while time.monotonic() - t0 < 20:
+                poll()
+        assert wrong not in str(exc.value) and time.monotonic() - t0 < 20

@@ -539,6 +539,9 @@ def loadtest_cmd(
                                             "broker is started when it is not running)."),
     keep_topics: bool = typer.Option(False, help="Keep the run's topics (default: deleted at the end)."),
     live: Optional[bool] = typer.Option(None, "--live/--no-live", help="Live view (default: on a terminal)."),
+    jitter_allowance_ms: Optional[float] = typer.Option(
+        None, help="The key pool's pacing margin for network jitter (default: the pool's, 40 ms = 3.8 % of each "
+        "key's rate); loopback to the simulator jitters ~1 ms."),
 ) -> None:
     from pathlib import Path
 
@@ -548,7 +551,8 @@ def loadtest_cmd(
                             llm_latency=llm_latency, transport=transport, engine=engine, sim_args=sim_arg,
                             chaos=chaos, asserts=asserts, out=Path(out) if out else None, fps=fps, refresh=refresh,
                             deadline=deadline, kafka_config=Path(kafka_config) if kafka_config else None,
-                            bootstrap=bootstrap, keep_topics=keep_topics, live=live)
+                            bootstrap=bootstrap, keep_topics=keep_topics, live=live,
+                            jitter_allowance_ms=jitter_allowance_ms)
     if sweep is not None:
         if sweep != "cameras":
             raise ConfigError(f"--sweep {sweep!r}: only 'cameras' can be swept")

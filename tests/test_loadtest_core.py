@@ -114,3 +114,24 @@ def test_chaos_is_parsed_strictly_and_kills_need_kafka():
     with pytest.raises(ConfigError, match="needs --transport kafka"):
         chaos.parse("kill-schedule@5", "pipes", 60)
     assert chaos.parse("latency-spike@5", "pipes", 60).name == "latency-spike"
+
+
+def test_live_view_renders_outcomes_and_key_states():
+    import io
+
+    from rich.console import Console
+
+    from tools.loadtest.live import LiveView
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=140, record=True)
+    view = LiveView(console, Options(cameras=5), 0.0, None, None, None, None, enabled=True)
+    view._sim = {"keys": {"sim-key-01": {"requests": 7, "ok": 6, "rate_limited_429": 0, "unauthorized_401": 1,
+                                         "server_errors_5xx": 0, "in_flight": 2}}}
+    view._states = {"sim-key-01": "disabled"}
+    counts = {"offered": 12, "ok": 9, "failed": 1, "stale": 0, "shed": 0, "dead_letter": 0, "in_flight": 2}
+    f = {"elapsed": 12.3, "frames": 60, "late": 0, "predicted": 12, "counts": counts, "offered_rate": 2.5,
+         "achieved_rate": 2.4, "success": 0.9, "e2e_p95": 1.95, "llm_p95": 1.9, "dead": ["schedule"]}
+    console.print(view.render(f))
+    text = console.export_text()
+    assert "offered 12  ok 9  failed 1" in text and "disabled" in text and "schedule" in text and "90.00%" in text
+    assert "in flight 2" in view.line(f) and "DOWN: schedule" in view.line(f)

@@ -82,11 +82,15 @@ class Simulator:
     def set_fault(self, key: str, fault: str | None, **params) -> None:
         self._http("POST", "/faults", {"key": key, "fault": fault, **params})
 
-    def keys_file(self, path: Path, qps: float) -> Path:
-        """The scheduler's keys YAML: the simulator's fake keys (sim-secret-NN), paced at `qps`."""
+    def keys_file(self, path: Path, qps: float, jitter_allowance_ms: float | None = None) -> Path:
+        """The scheduler's keys YAML: the simulator's fake keys (sim-secret-NN), paced at `qps`; the key
+        pool's pacing margin for network jitter as given (default: the pool's own, 40 ms = 3.8 %)."""
         keys = [{"name": n, "api_key": f"sim-secret-{n[-2:]}", "qps_limit": qps, "base_url": self.base_url,
                  "model": "qwen-vl-plus"} for n in self.key_names]
-        path.write_text(yaml.safe_dump({"strategy": "round_robin", "keys": keys}, sort_keys=False))
+        data: dict = {"strategy": "round_robin"}
+        if jitter_allowance_ms is not None:
+            data["jitter_allowance_ms"] = jitter_allowance_ms
+        path.write_text(yaml.safe_dump({**data, "keys": keys}, sort_keys=False))
         return path
 
 

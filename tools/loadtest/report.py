@@ -69,7 +69,12 @@ def latencies(rows: list[TaskRow]) -> dict:
         for name, a, b in STAGES:
             if t.get(a) is not None and t.get(b) is not None:
                 stages[name].append(t[b] - t[a])
+    by_reason: dict[str, list[float]] = {}
+    for r in ok:
+        if r.capture is not None:
+            by_reason.setdefault(r.reason or "?", []).append(r.on_topic - r.capture)
     return {"e2e": dist(e2e), "llm": dist(llm), "e2e_minus_llm": dist(over),
+            "e2e_by_reason": {k: dist(v) for k, v in sorted(by_reason.items())},
             "stages": {name: dist(v) for name, v in stages.items()}}
 
 
@@ -135,7 +140,8 @@ def parse_assert(text: str) -> Assert:
 
 
 def flat_figures(s: dict) -> dict[str, float]:
-    """Every figure an --assert may name: e2e.p95, llm.p99, e2e_minus_llm.p95, stage names (spaces →
+    """Every figure an --assert may name: e2e.p95, llm.p99, e2e_minus_llm.p95, e2e_new.p95 (by the task's
+    reason: new, changed, refresh), stage names (spaces →
     _), success, achieved, offered_rate, in_flight, lost, failed, stale, shed, dead_letters, late, ..."""
     f: dict[str, float] = {}
     lat = s["latency"]
@@ -143,6 +149,10 @@ def flat_figures(s: dict) -> dict[str, float]:
         for k, v in lat[group].items():
             if v is not None:
                 f[f"{group}.{k}"] = v
+    for reason, d in lat.get("e2e_by_reason", {}).items():
+        for k, v in d.items():
+            if v is not None:
+                f[f"e2e_{reason}.{k}"] = v
     for name, d in lat["stages"].items():
         for k, v in d.items():
             if v is not None:

@@ -55,6 +55,7 @@ class Options:
     seed: int = 1
     live: bool | None = None
     plot: bool = True
+    jitter_allowance_ms: float | None = None
 
 
 def sim_latency(spec: str) -> str:
@@ -178,7 +179,7 @@ def run(o: Options, console: Console | None = None) -> dict:
             topics = create_topics(settings, run_id.replace("-", ""))
         sim = Simulator(logdir, env, keys=o.keys, qps=o.qps_per_key, latency=sim_latency(o.llm_latency),
                         seed=o.seed, extra=o.sim_args)
-        keys_file = sim.keys_file(out / "api_keys.loadtest.yaml", o.qps_per_key)
+        keys_file = sim.keys_file(out / "api_keys.loadtest.yaml", o.qps_per_key, o.jitter_allowance_ms)
         gate = gate_config(o)
         pipeline = Pipeline(o.transport, logdir, env, keys_file=keys_file, engine=o.engine,
                             refresh=gate.refresh_interval_s, deadline=o.deadline, kafka_config=o.kafka_config,
@@ -321,7 +322,8 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
         "config": {"cameras": o.cameras, "rate": o.rate, "duration_s": o.duration, "keys": o.keys,
                    "qps_per_key": o.qps_per_key, "llm_latency": o.llm_latency, "transport": o.transport,
                    "engine": o.engine, "fps": o.fps, "refresh_s": o.refresh, "deadline_s": o.deadline,
-                   "chaos": o.chaos, "sim_args": o.sim_args, "topics": topics},
+                   "chaos": o.chaos, "sim_args": o.sim_args, "topics": topics,
+                   "jitter_allowance_ms": o.jitter_allowance_ms},
         "cameras": {"frames": frames, "detections_per_s": round(frames / o.duration, 2),
                     "groups_shown": groups, "groups_shown_per_s": round(groups / o.duration, 2),
                     "late": late, "late_threshold_s": 0.1, "lag": report.dist(lags),

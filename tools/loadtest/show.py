@@ -42,6 +42,8 @@ def print_report(console: Console, s: dict) -> None:
     add("end to end (capture → result on topic)", lat["e2e"], "bold")
     add("LLM only", lat["llm"], "bold")
     add("end to end − LLM, per task", lat["e2e_minus_llm"])
+    for reason, d in lat.get("e2e_by_reason", {}).items():
+        add(f"  end to end, {reason} groups", d)
     for name, d in lat["stages"].items():
         add(f"  {name}", d)
     console.print(t)

@@ -242,7 +242,7 @@ async def _serve(cfg: SimConfig, stop_on_stdin_eof: bool) -> None:
              "model %s, seed %d%s", len(cfg.keys), ",".join(sorted({f"{k.qps:g}" for k in cfg.keys})),
              len(cfg.accounts), cfg.limiter, ", surge protection" if cfg.surge else "", cfg.jitter_ms, cfg.errors,
              "" if cfg.retry_after else " without Retry-After", cfg.latency, cfg.model, cfg.seed,
-             f", faults {faults}" if faults else "")
+             (f", faults {faults}" if faults else "") + (f", answers {cfg.answer_mix}" if cfg.answer_mix != "strict:1" else ""))
     await stop.wait()
     log.info("llm-sim: stopping; totals %s", {k: v for k, v in sim.stats()["totals"].items() if isinstance(v, int) and v})
     await runner.cleanup()

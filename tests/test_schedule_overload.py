@@ -1,0 +1,46 @@
+"""The schedule stage under overload, against the real simulated provider (issue 8): new/changed
+tasks go before refreshes when the keys are the bottleneck, tasks that cannot be served in time are
+answered `stale` (shed) with a reason, never dropped; the start-up WARNING for an over-claimed
+account."""
+
+from __future__ import annotations
+
+import logging
+
+from hazardctl.keys import Account, KeysConfig, LLMKey
+from tests.test_schedule_stage import run_stage, tasks
+from tools.llm_sim import SimConfig, SimKey, SimServer
+
+
+def test_refreshes_absorb_the_shortfall_and_every_task_is_accounted_for(tmp_path):
+    # one 5-qps key, 3 s deadlines: ~10 calls fit; 36 refreshes arrive BEFORE 8 new tasks
+    items = tasks(44, deadline_s=3.0)
+    items = [t.model_copy(update={"reason": "refresh" if i < 36 else ("new" if i % 2 else "changed")})
+             for i, t in enumerate(items)]
+    with SimServer(SimConfig(keys=[SimKey(name="k0", api_key="secret-0", qps=5)], latency="fixed:0.1", port=0,
+                             limiter="sliding-window")) as sim:
+        keys = KeysConfig(keys=[LLMKey(name="k0", api_key="secret-0", qps_limit=5, base_url=sim.base_url)])
+        results, dead, stats = run_stage(tmp_path, keys, items)
+        refused = sim.stats()["totals"]["rate_limited_429"]
+    by_id = {r["task_id"]: r for r in results}
+    assert sorted(by_id) == sorted(t.task_id for t in items)  # every task answered exactly once
+    urgent = [by_id[t.task_id] for t in items if t.reason != "refresh"]
+    refresh = [by_id[t.task_id] for t in items if t.reason == "refresh"]
+    assert all(r["status"] == "ok" for r in urgent)  # served first although they came last
+    assert {r["status"] for r in refresh} == {"ok", "stale"}
+    shed = [r for r in refresh if r["status"] == "stale"]
+    assert shed and all(r["error_class"] == "shed" and r["attempts"] == 0 for r in shed)
+    assert stats.stale == len(shed) and not dead  # shed tasks are results, not dead letters
+    assert refused == 0
+
+
+def test_an_account_over_claimed_by_its_keys_is_reported_at_start(tmp_path, caplog):
+    with SimServer(SimConfig(keys=[SimKey(name=f"k{i}", api_key=f"secret-{i}", qps=5) for i in range(2)],
+                             latency="fixed:0.02", port=0)) as sim:
+        keys = KeysConfig(accounts={"acct": Account(qps=6)},
+                          keys=[LLMKey(name=f"k{i}", api_key=f"secret-{i}", qps_limit=5, account="acct",
+                                       base_url=sim.base_url) for i in range(2)])
+        with caplog.at_level(logging.WARNING, logger="hazardctl"):
+            results, _, _ = run_stage(tmp_path, keys, tasks(3))
+    assert all(r["status"] == "ok" for r in results)
+    assert "keys of account acct claim 10 qps, account allows 6: the pool will do <= 6/s" in caplog.text

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-transport bench-schedule bench-answers bench-fanout bench-detect \
+        bench bench-transport bench-schedule bench-answers bench-fanout bench-detect bench-latency \
         flink-env flink-up flink-down test-flink bench-flink loadtest
 
 $(VENV)/.installed: pyproject.toml
@@ -65,6 +65,9 @@ test-unit: venv                  ## the tests that need no broker (Kafka tests a
 bench-transport: venv kafka-up   ## expand over pipes and Kafka vs orjson / raw confluent-kafka
 	$(PY) scripts/bench_transport.py $(BENCH_ARGS)
 
+bench-latency: venv kafka-up     ## every hop at 20/s and 45/s over Kafka and pipes vs the raw-client floor, same run (~8 min); BENCH_ARGS="--duration 20"
+	$(PY) scripts/bench_latency.py --check $(BENCH_ARGS)
+
 bench-schedule: venv             ## key pool vs the strict simulated LLM: 12 rows x 60 s (~14 min); BENCH_ARGS="--rows sliding --seconds 20"
 	$(PY) scripts/bench_schedule.py --check $(BENCH_ARGS)
 
@@ -78,7 +81,7 @@ bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a b
 bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
 	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
 
-bench: bench-transport bench-schedule bench-answers bench-fanout bench-detect
+bench: bench-transport bench-schedule bench-answers bench-fanout bench-detect bench-latency
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s, with its asserts (LOADTEST_ARGS adds flags)
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \

@@ -200,7 +200,7 @@ def main() -> None:
         ours_k, base_k, pass_k, old_k = bench_kafka(data, KafkaSettings(bootstrap_servers=args.bootstrap,
                                                                         producer=overrides))
         rows.append(("passthrough, Kafka", pass_k, "raw confluent-kafka", base_k, "(our loop, no work)", ""))
-        rows.append(("expand over Kafka", ours_k, "expand, old loop", old_k, "≥ old loop (issue 13)",
+        rows.append(("expand over Kafka", ours_k, "expand, old loop", old_k, "≥ old loop (±5 % noise)",
                      "OK" if ours_k >= 0.95 * old_k else "MISSED"))
         rows.append(("expand over Kafka", ours_k, "raw confluent-kafka", base_k, "≥ 50 % of raw",
                      "OK" if ours_k >= 0.5 * base_k else "MISSED"))

@@ -437,7 +437,9 @@ class KeyPool:
         key.in_flight -= 1
         if lease.probe:
             key.probing = False
-        if usage is not None:
+        if usage is None and outcome not in (Outcome.OK, Outcome.BAD_RESPONSE):
+            usage = 0.0  # refused, failed or never sent: the provider counted no tokens
+        if usage is not None and lease.cost:
             for r in (key.rate, key.account):
                 if r is not None:
                     r.correct(lease.cost - usage)

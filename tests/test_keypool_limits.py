@@ -185,6 +185,17 @@ def test_usage_refunds_an_overestimate_and_charges_an_underestimate():
     assert rate(1000, None) == pytest.approx(1.0, rel=0.03)  # no usage: the estimate stands
 
 
+def test_a_refused_or_abandoned_request_gives_its_tokens_back():
+    p = KeyPool([KeyLimits("a", 100.0, tpm=60_000)], policy(jitter_allowance=0.0))
+    lease = p.acquire(0.0, cost=1000)
+    assert p.acquire(0.0, cost=1000) is None and p.ready_at(0.0, cost=1000) == pytest.approx(1.0)
+    p.release(lease, Outcome.RATE_LIMITED_TOKENS, 0.1, retry_after=0.0)
+    assert p.ready_at(0.1, cost=1000) == pytest.approx(0.1)  # the tokens are back (else ~1.4 s at 0.7x)
+    lease = p.acquire(1.1, cost=1000)
+    p.release(lease, Outcome.ABANDONED, 1.2)
+    assert p.acquire(1.2, cost=1000) is not None  # never sent: nothing spent
+
+
 def test_tokens_are_shared_by_the_keys_of_an_account():
     keys = [KeyLimits(f"k{i}", 5.0, account="A") for i in range(4)]
     p = KeyPool(keys, policy(jitter_allowance=0.0), accounts=[AccountLimits("A", tpm=120_000)])

@@ -326,7 +326,7 @@ class Scheduler:
         self._m_calls[(key.name, call.outcome)].inc()
         self._m_llm[key.name].observe(took)
         if after is not before and after in (KeyState.DISABLED, KeyState.COOLING):
-            why = self.redact(call.error or call.outcome.value)
+            why = f"{call.outcome.value}: {self.redact(call.error)}" if call.error else call.outcome.value
             if after is KeyState.DISABLED:
                 log.warning("key %s disabled (%s); probing it again every %.0fs", key.name, why,
                             self.keys.reprobe_interval)

@@ -39,7 +39,7 @@ def test_30_percent_drifted_answers_at_45_tasks_per_s_are_read_ok(sim, tmp_path)
 
 
 def test_garbage_fails_tasks_not_keys_warns_and_recovers_at_once(sim, tmp_path):
-    g = run_garbage(sim, tmp_path, rate=20, garbage_s=8)
+    g = run_garbage(sim, tmp_path, rate=20, garbage_s=8, good_s=1.5)
     assert g["results"] == g["written"]
     assert g["garbage_tasks"] >= 100 and g["garbage_failed_bad_response"] == g["garbage_tasks"], g["garbage_statuses"]
     assert g["garbage_dead_letters"] == g["garbage_tasks"]
@@ -48,17 +48,17 @@ def test_garbage_fails_tasks_not_keys_warns_and_recovers_at_once(sim, tmp_path):
     # … and the simulator saw every key still in use at the end of the garbage phase
     assert len(g["requests_per_key_last_3s"]) == 10 and min(g["requests_per_key_last_3s"].values()) > 0
     assert g["warning"], g["stderr"][-2000:]
-    assert g["good_tasks"] >= 30 and g["good_ok_first_attempt"] == g["good_tasks"]
+    assert g["good_tasks"] >= 25 and g["good_ok_first_attempt"] == g["good_tasks"]
     assert "sim-secret" not in g["stderr"]
 
 
 def test_response_format_and_chinese_prompt_as_the_server_receives_them(sim, tmp_path):
     keys = write_keys(tmp_path / "keys.json", sim.base_url, formats={1: "json_object", 2: "json_schema"})
     run = ScheduleRun(tmp_path, keys, ["--language", "zh"])
-    for t in task_pool(20):
+    for t in task_pool(12):
         run.send(t)
     results, dead, err = run.finish()
-    assert len(results) == 20 and all(r["status"] == "ok" for r in results) and not dead, err[-2000:]
+    assert len(results) == 12 and all(r["status"] == "ok" for r in results) and not dead, err[-2000:]
     seen = {}
     for req in sim.requests(limit=100):
         seen.setdefault(req["key"], []).append(req)

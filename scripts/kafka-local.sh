@@ -10,6 +10,8 @@
 #        KAFKA_LOCAL_VERSION kafka_2.13 version       (default 4.1.0)
 #        KAFKA_LOCAL_LIBS    jar folder               (default $KAFKA_LOCAL_HOME/libs; secure: the
 #                                                      plaintext broker's .cache/kafka/libs, shared)
+#        KAFKA_LOCAL_READY=log  `up` trusts the broker's "Kafka Server started" log line (and the open
+#                            port) instead of a client round trip with a Java tool (tests; saves a JVM)
 # Secured mode (`--secure` or KAFKA_LOCAL_SECURE=1): a second, independent broker whose only client
 # listener is SASL_SSL with SCRAM-SHA-256 (the controller stays on plaintext loopback). On first `up`
 # it makes a throwaway CA and a server certificate for 127.0.0.1/localhost (openssl, PEM files that
@@ -255,7 +257,12 @@ cmd_up() {
   fi
   write_config
   if [[ ! -f "$DATA/meta.properties" ]]; then   # format once; re-formatting would fail
-    local id; id="$("${KJAVA[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
+    local id
+    if [[ "$SECURE" == 1 ]]; then   # a cluster id is 16 random bytes, base64url: no JVM needed for that
+      id="$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n')"
+    else
+      id="$("${KJAVA[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
+    fi
     "${KJAVA[@]}" kafka.tools.StorageTool format -t "$id" -c "$KHOME/server.properties" --standalone \
       "${scram[@]+"${scram[@]}"}" >/dev/null || die "storage format failed (see $KHOME/tools.log)"
     say "formatted storage in $DATA (cluster id $id)${scram[*]:+, SCRAM-SHA-256 users admin and $CLIENT_USER}"
@@ -274,9 +281,13 @@ cmd_up() {
     local left=$((deadline - SECONDS)); ((left > 0)) || break
     # TCP accept first (cheap), then a real Kafka-protocol round trip (metadata request);
     # the tool's own wait is capped so the overall timeout holds.
-    if port_open "$PORT" && timeout "$((left < 20 ? left : 20))" "${KJAVA[@]}" \
+    # secured mode: no JVM round trip before the broker says it started (each costs seconds of CPU)
+    if [[ "$SECURE" == 1 || "${KAFKA_LOCAL_READY:-}" == log ]] && ! grep -q "Kafka Server started" "$LOG" 2>/dev/null; then
+      sleep 0.5; continue
+    fi
+    if port_open "$PORT" && { [[ "${KAFKA_LOCAL_READY:-}" == log ]] || timeout "$((left < 20 ? left : 20))" "${KJAVA[@]}" \
          org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$PORT" --list \
-         "${ready_conf[@]+"${ready_conf[@]}"}" >/dev/null 2>&1; then
+         "${ready_conf[@]+"${ready_conf[@]}"}" >/dev/null 2>&1; }; then
       say "up: pid $(cat "$PIDF"), bootstrap 127.0.0.1:$PORT ($MODE), ready after $((SECONDS - t0))s (log $LOG)"
       [[ "$SECURE" == 1 ]] && say "client settings: $KHOME/client.env (user $CLIENT_USER; the password is in that file, mode 0600)"
       return 0

@@ -12,6 +12,7 @@ and one line that says what to fix, and no secret is ever printed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hazardctl.synthetic import detection
+from tools.llm_sim import SimConfig, SimKey, SimServer
 from tests.conftest import HAZARDCTL, ROOT
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
@@ -62,8 +64,10 @@ def _script(env: dict, *args: str) -> subprocess.CompletedProcess:
 class SecureBroker:
     def __init__(self, home: Path, port: int):
         self.home, self.port = home, port
+        # KAFKA_LOCAL_READY=log: ready when the broker logs that it started (no JVM client round trip:
+        # the tests' own SASL_SSL clients are the round trip)
         self.script_env = {**os.environ, "KAFKA_LOCAL_HOME": str(home), "KAFKA_LOCAL_PORT": str(port),
-                           "KAFKA_LOCAL_TIMEOUT": "90", "KAFKA_LOCAL_SECURE": "1"}
+                           "KAFKA_LOCAL_TIMEOUT": "90", "KAFKA_LOCAL_SECURE": "1", "KAFKA_LOCAL_READY": "log"}
         self.client: dict[str, str] = {}
 
     def up(self) -> str:
@@ -147,7 +151,7 @@ def test_secured_broker_refuses_plaintext_and_anonymous_clients(secure_broker):
         admin = AdminClient({"bootstrap.servers": secure_broker.client["HAZARDCTL_KAFKA_BOOTSTRAP"], "log_level": 0,
                              **conf})
         with pytest.raises(Exception):
-            admin.list_topics(timeout=3)
+            admin.list_topics(timeout=1.5)
     assert AdminClient({**secure_broker.librdkafka(), "log_level": 0}).list_topics(timeout=10).brokers
 
 
@@ -165,13 +169,18 @@ def test_expand_and_schedule_over_sasl_ssl_scram(secure_broker, secure_topic, tm
     yaml_env = {k: v for k, v in secure_broker.stage_env().items() if not k.startswith("HAZARDCTL_KAFKA")}
     yaml_env["HAZARDCTL_KAFKA_SASL_PASSWORD"] = secure_broker.password
     expand_err, schedule_err = tmp_path / "expand.err", tmp_path / "schedule.err"
+    sim = SimServer(SimConfig(keys=[SimKey(name="k1", api_key="sim-secret-k1", qps=20)], latency="fixed:0.05", port=0))
+    sim.__enter__()
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text(json.dumps({"keys": [{"name": "k1", "api_key": "sim-secret-k1", "qps_limit": 20,
+                                               "base_url": sim.base_url}]}))
     procs = [
         subprocess.Popen([*HAZARDCTL, "expand", "--in", f"kafka://{det}", "--out", f"kafka://{tasks}",
                           "--dlq", f"kafka://{dlq}", "--group", f"g-{det}", "--deadline", "120",
                           "--kafka-config", str(secure_broker.home / "client.yaml")],
                          env=yaml_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=expand_err.open("wb")),
-        subprocess.Popen([*HAZARDCTL, "schedule", "--in", f"kafka://{tasks}", "--out", f"kafka://{results}",
-                          "--dlq", f"kafka://{dlq}", "--group", f"g-{tasks}"],
+        subprocess.Popen([*HAZARDCTL, "schedule", "--keys", str(keys_file), "--in", f"kafka://{tasks}",
+                          "--out", f"kafka://{results}", "--dlq", f"kafka://{dlq}", "--group", f"g-{tasks}"],
                          env=secure_broker.stage_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=schedule_err.open("wb")),
     ]
@@ -196,6 +205,7 @@ def test_expand_and_schedule_over_sasl_ssl_scram(secure_broker, secure_topic, tm
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        sim.__exit__(None, None, None)
     logs = expand_err.read_text() + schedule_err.read_text()
     assert len(got) == 6, f"{len(got)} results of 6 over SASL_SSL\n{logs[-3000:]}"
     assert {r["camera_id"] for r in got} == {"cam-0", "cam-1", "cam-2"}
@@ -218,14 +228,18 @@ def test_wrong_password_and_untrusted_certificate_fail_fast_with_one_line(secure
         "wrong password": ({"HAZARDCTL_KAFKA_SASL_PASSWORD": wrong}, "refused the login of user 'hazardctl'"),
         "untrusted certificate": ({"HAZARDCTL_KAFKA_SSL_CA": _other_ca(tmp_path)}, "certificate verify failed"),
     }
+    # schedule with keys that need no simulator process: the Kafka check comes before any LLM call
     stages = {"expand": ["--in", f"kafka://{det}", "--out", f"kafka://{tasks}"],
-              "schedule": ["--in", f"kafka://{tasks}", "--out", "-"]}
+              "schedule": ["--in", f"kafka://{tasks}", "--out", "-", "--keys", "config/api_keys.sim.yaml"]}
     runs = {}
     t0 = time.monotonic()
-    for case, (override, _) in cases.items():  # all four at once: each must end on its own within 30 s
-        for stage, args in stages.items():
-            runs[(case, stage)] = subprocess.Popen([*HAZARDCTL, stage, *args], env=secure_broker.stage_env(**override),
-                                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # wrong password: both stages; untrusted certificate: schedule. All at once: each must end on its
+    # own within 30 s (measured from the start, so Python's own start-up counts against it)
+    for case, stage in (("wrong password", "expand"), ("wrong password", "schedule"),
+                        ("untrusted certificate", "schedule")):
+        runs[(case, stage)] = subprocess.Popen([*HAZARDCTL, stage, *stages[stage]],
+                                               env=secure_broker.stage_env(**cases[case][0]),
+                                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outputs = {}
     for key, proc in runs.items():
         try:

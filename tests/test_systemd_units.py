@@ -117,3 +117,40 @@ def test_hardened_restarted_and_secrets_from_files(root, unit):
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", p.stdout)
     assert m, p.stdout[-500:] + p.stderr
     assert float(m.group(1)) <= 2.5, f"{unit}: exposure {m.group(1)}\n{p.stdout[-2000:]}"
+
+
+def _exec_start(text: str, instance: str = "0") -> list[str]:
+    """ExecStart= of a unit as the argument list systemd would run: continuation lines joined,
+    ${VAR} and $VAR from the unit's Environment= defaults, %i/%d/%H specifiers filled in."""
+    text = text.replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^Environment=(.*)$", text, re.M):
+        for item in line.split():
+            k, _, v = item.partition("=")
+            env[k] = v
+    (cmd,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
+    cmd = cmd.replace("%i", instance).replace("%d", "/run/credentials/x").replace("%H", "host")
+    args = []
+    for word in cmd.split():
+        if word.startswith("${") and word.endswith("}"):
+            args.append(env[word[2:-1]])
+        elif word.startswith("$"):
+            args.extend(env[word[1:]].split())
+        else:
+            args.append(word)
+    return args
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in UNITS.glob("*.service")))
+def test_every_flag_in_execstart_exists(unit):
+    """The command lines of the units parse with the real CLI (a misspelt or removed flag fails here)."""
+    from typer.testing import CliRunner
+
+    from hazardctl.cli import app
+
+    args = _exec_start((UNITS / unit).read_text())
+    assert args[0] == "/opt/hazardctl/venv/bin/hazardctl"
+    r = CliRunner().invoke(app, [*args[1:], "--help"])
+    assert r.exit_code == 0, f"{unit}: {' '.join(args[1:])}\n{r.output}"
+    r = CliRunner().invoke(app, [*args[1:], "--no-such-flag", "--help"])
+    assert r.exit_code != 0  # the check above can fail

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
-from hazardctl.errors import ConfigError, DeliveryError
+from hazardctl.errors import ConfigError, DeliveryError, ServiceUnavailable
 from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults, result_summary
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
@@ -201,6 +201,8 @@ class InputPump:
             if left:
                 log.error("consume: %d dead letters not delivered; their inputs stay uncommitted", left)
             inp.close()
+        except ServiceUnavailable as e:  # expected (Kafka refused our login or certificate): its one line
+            self._failed = self._failed or e
         except Exception as e:
             log.exception("consume: input failed")
             self._failed = self._failed or e
@@ -422,6 +424,8 @@ async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, 
     log.info("consume: results=%d events=%d clients_dropped=%d dead_letters=%d", service.results_in,
              service.seq, service.hub.dropped, pump.dead_letters)
     if failure is not None:
+        if isinstance(failure, ServiceUnavailable):
+            raise failure  # exit 3, the line says what to fix
         raise DeliveryError(f"{STAGE}: {failure}")
 
 

@@ -166,7 +166,7 @@ def wait_for_broker(settings: KafkaSettings, timeout: float = 30.0, topics: list
             if time.monotonic() >= deadline:
                 raise ServiceUnavailable(
                     f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s "
-                    "(is it running? try `make kafka-up`)"
+                    f"(is it running? try `make kafka-up`; does its listener speak {settings.security_protocol}?)"
                 ) from None
             time.sleep(0.5)
     missing = [t for t in topics or [] if t not in md.topics]

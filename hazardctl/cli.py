@@ -454,11 +454,19 @@ def consume_cmd(
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Also serve Prometheus /metrics on this port "
                                                "(it is always on the HTTP API's /metrics)."),
+    token_file: Optional[str] = typer.Option(
+        None, "--token-file", help="Require this bearer token (the file's one line) on the HTTP API, /metrics and "
+        "the WebSocket; the page asks for it. Default: $HAZARDCTL_CONSUME_TOKEN, else no token."),
+    allow_origin: list[str] = typer.Option(
+        [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket besides "
+        "the server's own; repeatable; '*' allows any (not advised)."),
+    max_clients: int = typer.Option(1000, min=1, help="Most WebSocket clients at once; more are refused (503)."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
     from stages import consume
+    from stages.consume_web import AccessPolicy, load_token, parse_origins
 
     if min_level not in ("low", "medium", "high"):
         raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
@@ -469,7 +477,9 @@ def consume_cmd(
     opts = consume.ConsumeOptions(
         ws_host=ws_host, ws_port=ws_port, http_host=http_host, http_port=http_port,
         board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
-        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof)
+        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
+        access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
+                            max_clients=max_clients))
     serve_metrics(metrics_port)
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)
 

@@ -17,8 +17,10 @@ takes whatever was in its pipes with it, so the kill chaos is refused there: use
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from hazardctl.errors import ConfigError
@@ -52,6 +54,26 @@ def parse(spec: str, transport: str, duration: float) -> Chaos:
         raise ConfigError(f"--chaos {name} needs --transport kafka: over pipes a killed stage or broker loses what "
                           "was in the pipes, so nothing could be checked for loss")
     return Chaos(t, name)
+
+
+def local_broker_home(bootstrap: str) -> Path:
+    """The kafka-local.sh home of the broker at `bootstrap` ($KAFKA_LOCAL_HOME, default .cache/kafka),
+    checked: its server.properties must listen on that very port, so a restart can never stop another
+    broker (the script finds its broker by the home's pid file, not by the port)."""
+    from tools.loadtest.pipeline import ROOT
+
+    host, _, port = bootstrap.partition(":")
+    if host not in ("127.0.0.1", "localhost") or "," in bootstrap:
+        raise ConfigError(f"--chaos broker-restart: {bootstrap} is not one local broker this machine can restart")
+    home = Path(os.environ.get("KAFKA_LOCAL_HOME") or ROOT / ".cache" / "kafka")
+    try:
+        props = (home / "server.properties").read_text()
+    except OSError:
+        props = ""
+    if not re.search(rf"PLAINTEXT://127\.0\.0\.1:{port or 9092}\b", props):
+        raise ConfigError(f"--chaos broker-restart: the kafka-local.sh home {home} is not the broker on port "
+                          f"{port or 9092}; set KAFKA_LOCAL_HOME to the home of the broker at {bootstrap}")
+    return home
 
 
 def target_key(key_names: list[str]) -> str:
@@ -113,12 +135,11 @@ class ChaosRunner:
         raise AssertionError(c.name)
 
     def restart_broker(self) -> str:
-        host, _, port = (self.bootstrap or "").partition(":")
-        if host not in ("127.0.0.1", "localhost"):
-            return f"skipped: {self.bootstrap} is not a local broker this machine can restart"
-        env = {**os.environ, "KAFKA_LOCAL_PORT": port or "9092"}
+        home = local_broker_home(self.bootstrap or "")
+        port = (self.bootstrap or "").partition(":")[2] or "9092"
+        env = {**os.environ, "KAFKA_LOCAL_PORT": port, "KAFKA_LOCAL_HOME": str(home)}
         logf = self.pipeline.logdir / "broker-restart.log"
         with open(logf, "ab") as log:
             down = subprocess.call(["bash", self.script, "down"], env=env, stdout=log, stderr=subprocess.STDOUT)
             up = subprocess.call(["bash", self.script, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        return f"kafka-local.sh down (exit {down}) and up (exit {up}) on port {port or 9092} (log {logf})"
+        return f"kafka-local.sh down (exit {down}) and up (exit {up}) on port {port} (log {logf})"

@@ -97,8 +97,10 @@ def key_states(metrics_text: str | None) -> dict[str, str]:
     return out
 
 
-def broker_pid() -> int | None:
-    home = Path(os.environ.get("KAFKA_LOCAL_HOME", ROOT / ".cache" / "kafka"))
+def broker_pid(home: Path | None) -> int | None:
+    """The pid of the kafka-local.sh broker of `home` (None: not a local broker of ours)."""
+    if home is None:
+        return None
     try:
         return int((home / "kafka.pid").read_text().strip())
     except (OSError, ValueError):
@@ -108,17 +110,25 @@ def broker_pid() -> int | None:
 class CpuMeter:
     """CPU seconds of each child (all its incarnations), this process, the broker, and the machine."""
 
-    def __init__(self, pipeline: Pipeline, sim: Simulator):
-        self.pipeline, self.sim = pipeline, sim
-        self.broker = broker_pid()
+    BROKER = "kafka broker (all its clients)"
+
+    def __init__(self, pipeline: Pipeline, sim: Simulator, broker_home: Path | None):
+        self.pipeline, self.sim, self.broker_home = pipeline, sim, broker_home
+        self.broker_last: int | None = None
+        self.broker_cpu: dict[int, float] = {}  # per pid: a broker-restart starts a new JVM
         self.t0 = self.m0 = None
 
     def sample(self) -> dict:
         d = {name: p.sample_cpu() for name, p in self.pipeline.procs.items()}
         d["llm-sim"] = self.sim.proc.sample_cpu()
         d["loadtest (cameras, readers)"] = sum(os.times()[:2])
-        if self.broker:
-            d["kafka broker"] = cpu_seconds(self.broker) or 0.0
+        pid = broker_pid(self.broker_home)
+        if pid:
+            c = cpu_seconds(pid)
+            if c is not None:
+                self.broker_cpu[pid], self.broker_last = c, pid
+        if self.broker_cpu:
+            d[self.BROKER] = sum(self.broker_cpu.values())
         return d
 
     def begin(self) -> None:
@@ -129,8 +139,8 @@ class CpuMeter:
         c1, m1 = self.sample(), machine_busy()
         pids = {name: p.pid for name, p in self.pipeline.procs.items()}
         pids["llm-sim"], pids["loadtest (cameras, readers)"] = self.sim.proc.pid, os.getpid()
-        if self.broker:
-            pids["kafka broker"] = self.broker
+        if self.broker_cpu:
+            pids[self.BROKER] = self.broker_last
         procs = {name: {"pid": pids.get(name), "cpu_s": round(c1[name] - self.c0.get(name, 0.0), 2),
                         "pct_of_one_core": round(100 * (c1[name] - self.c0.get(name, 0.0)) / wall, 1)}
                  for name in c1}
@@ -165,12 +175,22 @@ def run(o: Options, console: Console | None = None) -> dict:
         if o.bootstrap:
             settings = settings.model_copy(update={"bootstrap_servers": o.bootstrap})
         env["HAZARDCTL_KAFKA_BOOTSTRAP"] = settings.bootstrap_servers
+        if any(c.name == "broker-restart" for c in plan):
+            chaos_mod.local_broker_home(settings.bootstrap_servers)  # refuse before anything starts
     crops = real_crops()
     ledger = Ledger()
     sim = pipeline = None
     readers: list = []
     cameras: Cameras | None = None
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    phases: dict[str, float] = {}
+    t_phase = [time.time()]
+
+    def phase(name: str) -> None:
+        now = time.time()
+        phases[name] = round(now - t_phase[0], 1)
+        t_phase[0] = now
+
     try:
         if o.transport == "kafka":
             from tools.loadtest.kafka_io import create_topics
@@ -207,12 +227,15 @@ def run(o: Options, console: Console | None = None) -> dict:
         console.print(f"[bold]hazardctl loadtest[/] {o.cameras} cameras × {o.rate:g} groups/s, {o.duration:g} s, "
                       f"{o.keys} keys × {o.qps_per_key:g} qps, LLM {o.llm_latency}, {o.transport}"
                       f"{', chaos ' + ', '.join(map(str, plan)) if plan else ''}; out {out}", highlight=False)
+        phase("start_processes_s")
         pipeline.wait_ready(settings)
+        phase("stages_ready_s")
         probe(send, ledger, scene_cfg, crops, run_id, timeout=90 if o.engine == "flink" else 30)
+        phase("probe_s")
         cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
         chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
                                       script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))
-        cpu = CpuMeter(pipeline, sim)
+        cpu = CpuMeter(pipeline, sim, _broker_home(settings) if settings else None)
         start = time.time() + 0.5
         cameras.start(start, o.duration)
         cpu.begin()
@@ -222,11 +245,11 @@ def run(o: Options, console: Console | None = None) -> dict:
                 time.sleep(0.25)
                 elapsed = time.time() - start
                 chaos.tick(elapsed)
-                for p in pipeline.procs.values():
-                    p.sample_cpu()
+                cpu.sample()  # often: a killed stage or broker takes its CPU count along
                 view.update(elapsed)
                 if elapsed >= o.duration:
                     break
+            phase("cameras_s")
             cameras.join(10)
             if output is not None:
                 output.flush(30)
@@ -243,16 +266,19 @@ def run(o: Options, console: Console | None = None) -> dict:
                 return ledger.settled() and (n >= cameras.stats.predicted_tasks or quiet)
 
             wait_for(drained, max(0.0, drain_until - time.time()), 0.25)
+        phase("drain_s")
         cpu_report = cpu.end()
         sim_stats = sim.stats()
         states = key_states(pipeline.metrics_text("schedule"))
         codes = pipeline.stop()
+        phase("stop_stages_s")
         pipeline.read_dead_files()
         time.sleep(0.5 if o.transport == "kafka" else 0)
         for r in readers:
             r.stop()
         summary = summarize(o, run_id, start, cameras, ledger, sim_stats, states, cpu_report, chaos.fired, codes,
                             delivery_errors[0], topics)
+        summary["phases"] = phases
         summary["asserts"] = report.check_asserts(summary, asserts)
         summary["passed"] = all(a["ok"] for a in summary["asserts"])
         write_outputs(out, summary, ledger)
@@ -281,6 +307,13 @@ def run(o: Options, console: Console | None = None) -> dict:
             from tools.loadtest.kafka_io import delete_topics
 
             delete_topics(settings, list(topics.values()))
+
+
+def _broker_home(settings) -> Path | None:
+    try:
+        return chaos_mod.local_broker_home(settings.bootstrap_servers)
+    except ConfigError:
+        return None  # a remote broker: its CPU is not on this machine
 
 
 def probe(send, ledger: Ledger, cfg: SceneConfig, crops, run_id: str, timeout: float) -> None:

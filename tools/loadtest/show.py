@@ -79,5 +79,8 @@ def print_report(console: Console, s: dict) -> None:
         mark = "[green]PASS[/]" if a["ok"] else "[red]FAIL[/]"
         console.print(f"assert {a['assert']}: {mark} (value {a['value']}){' ' + a['why'] if a.get('why') else ''}",
                       highlight=False)
+    if s.get("phases"):
+        console.print("phases (s): " + ", ".join(f"{k.removesuffix('_s')} {v:g}" for k, v in s["phases"].items()),
+                      highlight=False)
     if s.get("png"):
         console.print(f"picture: {s['png']}", highlight=False)

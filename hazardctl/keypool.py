@@ -132,6 +132,8 @@ class PoolPolicy:
     slow_start: float = 0.3
     """share of its rate a key or account starts at after `idle_s` without sends (1 = off)"""
     ramp_s: float = 2.0
+    """seconds of the linear ramp from `slow_start` to the full rate (4 s: no surge 429 even under the
+    simulator's strict rule, half the limit in the first second then at most double)"""
     idle_s: float = 10.0
 
 

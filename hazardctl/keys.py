@@ -105,6 +105,7 @@ class KeysConfig(BaseModel):
         "(costs J/(1+J) of the throughput: 40 ms -> 3.8 %)"))
     rate_limit_cooldown: float = Field(default=1.0, gt=0, description="seconds; a 429 without Retry-After (doubles while repeated)")
     slow_start: float = Field(default=0.3, gt=0, le=1, description="share of its rate an idle key starts at (1 = off)")
+    slow_start_s: float = Field(default=2.0, ge=0, le=60, description="seconds of the ramp from slow_start to the full rate")
     accounts: dict[str, Account] = Field(default_factory=dict, description="name -> limits shared by the keys that name it")
     keys: list[LLMKey] = Field(default_factory=list)
 
@@ -123,7 +124,8 @@ class KeysConfig(BaseModel):
         return PoolPolicy(strategy=self.strategy, max_retry_per_key=self.max_retry_per_key,
                           default_cooldown=self.default_cooldown, reprobe_interval=self.reprobe_interval,
                           jitter_allowance=self.jitter_allowance_ms / 1000.0,
-                          rate_limit_cooldown=self.rate_limit_cooldown, slow_start=self.slow_start)
+                          rate_limit_cooldown=self.rate_limit_cooldown, slow_start=self.slow_start,
+                          ramp_s=self.slow_start_s)
 
     def account_limits(self) -> list[AccountLimits]:
         return [AccountLimits(name, a.qps, a.rpm, a.tpm) for name, a in self.accounts.items()]

@@ -342,3 +342,48 @@ def test_under_overload_refreshes_absorb_the_shortfall():
     assert shed[URGENT] == 0 and served[URGENT] == offered[URGENT]
     assert shed[REFRESH] > 0
     assert served[URGENT] + served[REFRESH] + shed[URGENT] + shed[REFRESH] == seq  # every task accounted for
+
+
+# -- the same send times through the simulator's own limiters (tools/llm_sim/limits.py) ---------------
+
+def refusals_by_sim(times: list[float], model: str, limit: float, surge: bool = False) -> int:
+    from tools.llm_sim.limits import SurgeGuard, make_limiter
+
+    lim = make_limiter(model, limit, 1.0, times[0] if times else 0.0)
+    guard = SurgeGuard(limit) if surge else None
+    refused = 0
+    for t in times:
+        if lim.wait(t) > 0 or (guard is not None and guard.wait(t) > 0):
+            refused += 1
+            continue
+        lim.take(t)
+        if guard is not None:
+            guard.take(t)
+    return refused
+
+
+@pytest.mark.parametrize("model", ["token-bucket", "sliding-window", "fixed-window"])
+def test_the_simulators_limiters_refuse_none_of_our_jittered_sends(model):
+    """60 s of greedy sends (default policy, slow start included) of one 5-qps key and of an account
+    of 25 qps over ten keys, each arrival 0–30 ms late: the simulator's limiter refuses nothing."""
+    for seed in range(3):
+        p = KeyPool([KeyLimits("a", 5.0)], PoolPolicy())
+        assert refusals_by_sim(arrivals([t for t, _ in greedy(p, 60.0)], J, seed), model, 5) == 0
+        keys = [KeyLimits(f"k{i}", 5.0, account="A") for i in range(10)]
+        p = KeyPool(keys, PoolPolicy(), accounts=[AccountLimits("A", qps=25.0)])
+        assert refusals_by_sim(arrivals([t for t, _ in greedy(p, 60.0)], J, seed), model, 25) == 0
+
+
+def test_a_4s_slow_start_passes_the_simulators_surge_rule_from_idle():
+    """The simulator's surge rule (half the limit in the first second after idle, then at most double
+    second over second) refuses nothing of a ramp from 0.3 over 4 s (`slow_start_s: 4`), for a key
+    and for an account, over 8 jitter draws; the 2 s default ramp is cheaper (3.4 instead of 6.7
+    requests per 5-qps key per idle period) and trips that strict rule about once per start."""
+    for seed in range(8):
+        p = KeyPool([KeyLimits("a", 5.0)], PoolPolicy(slow_start=0.3, ramp_s=4.0))
+        assert refusals_by_sim(arrivals([t for t, _ in greedy(p, 15.0)], J, seed), "sliding-window", 5, surge=True) == 0
+        keys = [KeyLimits(f"k{i}", 5.0, account="A") for i in range(10)]
+        p = KeyPool(keys, PoolPolicy(slow_start=0.3, ramp_s=4.0), accounts=[AccountLimits("A", qps=25.0)])
+        assert refusals_by_sim(arrivals([t for t, _ in greedy(p, 15.0)], J, seed), "sliding-window", 25, surge=True) == 0
+    no_ramp = KeyPool([KeyLimits("a", 5.0)], PoolPolicy(slow_start=1.0))
+    assert refusals_by_sim(arrivals([t for t, _ in greedy(no_ramp, 15.0)], J, 0), "sliding-window", 5, surge=True) > 0

@@ -255,7 +255,7 @@ def keys_config(row: Row, args, base_url: str) -> KeysConfig:
         keys.append(LLMKey(name=f"sim-key-{i:02d}", api_key=f"sim-secret-{i:02d}", qps_limit=args.qps,
                            tpm_limit=row.tpm, account=acct, base_url=base_url, timeout=30.0))
     return KeysConfig(strategy=args.strategy, reprobe_interval=300.0, jitter_allowance_ms=args.jitter_allowance_ms,
-                      accounts=accounts, keys=keys)
+                      slow_start_s=args.slow_start_s, accounts=accounts, keys=keys)
 
 
 def ideal(row: Row, args, tokens_per_request: float | None) -> float:
@@ -429,6 +429,7 @@ def main() -> int:
     ap.add_argument("--jitter-ms", type=float, default=30.0, help="simulator: each request reaches the limiter 0..N ms late")
     ap.add_argument("--jitter-allowance-ms", type=float, default=40.0, help="ours: the pacing margin (api_keys.yaml)")
     ap.add_argument("--surge", action="store_true", help="simulator: surge protection on")
+    ap.add_argument("--slow-start-s", type=float, default=2.0, help="ours: slow start ramp (api_keys.yaml slow_start_s; 4 with --surge)")
     ap.add_argument("--latency", default="uniform:1.0:2.0")
     ap.add_argument("--deadline", type=float, default=10.0, help="task deadline, seconds after capture")
     ap.add_argument("--strategy", default="round_robin")

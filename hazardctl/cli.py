@@ -570,7 +570,11 @@ def loadtest_cmd(
 
         run_sweep(opts, Console())
         return
-    summary = loadtest.run(opts)
+    try:
+        summary = loadtest.run(opts)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run() has already stopped every process it started
+        err_console.print("hazardctl loadtest: interrupted; every process it started is stopped", highlight=False)
+        raise typer.Exit(130) from None
     if not summary["passed"]:
         raise typer.Exit(1)
 

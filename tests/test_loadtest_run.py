@@ -77,3 +77,44 @@ def test_kill_chaos_over_pipes_is_refused_before_starting(tmp_path):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "needs --transport kafka" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_every_process_it_started(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    p = subprocess.Popen([*HAZARDCTL, "loadtest", "--no-live", "--cameras", "4", "--duration", "60", "--transport",
+                          "pipes", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+
+    def ours() -> list[int]:  # every process whose command line names this run's folder (stages, simulator)
+        pids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and int(d) != p.pid:
+                try:
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        if str(out).encode() in f.read():
+                            pids.append(int(d))
+                except OSError:
+                    pass
+        return pids
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ((out / "logs" / "schedule.log").exists() and len(ours()) >= 3):
+            time.sleep(0.2)
+        time.sleep(3)  # the cameras are running
+        assert len(ours()) >= 3, "the stages never started"
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=30)
+        assert p.returncode == 130, stdout[-2000:] + stderr[-2000:]
+        assert "interrupted" in stderr and "Traceback" not in stderr
+        deadline = time.monotonic() + 10
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ours() == []
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -72,7 +72,14 @@ class Cameras:
                  *, run_id: str, seed: int = 1):
         rng = random.Random(seed)
         self.cfg = cfg
-        self.scenes = [CameraScene(f"lt-cam-{i:03d}", cfg, crops, seed=rng.randrange(1 << 30)) for i in range(n)]
+        # stratified: camera i's queue and first event fall in their own 1/n of the interval (shuffled),
+        # so the offered rate is flat from the first second, not bunched where chance puts it
+        queue, event = list(range(n)), list(range(n))
+        rng.shuffle(queue)
+        rng.shuffle(event)
+        self.scenes = [CameraScene(f"lt-cam-{i:03d}", cfg, crops, seed=rng.randrange(1 << 30),
+                                   queue_share=(queue[i] + rng.random()) / n, event_share=(event[i] + rng.random()) / n)
+                       for i in range(n)]
         self.phases = [rng.uniform(0, 1.0 / cfg.fps) for _ in range(n)]
         self.gate = GroupGate(gate)
         self.send = send

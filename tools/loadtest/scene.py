@@ -92,6 +92,11 @@ class CameraScene:
     cfg: SceneConfig
     crops: list[Crop]
     seed: int
+    queue_share: float | None = None
+    """where in the refresh interval the queue appears (0..1); default random. Cameras spread them
+    evenly, so the refreshes of many cameras do not bunch up by chance"""
+    event_share: float | None = None
+    """the same for the first event, within one event interval"""
     groups: list[GroupState | None] = field(default_factory=list)
     next_event: float = 0.0
     _turn: int = 0
@@ -100,8 +105,10 @@ class CameraScene:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        self.next_event = self.rng.uniform(0, self.cfg.event_every)
-        self.queue_at = self.rng.uniform(0, self.cfg.refresh_s)
+        share = self.rng.random()
+        self.next_event = (self.event_share if self.event_share is not None else share) * self.cfg.event_every
+        share = self.rng.random()
+        self.queue_at = (self.queue_share if self.queue_share is not None else share) * self.cfg.refresh_s
         self.groups = [None] * (self.cfg.queued + self.cfg.dynamic)
 
     # -- what happens on the road ---------------------------------------------------------------------

@@ -188,6 +188,7 @@ class Rate:
     req_stamp: float = 0.0
     tok: float = 0.0
     tok_stamp: float = 0.0
+    last_cost: float = 1.0  # tokens of the last request: the token bucket's cap between requests
     window: deque = field(default_factory=deque)  # send times within the rpm window
 
     def __post_init__(self) -> None:
@@ -216,7 +217,10 @@ class Rate:
     def tok_at(self, now: float, cap: float) -> float:
         if self.tpm is None:
             return math.inf
-        return min(max(cap, 0.0), self.tok + max(0.0, now - self.tok_stamp) * self.tpm / 60.0 * self.scale(now))
+        if self.tok == math.inf:  # never used: full
+            return max(cap, 0.0)
+        refilled = min(max(cap, 0.0), self.tok + max(0.0, now - self.tok_stamp) * self.tpm / 60.0 * self.scale(now))
+        return max(self.tok, refilled)  # refill stops at the cap; a refund above it is kept, not lost
 
     def prune(self, now: float) -> None:
         w = self.window
@@ -247,22 +251,24 @@ class Rate:
             self.req, self.req_stamp = max(0.0, self.req_at(now) - 1.0), now
         if self.tpm is not None:
             self.tok, self.tok_stamp = self.tok_at(now, max(cost, 1.0)) - cost, now
+            self.last_cost = max(cost, 1.0)
         if self.rpm is not None:
             self.prune(now)
             self.window.append(now)
         self.last_sent = now
 
-    def correct(self, tokens: float) -> None:
-        """Add back (or charge, if negative) tokens after the answer reported its usage."""
-        if self.tpm is not None:
-            self.tok += tokens
+    def correct(self, tokens: float, now: float, cap: float) -> None:
+        """Add back (or charge, if negative) tokens after the answer reported its usage: refill up to
+        now first (capped at `cap`, a request's cost), then the difference on top, kept whole."""
+        if self.tpm is not None and self.tok != math.inf:
+            self.tok, self.tok_stamp = self.tok_at(now, cap) + tokens, now
 
     def _settle(self, now: float) -> None:
         """Refill both buckets up to now at the rate in force, before the rate changes."""
         if self.qps is not None:
             self.req, self.req_stamp = self.req_at(now), now
         if self.tpm is not None and self.tok != math.inf:
-            self.tok, self.tok_stamp = self.tok + max(0.0, now - self.tok_stamp) * self.tpm / 60.0 * self.scale(now), now
+            self.tok, self.tok_stamp = self.tok_at(now, self.last_cost), now
 
     def decrease(self, now: float, sent_at: float) -> bool:
         """Multiplicative decrease, once per congestion event. True if the rate went down."""
@@ -444,7 +450,7 @@ class KeyPool:
         if usage is not None and lease.cost:
             for r in (key.rate, key.account):
                 if r is not None:
-                    r.correct(lease.cost - usage)
+                    r.correct(lease.cost - usage, now, lease.cost)
         if outcome is Outcome.ABANDONED:
             return
         key.done += 1

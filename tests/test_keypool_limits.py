@@ -185,6 +185,31 @@ def test_usage_refunds_an_overestimate_and_charges_an_underestimate():
     assert rate(1000, None) == pytest.approx(1.0, rel=0.03)  # no usage: the estimate stands
 
 
+def test_usage_that_comes_back_seconds_later_still_reaches_the_limit_and_never_exceeds_it():
+    """As in the benchmark: estimate 1,338 tokens (max_tokens reserved), the provider counts 1,000,
+    the answer (and its usage) comes 1–2 s after the send. A refund is kept whole even when it lifts
+    the bucket above the next request's cost."""
+    import heapq
+
+    rng = random.Random(1)
+    p = KeyPool([KeyLimits("a", 5.0, tpm=60_000)], policy())
+    now, sends, pending = 0.0, [], []
+    while now < 200.0:
+        while pending and pending[0][0] <= now:
+            t, _, lease = heapq.heappop(pending)
+            p.release(lease, Outcome.OK, t, usage=1000)
+        lease = p.acquire(now, cost=1338)
+        if lease is not None:
+            sends.append(now)
+            heapq.heappush(pending, (now + rng.uniform(1.0, 2.0), len(sends), lease))
+            continue
+        now = min(p.ready_at(now, cost=1338), pending[0][0] if pending else math.inf)
+    steady = [t for t in sends if t >= 20.0]
+    assert len(steady) / (steady[-1] - steady[0]) >= 0.99 / 1.04  # tpm/60/1000 per s, less the margin
+    got = arrivals(sends, J)
+    assert max_sliding(got, 1.0) <= 1 and max_sliding(got, 60.0) * 1000 <= 60_000
+
+
 def test_a_refused_or_abandoned_request_gives_its_tokens_back():
     p = KeyPool([KeyLimits("a", 100.0, tpm=60_000)], policy(jitter_allowance=0.0))
     lease = p.acquire(0.0, cost=1000)

@@ -568,7 +568,8 @@ def loadtest_cmd(
             raise ConfigError(f"--sweep {sweep!r}: only 'cameras' can be swept")
         from tools.loadtest.sweep import sweep as run_sweep
 
-        run_sweep(opts, Console())
+        if run_sweep(opts, Console())["largest_passing"] == 0:
+            raise typer.Exit(1)  # not even the first count met the asserts
         return
     try:
         summary = loadtest.run(opts)

@@ -10,10 +10,11 @@ results (Kafka: a raw consumer on the results topic; pipes: schedule's stdout, f
 and splits each result's `times` record into hops. consume's side comes from its /results (the
 `alert` stamp) and from the WebSocket client's receive time.
 
-The floor, measured in the same run at the same rate: a raw confluent-kafka producer with exactly
-the stages' producer settings (hazardctl.transports.kafka.PRODUCER_DEFAULTS + the config's
+The floor, measured in the same run, at the same rate and at the same time (a child process running
+beside the pipeline, so both see the same load on the machine): a raw confluent-kafka producer with
+exactly the stages' producer settings (hazardctl.transports.kafka.PRODUCER_DEFAULTS + the config's
 overrides) → a raw consumer polling one message at a time, same payload size and partitions;
-for pipes, a line written to a child process that reads it with readline().
+for pipes, a line written to another process that reads it with readline().
 
 Figures (ms): P50 / P95 / P99 per hop; each Kafka hop (published→expand, expand→dequeue,
 result→results topic, result→alert) next to the floor (goal: within 3 ms at P50, 10 ms at P95);
@@ -132,33 +133,37 @@ class WsClient:
     """A real websockets client on consume: receive time and `times` of each pushed incident event."""
 
     def __init__(self, port: int):
-        from websockets.sync.client import connect
-
         self.samples: list[tuple[float, dict]] = []
-        self._ws = connect(f"ws://127.0.0.1:{port}/ws", max_size=None, compression=None)
-        self._stop = False
+        self._url = f"ws://127.0.0.1:{port}/ws"
+        self._stop = threading.Event()
+        self._connected = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
+        if not self._connected.wait(30):
+            raise SystemExit(f"could not connect a WebSocket client to {self._url}")
 
     def _run(self) -> None:
-        while not self._stop:
-            try:
-                raw = self._ws.recv(timeout=0.5)
-            except TimeoutError:
-                continue
-            except Exception:
-                return
-            now = time.time()
-            msg = json.loads(raw)
-            if msg.get("type") == "incident" and msg.get("consumed_at") is not None:  # not a tick's refresh
-                times = msg["incident"].get("times") or {}
-                if times.get("alert"):
-                    self.samples.append((now, times))
+        from websockets.sync.client import connect
+
+        with connect(self._url, max_size=None, compression=None) as ws:
+            self._connected.set()
+            while not self._stop.is_set():
+                try:
+                    raw = ws.recv(timeout=0.5)
+                except TimeoutError:
+                    continue
+                except Exception:
+                    return
+                now = time.time()
+                msg = json.loads(raw)
+                if msg.get("type") == "incident" and msg.get("consumed_at") is not None:  # not a tick's refresh
+                    times = msg["incident"].get("times") or {}
+                    if times.get("alert"):
+                        self.samples.append((now, times))
 
     def close(self) -> None:
-        self._stop = True
-        self._t.join(2)
-        self._ws.close()
+        self._stop.set()
+        self._t.join(5)
 
 
 def consume_results(port: int) -> list[dict]:
@@ -231,6 +236,7 @@ def pipe_floor(rate: float, seconds: float, size: int, warmup: float) -> list[fl
 class Phase:
     def __init__(self, rate: float, start: float, end: float):
         self.rate, self.start, self.end = rate, start, end
+        self.floor = None  # the floor's child process, then its hops (s)
 
     def __contains__(self, capture: float) -> bool:
         return self.start <= capture < self.end
@@ -352,6 +358,7 @@ def run_pipeline(transport: str, rates: list[float], args, settings: KafkaSettin
         phases = []
         frame = 1
         for rate in rates:
+            floor = start_floor(transport, rate, args)  # beside the pipeline: the same load on the machine
             for warm in (True, False):
                 start = time.time()
                 for i in paced(rate, args.warmup if warm else args.duration):
@@ -360,6 +367,7 @@ def run_pipeline(transport: str, rates: list[float], args, settings: KafkaSettin
                 frame += int(rate * (args.warmup if warm else args.duration))
                 if not warm:
                     phases.append(Phase(rate, start, time.time()))
+                    phases[-1].floor = floor
             flush(10)
             time.sleep(4.0)  # the last LLM calls (1-2 s) finish before the next rate starts
         time.sleep(2.0)
@@ -367,6 +375,8 @@ def run_pipeline(transport: str, rates: list[float], args, settings: KafkaSettin
         ws.close()
         out = []
         for ph in phases:
+            out_, _ = ph.floor.communicate(timeout=120)
+            ph.floor = json.loads(out_)
             hops, statuses = hops_of(ph, results, view, ws.samples)
             out.append((ph, hops, statuses))
         return out
@@ -383,6 +393,16 @@ def run_pipeline(transport: str, rates: list[float], args, settings: KafkaSettin
             reader_t.join(5)
         if topics:
             admin.delete_topics(topics)
+
+
+def start_floor(transport: str, rate: float, args) -> subprocess.Popen:
+    """The floor in a child process, running while the pipeline runs at the same rate: the pipeline
+    and its floor see the same load on the machine (this one is shared)."""
+    cmd = [sys.executable, __file__, "--floor", transport, "--rates", str(rate), "--duration", str(args.duration),
+           "--warmup", str(args.warmup), "--bootstrap", args.bootstrap]
+    for kv in args.producer:
+        cmd += ["--producer", kv]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE)
 
 
 def producer_conf_of(settings: KafkaSettings) -> dict:
@@ -407,7 +427,7 @@ def report(transport: str, ph: Phase, hops: dict, statuses: dict, floor: list[fl
         if name in KAFKA_HOPS:
             d50, d95 = p50 - f50, p95 - f95
             ok = d50 <= P50_GOAL_MS and d95 <= P95_GOAL_MS
-            note = f"   +{d50:.2f} / +{d95:.2f}  {'OK' if ok else 'MISSED'} (≤ +{P50_GOAL_MS:g} / +{P95_GOAL_MS:g})"
+            note = f"   {d50:+.2f} / {d95:+.2f}  {'OK' if ok else 'MISSED'} (≤ +{P50_GOAL_MS:g} / +{P95_GOAL_MS:g})"
             if not ok and transport == "Kafka":
                 missed.append(f"{transport} {ph.rate:g}/s {name}")
         if name == "e2e minus LLM" and ph.rate <= 20:
@@ -434,6 +454,7 @@ def main() -> None:
     ap.add_argument("--producer", action="append", default=[], metavar="NAME=VALUE",
                     help="librdkafka producer setting for the stages AND the floor, e.g. linger.ms=0")
     ap.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    ap.add_argument("--floor", choices=("kafka", "pipes"), help=argparse.SUPPRESS)  # the child of start_floor
     ap.add_argument("--bootstrap", default=os.environ.get("HAZARDCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -443,6 +464,12 @@ def main() -> None:
         overrides[k] = int(v) if v.lstrip("-").isdigit() else v
     settings = KafkaSettings(bootstrap_servers=args.bootstrap, producer=overrides)
     size = len(payload("cam-000", 1, time.time()))
+    if args.floor:  # child: one floor at one rate, the hops (s) as JSON on stdout
+        r = rates[0]
+        hops = (kafka_floor(settings, producer_conf_of(settings), r, args.duration, size, args.warmup)
+                if args.floor == "kafka" else pipe_floor(r, args.duration, size, args.warmup))
+        print(json.dumps(hops))
+        return
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}; detection {size} B, 1 group = 1 task; "
           f"producer {json.dumps({k: v for k, v in producer_conf_of(settings).items() if 'linger' in k or 'batch' in k or k in ('acks', 'compression.type')})}")
     missed: list[str] = []
@@ -455,10 +482,8 @@ def main() -> None:
         for transport in ("kafka", "pipes"):
             if getattr(args, f"no_{transport}"):
                 continue
-            floors = {r: (kafka_floor(settings, producer_conf_of(settings), r, min(args.duration, 30), size, args.warmup)
-                          if transport == "kafka" else pipe_floor(r, min(args.duration, 30), size, args.warmup)) for r in rates}
             for ph, hops, statuses in run_pipeline(transport, rates, args, settings, kafka_config, workdir):
-                missed += report("Kafka" if transport == "kafka" else "pipes", ph, hops, statuses, floors[ph.rate])
+                missed += report("Kafka" if transport == "kafka" else "pipes", ph, hops, statuses, ph.floor)
     print(f"\nload at the end: {os.getloadavg()[0]:.2f} (figures from a busy machine are noisy)")
     if missed:
         print("MISSED: " + "; ".join(missed))

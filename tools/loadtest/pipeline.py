@@ -217,6 +217,14 @@ class Pipeline:
             if self.dead() or not ok:
                 raise ServiceUnavailable(f"the stages did not join their consumer groups within {timeout:g} s: {self.why()}")
 
+    def status_command(self) -> str:
+        """The `hazardctl status` command that watches this run from another terminal."""
+        stages = [f"--stage {n}=127.0.0.1:{p}" for n, p in self.metrics_port.items()]
+        if self.consume_port:
+            stages.append(f"--stage consume=127.0.0.1:{self.consume_port}")
+        groups = [f"--group {g}" for g in getattr(self, "member_groups", [])] or ["--no-kafka"]
+        return " ".join(["hazardctl status", *stages, *groups])
+
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if not p.alive()]
 

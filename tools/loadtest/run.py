@@ -232,6 +232,9 @@ def run(o: Options, console: Console | None = None) -> dict:
         phase("stages_ready_s")
         probe(send, ledger, scene_cfg, crops, run_id, timeout=90 if o.engine == "flink" else 30)
         phase("probe_s")
+        status_cmd = pipeline.status_command()
+        (out / "status-command.txt").write_text(status_cmd + "\n")
+        console.print(f"watch it: {status_cmd}", highlight=False, soft_wrap=True)
         cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
         chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
                                       script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))

@@ -135,6 +135,8 @@ EOF
 flink_env() {  # the environment the wheel's scripts need
   export FLINK_HOME="$1" FLINK_CONF_DIR="$FHOME_STATE/conf" FLINK_LOG_DIR="$FHOME_STATE/log"
   export FLINK_PID_DIR="$FHOME_STATE/run" FLINK_LIB_DIR="$FHOME_STATE/cluster-lib" PATH="$VENV/bin:$PATH"
+  # python_mode: thread runs the job's Python inside the TaskManager JVM (pemja): give it the venv
+  export PYTHONPATH="$("$PYF" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'):$ROOT"
 }
 
 wait_slots() {

@@ -156,7 +156,7 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     tasks.get_side_output(dead_tag).sink_to(sink(dlq)).name("kafka:" + dlq).uid("sink-dlq").set_parallelism(1)
 
 
-def environment(settings: flink_conf.FlinkSettings):
+def environment(settings: flink_conf.FlinkSettings, extra: dict[str, str] | None = None):
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
@@ -171,6 +171,8 @@ def environment(settings: flink_conf.FlinkSettings):
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(settings.restart.attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{int(settings.restart.delay_s * 1000)} ms")
+    for k, v in (extra or {}).items():
+        conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.enable_checkpointing(int(settings.checkpoints.interval_s * 1000), CheckpointingMode.EXACTLY_ONCE)
     env.set_parallelism(max(settings.parallelism.source, settings.parallelism.process, settings.parallelism.sink))
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one setting, e.g. parallelism.process=2 or gate.refresh_interval_s=0")
     ap.add_argument("--kafka-prop", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--flink-conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a raw Flink option, e.g. python.fn-execution.bundle.time=100")
     ap.add_argument("--name", default=JOB_NAME)
     a = ap.parse_args(argv)
     settings = flink_conf.load(a.config)
@@ -202,7 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             node[leaf] = value
         settings = flink_conf.FlinkSettings.model_validate(data)
     props = dict(p.split("=", 1) for p in a.kafka_prop)
-    env = environment(settings)
+    if settings.python_mode == "thread":
+        # the interpreter embedded in the JVM (pemja) does not know this venv: tell it (mini-cluster;
+        # scripts/flink-local.sh does the same for its TaskManager)
+        import sysconfig
+
+        paths = [sysconfig.get_paths()["purelib"], str(Path(__file__).resolve().parents[2])]
+        os.environ["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = environment(settings, dict(c.split("=", 1) for c in a.flink_conf))
     build(env, bootstrap=a.bootstrap, src=a.src, dst=a.dst, dlq=a.dlq, group=a.group, settings=settings,
           kafka_props=props)
     if os.environ.get("FLINK_CLI_MODE") or _submitted_by_flink_cli():

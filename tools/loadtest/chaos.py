@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -97,8 +98,6 @@ class ChaosRunner:
             self.say(f"chaos: {u[1]} over at {elapsed:.1f} s")
         while self.pending and self.pending[0].at <= elapsed:
             c = self.pending.pop(0)
-            import time
-
             t0 = time.monotonic()
             detail = self.fire(c, elapsed)
             self.fired.append({"at": elapsed, "name": c.name, "detail": detail,
@@ -128,7 +127,6 @@ class ChaosRunner:
             p = self.pipeline.procs[stage]
             old = p.pid
             p.restart()
-            self.pipeline.extra_restarts = getattr(self.pipeline, "extra_restarts", 0) + 1
             return f"SIGKILL {stage} (pid {old}), restarted as pid {p.pid}"
         if c.name == "broker-restart":
             return self.restart_broker()

@@ -27,7 +27,7 @@ from tools.loadtest import report
 from tools.loadtest.cameras import Cameras
 from tools.loadtest.crops import real_crops
 from tools.loadtest.ledger import Ledger
-from tools.loadtest.pipeline import KAFKA_SCRIPT, ROOT, Pipeline, Simulator, check_engine, ensure_local_broker, stage_env
+from tools.loadtest.pipeline import KAFKA_SCRIPT, Pipeline, Simulator, check_engine, ensure_local_broker, stage_env
 from tools.loadtest.procs import cpu_seconds, machine_busy, wait_for
 from tools.loadtest.scene import SceneConfig
 

@@ -573,11 +573,12 @@ URGENT, REFRESH = 0, 1
 @dataclass(eq=False)
 class Waiter:
     seq: int  # arrival order of the task: a retry keeps its place
-    deadline: float  # the latest moment a key is still worth having (task deadline − expected call time)
+    deadline: float  # the task's deadline (loop time)
     avoid: frozenset[str] = frozenset()
     lease: Lease | None = None
     priority: int = URGENT  # lower goes first
     cost: float = 0.0  # estimated tokens of the request
+    reserve: bool = False  # a key is only worth having while `AcquireQueue.reserve` seconds remain
 
 
 class AcquireQueue:
@@ -592,6 +593,9 @@ class AcquireQueue:
     def __init__(self, pool: KeyPool):
         self.pool = pool
         self.waiters: list[Waiter] = []
+        self.reserve = 0.0
+        """seconds a call is expected to take (the shell keeps it current): a waiter with `reserve`
+        expires once the deadline is nearer than that"""
 
     def add(self, waiter: Waiter) -> None:
         bisect.insort(self.waiters, waiter, key=lambda w: (w.priority, w.seq))
@@ -620,7 +624,8 @@ class AcquireQueue:
                 wake = t
 
         for w in self.waiters:
-            if w.deadline <= now:
+            latest = w.deadline - (self.reserve if w.reserve else 0.0)
+            if latest <= now:
                 expired.append(w)
                 continue
             if plain_blocked and not w.avoid:
@@ -634,12 +639,12 @@ class AcquireQueue:
                 t = pool.ready_at(now, w.avoid, w.cost)
                 if not w.avoid:
                     plain_blocked, plain_ready = True, t
-            if t is not None and t > w.deadline:
+            if t is not None and t > latest:
                 expired.append(w)  # the first key back comes after the deadline: fail now, not later
                 continue
             kept.append(w)
             soonest(t)
-            soonest(w.deadline)
+            soonest(latest)
         self.waiters = kept
         return granted, expired, wake
 
@@ -670,9 +675,10 @@ class AsyncKeyPool:
         return next(self._seq)
 
     async def acquire(self, deadline: float, avoid: frozenset[str] = frozenset(), seq: int | None = None,
-                      priority: int = URGENT, cost: float = 0.0) -> Lease:
-        """A lease before `deadline` (loop time), or NoKeyInTime."""
-        waiter = Waiter(self.ticket() if seq is None else seq, deadline, avoid, priority=priority, cost=cost)
+                      priority: int = URGENT, cost: float = 0.0, reserve: bool = False) -> Lease:
+        """A lease before `deadline` (loop time; minus `queue.reserve` with `reserve`), or NoKeyInTime."""
+        waiter = Waiter(self.ticket() if seq is None else seq, deadline, avoid, priority=priority, cost=cost,
+                        reserve=reserve)
         fut = self._loop.create_future()
         self._futures[waiter] = fut
         self.queue.add(waiter)

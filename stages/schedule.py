@@ -95,25 +95,29 @@ class Assessed:
 
 
 class CallTimes:
-    """A running P90 of recent LLM call times: how long a call is expected to take, for shedding."""
+    """A running P99 of recent LLM call times: how long a call may take, for shedding. Not P90: under
+    overload tasks start at the last moment, and one in ten would then be cut short by its deadline,
+    a call spent for nothing. Until `min_samples` calls are seen: the longest so far."""
 
     def __init__(self, n: int = 200, min_samples: int = 20):
         self.recent: deque[float] = deque(maxlen=n)
         self.min_samples = min_samples
-        self._p90 = 0.0
+        self._expected = 0.0
         self._fresh = 0
 
     def observe(self, seconds: float) -> None:
         self.recent.append(seconds)
         self._fresh += 1
-        if self._fresh >= 10 and len(self.recent) >= self.min_samples:  # re-sort every 10 calls, not every one
+        if len(self.recent) < self.min_samples:
+            self._expected = max(self._expected, seconds)
+        elif self._fresh >= 10:  # re-sort every 10 calls, not every one
             self._fresh = 0
             s = sorted(self.recent)
-            self._p90 = s[int(0.9 * (len(s) - 1))]
+            self._expected = s[int(0.99 * (len(s) - 1))]
 
     @property
-    def p90(self) -> float:
-        return self._p90
+    def expected(self) -> float:
+        return self._expected * 1.1  # 10 % of slack: a call started at deadline - P99 has none
 
 
 @dataclass
@@ -212,7 +216,7 @@ class Scheduler:
         # stale check: past its deadline (or too close to it for a call) the answer is worthless; say
         # so instead of spending a call
         now = time.time()
-        if now + self.call_times.p90 >= task.deadline:
+        if now + self.call_times.expected >= task.deadline:
             self.stats.stale += 1
             STALE.labels(STAGE).inc()
             no_call = Assessed(Call(Outcome.ABANDONED), error_class="expired" if now >= task.deadline else "too_late")
@@ -268,9 +272,9 @@ class Scheduler:
         while out.attempts < self.keys.max_attempts:
             t0 = loop.time()
             # a key is only worth having while a call of the usual length still ends before the deadline
-            latest = deadline - (self.call_times.p90 if out.attempts == 0 else 0.0)
             try:
-                lease = await self.pool.acquire(latest, frozenset(avoid), place, priority, cost)
+                lease = await self.pool.acquire(deadline, frozenset(avoid), place, priority, cost,
+                                                reserve=out.attempts == 0)
             except NoKeyInTime:
                 out.key_wait_s += loop.time() - t0
                 if out.attempts == 0 and self.pool.pool.any_open(loop.time()):
@@ -301,6 +305,7 @@ class Scheduler:
             out.call = call
             if call.outcome is Outcome.OK:
                 self.call_times.observe(took)
+                self.pool.queue.reserve = self.call_times.expected
             cut_short = call.outcome is Outcome.TIMEOUT and timeout < key.timeout
             self.report(lease, key, call, took, verdict=Outcome.ABANDONED if cut_short else None)
             self.answers.observe(key.model, call.outcome, call.normalized, call.reject_reason)  # the model's, not the key's

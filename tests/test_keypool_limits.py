@@ -321,18 +321,28 @@ def test_urgent_tasks_go_before_earlier_refreshes_when_keys_are_the_bottleneck()
     assert order == [2, 3, 0, 1]  # priority, then arrival
 
 
-def test_a_waiter_that_cannot_get_a_key_before_its_deadline_is_expired_early():
-    """The caller passes deadline − expected call time: a task that could not finish in time is shed
-    at once (when the first key back is too late), not after waiting out its deadline."""
+def test_a_waiter_that_cannot_start_a_call_in_time_is_expired_early():
+    """With `reserve`, a key is only worth having while the expected call time (kept current by the
+    scheduler: a running P99) still fits before the deadline: the task is shed at once when the
+    first key back is later than deadline − reserve, or as soon as that moment passes."""
     p = KeyPool([KeyLimits("a", 1.0)], policy(jitter_allowance=0.0))
     q = AcquireQueue(p)
     q.add(Waiter(0, 10.0))
-    assert len(q.dispatch(0.0)[0]) == 1
-    late = Waiter(1, 0.5, priority=REFRESH)  # the key is next free at 1.0: after this waiter's deadline
+    assert len(q.dispatch(0.0)[0]) == 1  # the key's next send is at 1.0
+    q.reserve = 0.5
+    late = Waiter(1, 1.4, priority=REFRESH, reserve=True)  # 1.4 − 0.5 < 1.0: no call can end in time
+    fits = Waiter(2, 1.6, priority=REFRESH, reserve=True)
     q.add(late)
-    granted, expired, _ = q.dispatch(0.0)
-    assert not granted and expired == [late]
+    q.add(fits)
+    granted, expired, wake = q.dispatch(0.0)
+    assert not granted and expired == [late] and wake == pytest.approx(1.0)
     assert p.any_open(0.0)  # the keys are busy, not broken: the scheduler reports `stale` (shed)
+    q.reserve = 0.7  # calls got slower while it waited: 1.6 − 0.7 < 1.0
+    granted, expired, _ = q.dispatch(0.5)
+    assert not granted and expired == [fits]
+    retry = Waiter(3, 1.2, reserve=False)  # a retry: the deadline itself, no reserve
+    q.add(retry)
+    assert q.dispatch(1.0)[0] == [retry]
 
 
 def test_under_overload_refreshes_absorb_the_shortfall():

@@ -25,7 +25,7 @@ for a key, which is pacing, i.e. queueing, not overhead), with the wait shown be
     python scripts/bench_latency.py                       # full: 20/s and 45/s, 60 s each
     python scripts/bench_latency.py --duration 15         # shorter (noisier)
     python scripts/bench_latency.py --producer linger.ms=0   # the same with other producer settings
-Exit status 1 with --check when a goal is missed.
+Exit status 1 with --check when a goal over Kafka is missed (the goals are Kafka's; pipes are shown beside).
 """
 
 from __future__ import annotations
@@ -433,12 +433,12 @@ def report(transport: str, ph: Phase, hops: dict, statuses: dict, floor: list[fl
         if name == "e2e minus LLM" and ph.rate <= 20:
             ok = p95 <= E2E_P95_GOAL_MS
             note = f"   P95 ≤ {E2E_P95_GOAL_MS:g} {'OK' if ok else 'MISSED'}"
-            if not ok:
+            if not ok and transport == "Kafka":
                 missed.append(f"{transport} {ph.rate:g}/s e2e minus LLM")
         if name == "e2e minus LLM and key wait" and ph.rate > 20:
             ok = p95 <= E2E_P95_GOAL_MS
             note = f"   P95 ≤ {E2E_P95_GOAL_MS:g} {'OK' if ok else 'MISSED'} (key wait beside: dequeue→llm_start)"
-            if not ok:
+            if not ok and transport == "Kafka":
                 missed.append(f"{transport} {ph.rate:g}/s e2e minus LLM and key wait")
         print(f"  {name:<34} {len(vals):>5} {p50:>7.2f} {p95:>7.2f} {p99:>7.2f}{note}")
     return missed

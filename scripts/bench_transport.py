@@ -132,9 +132,12 @@ def bench_kafka(data: list[bytes], settings: KafkaSettings) -> tuple[float, floa
         c.close()
 
         passthrough = run_stage(settings, src, f"ours-pass-{run}", our_out, f"bench-dlq-{run}", Passthrough(fake_task), len(data))
-        ours = run_stage(settings, src, f"ours-{run}", our_out, f"bench-dlq-{run}", Expander(CFG), len(data))
-        old = run_stage(settings, src, f"ours-old-{run}", our_out, f"bench-dlq-{run}", Expander(CFG), len(data),
-                        old_loop=True)
+        ours = old = 0.0
+        for i in range(2):  # alternated, best of two each: the machine is shared and its noise is not ours
+            ours = max(ours, run_stage(settings, src, f"ours-{i}-{run}", our_out, f"bench-dlq-{run}", Expander(CFG),
+                                       len(data)))
+            old = max(old, run_stage(settings, src, f"ours-old-{i}-{run}", our_out, f"bench-dlq-{run}", Expander(CFG),
+                                     len(data), old_loop=True))
         return ours, base, passthrough, old
     finally:
         AdminClient(settings.common()).delete_topics([src, raw_out, our_out, f"bench-dlq-{run}"])

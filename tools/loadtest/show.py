@@ -39,7 +39,8 @@ def print_report(console: Console, s: dict) -> None:
     def add(name, d, style=""):
         t.add_row(f"[{style}]{name}[/]" if style else name, str(d["n"]), *(_ms(d[k]) for k in ("p50", "p90", "p95", "p99", "max")))
 
-    add("end to end (capture → result on topic)", lat["e2e"], "bold")
+    end = "result on the results topic" if cfg["transport"] == "kafka" else "result out of schedule"
+    add(f"end to end (capture → {end})", lat["e2e"], "bold")
     add("LLM only", lat["llm"], "bold")
     add("end to end − LLM, per task", lat["e2e_minus_llm"])
     for reason, d in lat.get("e2e_by_reason", {}).items():

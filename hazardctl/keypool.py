@@ -124,6 +124,9 @@ class PoolPolicy:
     reprobe_interval: float = 300.0
     jitter_allowance: float = 0.04
     """seconds two requests' travel times may differ; pacing spreads qps over 1 s + this"""
+    catch_up: float = 0.01
+    """seconds of a late send (timer, busy loop) the next send may make up, out of jitter_allowance:
+    what is left (30 ms by default) is the provider-side jitter the pacing tolerates"""
     rate_limit_cooldown: float = 1.0
     """a 429 without Retry-After cools the key this long, doubling while 429s repeat"""
     aimd_decrease: float = 0.7
@@ -212,7 +215,9 @@ class Rate:
     def req_at(self, now: float) -> float:
         if self.qps is None:
             return math.inf
-        return min(self.burst, self.req + max(0.0, now - self.req_stamp) * self.qps * self.scale(now))
+        rate = self.qps * self.scale(now)
+        cap = self.burst + rate * min(self.policy.catch_up, self.policy.jitter_allowance)
+        return min(cap, self.req + max(0.0, now - self.req_stamp) * rate)
 
     def tok_at(self, now: float, cap: float) -> float:
         if self.tpm is None:

@@ -98,6 +98,34 @@ def test_paced_sends_hold_in_every_window_model_under_30ms_jitter(seed):
     assert len(sends) / 120.0 >= 5.0 / 1.04 * 0.99  # the cost: J/(1+J) of the limit, no more
 
 
+def late_client(p: KeyPool, until: float, late_max: float, seed: int = 1) -> list[float]:
+    """A client whose sends go out 0..late_max after the pool said ready (timer, busy event loop);
+    returns the moments it acquired (= when the request left)."""
+    rng = random.Random(seed)
+    now, sends = 0.0, []
+    while now <= until:
+        lease = p.acquire(now)
+        if lease is None:
+            now = p.ready_at(now) + rng.uniform(0.0, late_max)
+            continue
+        sends.append(now)
+        p.release(lease, Outcome.OK, now)
+    return sends
+
+
+def test_a_late_client_makes_up_its_lateness_and_the_windows_still_hold():
+    """Sends 0–10 ms late (the `catch_up` share of the 40 ms allowance) and arrivals 0–30 ms later
+    still: every window holds, and the lateness does not cost throughput."""
+    for seed in range(3):
+        p = KeyPool([KeyLimits("acct", 25.0)], policy(jitter_allowance=0.04, catch_up=0.01))
+        sends = late_client(p, 60.0, 0.01, seed)
+        got = arrivals(sends, J, seed)
+        assert max_sliding(got) <= 25 and max_fixed(got) <= 25 and bucket_refusals(got, 25.0, 25.0) == 0
+        assert len(sends) / 60.0 >= 25 / 1.04 * 0.995
+    no_catch_up = KeyPool([KeyLimits("acct", 25.0)], policy(jitter_allowance=0.04, catch_up=0.0))
+    assert len(late_client(no_catch_up, 60.0, 0.01)) / 60.0 < 25 / 1.04 * 0.9  # each late ms lost
+
+
 def test_without_the_margin_the_same_jitter_breaks_a_sliding_window():
     """The reason for the margin: pacing at exactly 1/qps lets 6 arrivals into some 1 s window."""
     p = KeyPool([KeyLimits("a", 5.0)], policy(jitter_allowance=0.0))

@@ -33,7 +33,10 @@ class Input(Protocol):
     name: str
 
     def poll(self, timeout: float, max_records: int = 500) -> list[Record]:
-        """Up to `max_records` records, waiting at most `timeout` seconds; never blocks longer."""
+        """Up to `max_records` records, waiting at most `timeout` seconds; never blocks longer.
+
+        Returns as soon as one record is there, with whatever else is already buffered behind it:
+        a record never waits for a batch to fill (docs/latency.md)."""
 
     @property
     def exhausted(self) -> bool:

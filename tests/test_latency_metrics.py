@@ -1,8 +1,9 @@
 """Per-hop latency on /metrics during a real run (issue 13).
 
-expand, schedule (the simulated LLM it starts by itself) and consume run as real `hazardctl`
-processes over the real broker, each with its own --metrics-port. Synthetic detections stamped like
-detect stamps them go into the detections topic until results reach consume; then each stage's
+detect (the real detector on a real photo), expand, schedule (the simulated LLM it starts by itself)
+and consume run as real `hazardctl` processes over the real broker, each with its own
+--metrics-port. Besides detect's own, synthetic detections stamped like detect stamps them go into
+the detections topic until results reach consume; then each stage's
 /metrics is scraped with a real HTTP client and must hold non-empty hop histograms for exactly the
 hops that stage closes (hazardctl_hop_latency_seconds{stage,hop}), in ms-level buckets, and the
 end-to-end spans (hazardctl_e2e_latency_seconds{stage,span}).
@@ -21,12 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hazardctl.synthetic import detection
 from tests.conftest import ROOT
-from tests.pipeline_proc import Stage, serving_port, stage_env, wait_until
+from tests.pipeline_proc import IMAGE, MODEL, Stage, serving_port, stage_env, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(150)]
 
 KAFKA_CONFIG = ["--kafka-config", str(ROOT / "config" / "kafka.yaml")]
 HOPS = {
+    "detect": {"capture_to_detect", "detect_to_published"},
     "expand": {"published_to_expand"},
     "schedule": {"expand_to_dequeue", "dequeue_to_llm_start", "llm_start_to_llm_end", "llm_end_to_result"},
     "consume": {"result_to_alert", "alert_to_ws_send"},
@@ -77,7 +79,9 @@ def test_each_stage_shows_its_hop_histograms_on_metrics(kafka_bootstrap, make_to
     run = uuid.uuid4().hex[:8]
     env = stage_env(hazardctl_env)
     dlq = ["--dlq", f"kafka://{dead}"]
-    ports = {name: free_port() for name in ("expand", "schedule", "consume")}
+    if not MODEL.is_file():
+        pytest.skip(f"no detector model at {MODEL.relative_to(ROOT)}: run `make models` (make test fetches it)")
+    ports = {name: free_port() for name in ("detect", "expand", "schedule", "consume")}
     stages: list[Stage] = []
     try:
         consume = Stage("consume", ["--in", f"kafka://{results}", "--ws", "127.0.0.1:0", "--min-level", "low",
@@ -95,6 +99,11 @@ def test_each_stage_shows_its_hop_histograms_on_metrics(kafka_bootstrap, make_to
                                   *dlq, *KAFKA_CONFIG],
                        tmp_path, env=env, cwd=ROOT)
         stages.append(expand)
+        detect = Stage("detect", ["--source", str(IMAGE), "--camera-id", "lat-bus", "--loop", "--fps", "2",
+                                  "--conf", "0.3", "--model", str(MODEL), "--out", f"kafka://{detections}",
+                                  "--metrics-port", str(ports["detect"]), *KAFKA_CONFIG],
+                       tmp_path, env=env, cwd=ROOT)
+        stages.append(detect)
         serving_port(consume, stages)
         wait_until(lambda: "SIMULATED LLM" in schedule.text(), 30, "schedule to start the simulated LLM", stages)
 
@@ -111,9 +120,12 @@ def test_each_stage_shows_its_hop_histograms_on_metrics(kafka_bootstrap, make_to
             producer.flush(10)
             frame += 1
             seen = counts(scrape_or_empty(ports["consume"]), "hazardctl_hop_latency_seconds", "consume", "hop")
-            return seen.get("result_to_alert", 0) >= 3
+            if seen.get("result_to_alert", 0) < 3:
+                return False
+            published = counts(scrape_or_empty(ports["detect"]), "hazardctl_hop_latency_seconds", "detect", "hop")
+            return published.get("detect_to_published", 0) >= 1
 
-        wait_until(results_at_consume, 90, "results to reach consume", stages)
+        wait_until(results_at_consume, 90, "results to reach consume and detect to publish", stages)
 
         for stage, hops in HOPS.items():
             samples = scrape(ports[stage])

@@ -26,14 +26,33 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of `pid` (from /proc), or None when it is gone."""
+def cpu_seconds(pid: int, children: dict[int, list[int]] | None = None) -> float | None:
+    """User + system CPU time of `pid` and its reaped children (from /proc), plus, with `children`
+    (see `process_tree`), that of its live descendants (a Flink expand's JVM and Python workers);
+    None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        total = sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
     except (OSError, IndexError, ValueError):
         return None
+    for child in (children or {}).get(pid, ()):
+        total += cpu_seconds(child, children) or 0.0
+    return total
+
+
+def process_tree() -> dict[int, list[int]]:
+    """parent pid → child pids, for every process on the machine."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    return kids
 
 
 def machine_busy() -> tuple[float, float]:
@@ -79,16 +98,17 @@ class Proc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def sample_cpu(self) -> float:
-        """CPU seconds of all incarnations so far (sample it often: a killed process takes its count along)."""
-        now = cpu_seconds(self.pid) if self.alive() else None
+    def sample_cpu(self, children: dict[int, list[int]] | None = None) -> float:
+        """CPU seconds of all incarnations so far, with their descendants when `children` is given
+        (sample it often: a killed process takes its count along)."""
+        now = cpu_seconds(self.pid, children) if self.alive() else None
         if now is not None:
             self._cpu_last = now
         return self.cpu_done + self._cpu_last
 
     def kill(self) -> None:
         """SIGKILL the process group, then reap."""
-        self.sample_cpu()
+        self.sample_cpu(process_tree())
         if self.proc is None:
             return
         try:
@@ -110,7 +130,7 @@ class Proc:
         """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code (None when it was killed)."""
         if self.proc is None:
             return None
-        self.sample_cpu()
+        self.sample_cpu(process_tree())
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)

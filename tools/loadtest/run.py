@@ -28,7 +28,7 @@ from tools.loadtest.cameras import Cameras
 from tools.loadtest.crops import real_crops
 from tools.loadtest.ledger import Ledger
 from tools.loadtest.pipeline import KAFKA_SCRIPT, Pipeline, Simulator, check_engine, ensure_local_broker, stage_env
-from tools.loadtest.procs import cpu_seconds, machine_busy, wait_for
+from tools.loadtest.procs import cpu_seconds, machine_busy, process_tree, wait_for
 from tools.loadtest.scene import SceneConfig
 
 
@@ -119,8 +119,9 @@ class CpuMeter:
         self.t0 = self.m0 = None
 
     def sample(self) -> dict:
-        d = {name: p.sample_cpu() for name, p in self.pipeline.procs.items()}
-        d["llm-sim"] = self.sim.proc.sample_cpu()
+        kids = process_tree()
+        d = {name: p.sample_cpu(kids) for name, p in self.pipeline.procs.items()}
+        d["llm-sim"] = self.sim.proc.sample_cpu(kids)
         d["loadtest (cameras, readers)"] = sum(os.times()[:2])
         pid = broker_pid(self.broker_home)
         if pid:
@@ -248,7 +249,8 @@ def run(o: Options, console: Console | None = None) -> dict:
                 time.sleep(0.25)
                 elapsed = time.time() - start
                 chaos.tick(elapsed)
-                cpu.sample()  # often: a killed stage or broker takes its CPU count along
+                if int(elapsed * 4) % 4 == 0:
+                    cpu.sample()  # each second: a killed stage or broker takes its CPU count along
                 view.update(elapsed)
                 if elapsed >= o.duration:
                     break

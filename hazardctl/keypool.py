@@ -124,9 +124,9 @@ class PoolPolicy:
     reprobe_interval: float = 300.0
     jitter_allowance: float = 0.04
     """seconds two requests' travel times may differ; pacing spreads qps over 1 s + this"""
-    catch_up: float = 0.01
-    """seconds of a late send (timer, busy loop) the next send may make up, out of jitter_allowance:
-    what is left (30 ms by default) is the provider-side jitter the pacing tolerates"""
+    catch_up: float = 0.005
+    """seconds of a late send (timer, busy loop) the next send may make up, out of jitter_allowance
+    (40 ms = 30 ms provider-side jitter + 5 ms catch-up + 5 ms from the grant to the actual send)"""
     rate_limit_cooldown: float = 1.0
     """a 429 without Retry-After cools the key this long, doubling while 429s repeat"""
     aimd_decrease: float = 0.7

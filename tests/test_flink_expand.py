@@ -73,7 +73,7 @@ def test_parity_local_and_flink_minicluster(kafka_bootstrap, make_topic, hazardc
     assert len(dead_f) == len(BAD)
     letters_f = [DeadLetter.model_validate_json(m.value()) for m in dead_f]
     letters_l = [DeadLetter.model_validate_json(m.value()) for m in dead_l]
-    key = lambda d: (d.payload, d.error_class, d.reason)  # noqa: E731
+    key = lambda d: (d.payload, d.error_class, d.reason, d.key)  # noqa: E731
     assert sorted(map(key, letters_f)) == sorted(map(key, letters_l))
     for d in letters_f:
         assert d.stage == "expand" and d.source == f"kafka:{src}"

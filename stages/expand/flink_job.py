@@ -1,6 +1,6 @@
 """expand as a PyFlink job (spec §5): the same gate and task builder as the local engine, on Flink.
 
-    KafkaSource (committed offsets; earliest on a first start; Row(topic, partition, offset, value))
+    KafkaSource (committed offsets; earliest on a first start; Row(topic, partition, offset, key, value))
       → key by camera id → Gate (KeyedProcessFunction: `stages.expand.tasks.parse` + `expand`, whose
         gate is `hazardctl.gating.decide` over a keyed MapState group_id → GateEntry, state TTL)
       → KafkaSink (key = camera id, AT_LEAST_ONCE)       tasks topic
@@ -62,7 +62,7 @@ class MapStateGate:
 def camera_key(row) -> str:
     """Key of an input record: its camera id, or "" when there is none (it becomes a dead letter)."""
     try:
-        cam = orjson.loads(row[3]).get("camera_id")
+        cam = orjson.loads(row[4]).get("camera_id")
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         return ""
     return cam if isinstance(cam, str) else ""
@@ -90,7 +90,8 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     par = settings.parallelism
     dead_tag = OutputTag("dead-letters", Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
     out_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-    in_type = Types.ROW([Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    in_type = Types.ROW([Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                         Types.PRIMITIVE_ARRAY(Types.BYTE())])
 
     class Gate(KeyedProcessFunction):
         def open(self, ctx: RuntimeContext):
@@ -106,13 +107,14 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
             self.suppressed, self.dead = m.counter("suppressed_groups"), m.counter("dead_letters")
 
         def process_element(self, row, ctx: "KeyedProcessFunction.Context"):
-            topic, partition, offset, value = row[0], row[1], row[2], bytes(row[3])
+            topic, partition, offset, key, value = row[0], row[1], row[2], bytes(row[3]) or None, bytes(row[4])
             self.records_in.inc()
             try:
                 det, raw = parse(value)
             except BadInput as e:
                 self.dead.inc()
-                rec = Record(value=value, source=f"kafka:{topic}", topic=topic, partition=partition, offset=offset)
+                rec = Record(value=value, key=key, source=f"kafka:{topic}", topic=topic, partition=partition,
+                             offset=offset)
                 letter = dead_letter(rec, STAGE, e.reason, e.error_class)
                 yield dead_tag, Row(ctx.get_current_key() or None, letter.model_dump_json().encode())
                 return
@@ -129,7 +131,7 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                .set_starting_offsets(starting).set_property("commit.offsets.on.checkpoint", "true"))
     for k, v in (kafka_props or {}).items():
         builder.set_property(k, v)
-    # Row(topic, partition, offset, value): a value-only deserializer would lose partition and offset
+    # Row(topic, partition, offset, key, value): a value-only deserializer would lose all but the value
     builder._j_builder.setDeserializer(jvm.hazardctl.flink.KeyedRecords.SourceRecords())
     source = KafkaSource(builder._j_builder.build())
     records = (env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka:" + src, type_info=in_type)

@@ -1,6 +1,6 @@
 // Two tiny adapters the Python DataStream API lacks (compiled by `make flink-env`):
 // - Source: each Kafka record as Row(topic, partition, offset, value bytes), so a dead letter can
-//   say where its input was (a value-only deserializer loses partition and offset).
+//   say where its input was (a value-only deserializer loses partition, offset and key).
 // - Sink: the record key from the first column of a Row(key, value); the value uses PyFlink's
 //   own SecondColumnSerializationSchema.
 package hazardctl.flink;
@@ -18,19 +18,21 @@ import org.apache.flink.util.Collector;
 public final class KeyedRecords {
     private KeyedRecords() {}
 
-    /** Row(topic STRING, partition INT, offset LONG, value BYTES). */
+    /** Row(topic STRING, partition INT, offset LONG, key BYTES (empty when none), value BYTES). */
     public static final class SourceRecords implements KafkaRecordDeserializationSchema<Row> {
         private static final long serialVersionUID = 1L;
 
         @Override
         public void deserialize(ConsumerRecord<byte[], byte[]> record, Collector<Row> out) {
+            byte[] key = record.key() == null ? new byte[0] : record.key();
             byte[] value = record.value() == null ? new byte[0] : record.value();
-            out.collect(Row.of(record.topic(), record.partition(), record.offset(), value));
+            out.collect(Row.of(record.topic(), record.partition(), record.offset(), key, value));
         }
 
         @Override
         public TypeInformation<Row> getProducedType() {
-            return Types.ROW(Types.STRING, Types.INT, Types.LONG, Types.PRIMITIVE_ARRAY(Types.BYTE));
+            return Types.ROW(Types.STRING, Types.INT, Types.LONG, Types.PRIMITIVE_ARRAY(Types.BYTE),
+                    Types.PRIMITIVE_ARRAY(Types.BYTE));
         }
     }
 

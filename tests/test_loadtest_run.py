@@ -1,11 +1,12 @@
 """`hazardctl loadtest` as a user runs it: real broker, the real stages as processes, the simulated LLM
 over HTTP, the report's counts checked against each other.
 
-- Kafka, 12 cameras × 0.5 groups/s for 15 s with one key revoked at 5 s: exit 0 with the asserts met;
-  summary.json's identity holds (offered = ok + failed + stale + shed + dead letters + in flight, each
-  counted from its own topic), nothing is left in flight, expand produced exactly the tasks the
-  cameras' gate predicted, every task is one line of tasks.jsonl, the revoked key got no request after
-  its first 401s, the PNG was written, and every stage stopped with exit 0 on SIGTERM.
+- Kafka, 12 cameras × 0.5 groups/s for 15 s with one key revoked at 5 s and schedule SIGKILLed (and
+  restarted) at 8 s: exit 0 with the asserts met; summary.json's identity holds (offered = ok + failed
+  + stale + shed + dead letters + in flight, each counted from its own topic), nothing is left in
+  flight, expand produced exactly the tasks the cameras' gate predicted, every task is one line of
+  tasks.jsonl, the revoked key got no request after its first 401s, consume's incidents reached a
+  WebSocket client, the PNG was written, and every stage stopped with exit 0 on SIGTERM.
 - Pipes, 4 s, with an assert that cannot hold: exit 1 and the assert reported as FAIL.
 - A kill chaos over pipes is refused with one line and exit 2, before anything starts.
 """
@@ -22,6 +23,10 @@ from tests.conftest import HAZARDCTL, ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
+def lat_min_llm(s: dict) -> float:
+    return s["latency"]["llm"]["p50"] * 0.5
+
+
 def loadtest(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*HAZARDCTL, "loadtest", "--no-live", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -31,8 +36,8 @@ def loadtest(*args: str, env: dict | None = None, timeout: float = 120) -> subpr
 def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
     out = tmp_path / "run"
     p = loadtest("--cameras", "12", "--rate", "0.5", "--duration", "15", "--transport", "kafka",
-                 "--bootstrap", kafka_bootstrap, "--chaos", "key-401@5", "--out", str(out),
-                 "--assert", "success>=0.99", "--assert", "lost==0", "--assert", "identity==1", env=hazardctl_env)
+                 "--bootstrap", kafka_bootstrap, "--chaos", "key-401@5", "--chaos", "kill-schedule@8", "--out", str(out),
+                 "--assert", "success>=0.97", "--assert", "lost==0", "--assert", "identity==1", env=hazardctl_env)
     report = p.stdout + p.stderr
     assert p.returncode == 0, report[-6000:]
     s = json.loads((out / "summary.json").read_text())
@@ -43,7 +48,8 @@ def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
     # 12 cameras × 0.5/s × 15 s ≈ 90 tasks, and exactly what the same gate predicted from the frames sent
     assert c["offered"] == s["cameras"]["tasks_predicted_total"]
     assert 75 <= c["offered"] <= 105, c
-    assert s["success"] >= 0.99
+    assert s["success"] >= 0.97  # schedule was SIGKILLed and restarted mid-run: nothing lost, little late
+    assert (out / "logs" / "schedule.2.log").is_file()  # the second incarnation ran
     assert set(s["reasons"]) == {"new", "changed", "refresh"}
     lines = (out / "tasks.jsonl").read_text().splitlines()
     assert len(lines) == c["offered"]
@@ -51,7 +57,10 @@ def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
     # the revoked key: the scheduler stopped using it (a probe may come later, not within 15 s)
     bad = next(k for k in s["keys"] if k["key"] == "sim-key-03")
     assert bad["http_401"] >= 1 and bad["after_first_401"] <= 1, bad
-    assert s["chaos"][0]["name"] == "key-401"
+    assert [c["name"] for c in s["chaos"]] == ["key-401", "kill-schedule"]
+    # the operator's end: consume pushed incidents to the loadtest's WebSocket client, timed from capture
+    alert = s["latency"]["alert"]
+    assert s["alerts"]["client_error"] is None and alert["n"] > 0 and alert["p50"] >= lat_min_llm(s)
     lat = s["latency"]
     assert lat["e2e"]["n"] == c["ok"] and lat["llm"]["p95"] is not None
     assert lat["e2e"]["p95"] >= lat["llm"]["p50"]  # end to end includes the LLM call

@@ -145,8 +145,8 @@ def flat_figures(s: dict) -> dict[str, float]:
     _), success, achieved, offered_rate, in_flight, lost, failed, stale, shed, dead_letters, late, ..."""
     f: dict[str, float] = {}
     lat = s["latency"]
-    for group in ("e2e", "llm", "e2e_minus_llm"):
-        for k, v in lat[group].items():
+    for group in ("e2e", "llm", "e2e_minus_llm", "alert"):
+        for k, v in lat.get(group, {}).items():
             if v is not None:
                 f[f"{group}.{k}"] = v
     for reason, d in lat.get("e2e_by_reason", {}).items():

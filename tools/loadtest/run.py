@@ -180,7 +180,7 @@ def run(o: Options, console: Console | None = None) -> dict:
             chaos_mod.local_broker_home(settings.bootstrap_servers)  # refuse before anything starts
     crops = real_crops()
     ledger = Ledger()
-    sim = pipeline = None
+    sim = pipeline = alerts = None
     readers: list = []
     cameras: Cameras | None = None
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -231,6 +231,9 @@ def run(o: Options, console: Console | None = None) -> dict:
         phase("start_processes_s")
         pipeline.wait_ready(settings)
         phase("stages_ready_s")
+        from tools.loadtest.alerts import AlertWatcher
+
+        alerts = AlertWatcher(pipeline.consume_port).start()
         probe(send, ledger, scene_cfg, crops, run_id, timeout=90 if o.engine == "flink" else 30)
         phase("probe_s")
         status_cmd = pipeline.status_command()
@@ -275,6 +278,7 @@ def run(o: Options, console: Console | None = None) -> dict:
         cpu_report = cpu.end()
         sim_stats = sim.stats()
         states = key_states(pipeline.metrics_text("schedule"))
+        alerts.stop()
         codes = pipeline.stop()
         phase("stop_stages_s")
         pipeline.read_dead_files()
@@ -283,6 +287,8 @@ def run(o: Options, console: Console | None = None) -> dict:
             r.stop()
         summary = summarize(o, run_id, start, cameras, ledger, sim_stats, states, cpu_report, chaos.fired, codes,
                             delivery_errors[0], topics)
+        summary["latency"]["alert"] = report.dist(alerts.latencies())
+        summary["alerts"] = {"incident_events": len(alerts.latencies()), "client_error": alerts.error}
         summary["phases"] = phases
         summary["asserts"] = report.check_asserts(summary, asserts)
         summary["passed"] = all(a["ok"] for a in summary["asserts"])
@@ -304,6 +310,8 @@ def run(o: Options, console: Console | None = None) -> dict:
                 r.stop()
             except Exception:
                 pass
+        if alerts is not None:
+            alerts.stop()
         if pipeline is not None:
             pipeline.kill_all()
         if sim is not None:

@@ -42,6 +42,8 @@ def print_report(console: Console, s: dict) -> None:
     end = "result on the results topic" if cfg["transport"] == "kafka" else "result out of schedule"
     add(f"end to end (capture → {end})", lat["e2e"], "bold")
     add("LLM only", lat["llm"], "bold")
+    if "alert" in lat:
+        add("capture → alert at a WebSocket client (consume's incident events)", lat["alert"])
     add("end to end − LLM, per task", lat["e2e_minus_llm"])
     for reason, d in lat.get("e2e_by_reason", {}).items():
         add(f"  end to end, {reason} groups", d)

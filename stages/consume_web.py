@@ -397,7 +397,9 @@ class Guard:
             return True
         if presented is None:
             return False
-        return hmac.compare_digest(presented.encode("utf-8"), self._token)
+        # surrogateescape: a header with non-UTF-8 bytes (aiohttp keeps them as surrogates) is a wrong
+        # token, not a UnicodeEncodeError and a 500
+        return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), self._token)
 
     def _refuse(self, reason: str, status: int, message: str, *headers: tuple[str, str]) -> HttpResponse:
         self._refused[reason].inc()

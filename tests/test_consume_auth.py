@@ -147,3 +147,13 @@ def test_bad_access_settings_are_one_line_errors(tmp_path, setup, expected):
     err = p.stderr.decode()
     assert p.returncode == 2 and expected in err and "Traceback" not in err, err
     assert "tooShrt9" not in err  # a token, even a bad one, is never printed
+
+
+def test_a_token_with_bytes_that_are_not_utf8_is_refused_not_a_500():
+    """aiohttp keeps non-UTF-8 header bytes as surrogates; comparing them must say 'wrong token'."""
+    from stages.consume_web import AccessPolicy, Guard
+
+    g = Guard(AccessPolicy(token=TOKEN), lambda: 0)
+    assert not g.authorized("\udcff\udcfe" + TOKEN) and not g.authorized("") and not g.authorized(None)
+    assert g.authorized(TOKEN)
+    assert g.check_http("/cameras", {"Authorization": "Bearer \udcff" + TOKEN}).status == 401

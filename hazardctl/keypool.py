@@ -11,7 +11,8 @@ Rules (each has a fake-clock test in tests/test_keypool.py or tests/test_keypool
   the most two requests' travel times may differ. Any provider window of 1 s then sees ≤ qps
   arrivals: arrivals in [a, a+1) were sent in [a−J, a+1), a half-open span of 1+J seconds that holds
   at most qps sends spaced (1+J)/qps apart. That holds for sliding and fixed windows and for a
-  bucket of capacity qps alike. rpm: a sliding 60 s window (plus a guard).
+  bucket of capacity qps alike. Up to `catch_up` (5 ms, part of J) of a late send is made up.
+  rpm: a sliding 60 s window (plus a guard).
 - Accounts: keys may share an account with its own qps / rpm / tpm; a send needs both the key's
   and the account's permission and counts in both.
 - Tokens: `tpm` paces estimated tokens at tpm/60/(1+J) per second (capacity: the request's own
@@ -173,7 +174,8 @@ class Rate:
     """The pacing of one sender, a key or an account: requests, requests per minute, tokens.
 
     Both buckets refill at the current rate (limit × AIMD factor × slow-start ramp ÷ (1 + J)); the
-    request bucket holds at most `burst` sends, the token bucket at most the asking request's cost.
+    request bucket holds at most `burst` sends (plus `catch_up` seconds of rate, so a late send is
+    made up), the token bucket refills up to the asking request's cost (a usage refund may exceed it).
     """
 
     qps: float | None

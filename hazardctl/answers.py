@@ -206,6 +206,8 @@ def _read_object(src: str) -> tuple[RiskAssessment, list[str]]:
             data = _Relaxed(src).document()
         except ValueError as e:
             raise BadResponse("invalid_json", str(e)) from None
+        except RecursionError:  # nesting deeper than orjson's limit too: no assessment looks like that
+            raise BadResponse("invalid_json", "nested too deeply") from None
         rules.append("relaxed_json")
     if not isinstance(data, dict):
         raise BadResponse("no_object", "no JSON object in the reply")
@@ -260,7 +262,7 @@ _LEVEL_ZH = {
 }
 _LEVEL_SUFFIX = re.compile(r"[\s_\-]*(risk|level|danger)$")
 _CONF_TEXT = {"high": 0.8, "medium": 0.5, "moderate": 0.5, "low": 0.3, "高": 0.8, "中": 0.5, "中等": 0.5, "低": 0.3}
-_ID = re.compile(r"\d+")
+_ID = re.compile(r"(?<!\d)\d{1,18}(?!\d)")  # an id, not a 5000-digit run (int() refuses those)
 
 
 def _nested(data: dict) -> dict | None:

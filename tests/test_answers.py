@@ -116,3 +116,18 @@ def test_bad_answer_rate_warns_once_when_it_rises_and_once_when_it_falls_back():
     events += [rate.add(False) for _ in range(50)]
     assert events.count("below") == 1 and rate.ratio == 0.0
     assert [e for e in events if e] == ["above", "below"]
+
+
+@pytest.mark.parametrize("content, reason", [
+    ('{"level": "high", "x": ' + "[" * 3000 + "]" * 3000 + "}", "invalid_json"),  # deeper than orjson's limit
+    ("{'level': 'high', 'x': " + "[" * 3000 + "]" * 3000 + "}", "invalid_json"),
+])
+def test_hostile_nesting_is_a_bad_response_not_a_recursion_error(content, reason):
+    with pytest.raises(BadResponse) as e:
+        read_answer(content, TASK, "stop")
+    assert e.value.reason == reason
+
+
+def test_a_digit_run_too_long_for_int_is_no_danger_id():
+    r = read_answer('{"level": "high", "danger_object_ids": "' + "9" * 5000 + ' and 1"}', TASK, "stop")
+    assert r.assessment.level == "high" and r.assessment.danger_object_ids == [1]

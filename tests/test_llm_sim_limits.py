@@ -91,9 +91,9 @@ def test_every_model_holds_a_client_paced_exactly_at_the_limit(model):
 def test_per_minute_limits_in_every_model(model):
     lim = make_limiter(model, 3, 60.0, now=0.0)
     assert [admitted(lim, t) for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, True, False]
-    expect = {"token-bucket": 20.0 - 3.0 + 0.0, "sliding-window": 57.0, "fixed-window": 57.0}[model]
-    if model == "token-bucket":  # 3 per 60 s refills one every 20 s; 0.15 earned by t=3
-        expect = (1 - 3 * 0.05) / 0.05
+    # windows: the t=0 admission leaves (or the minute ends) at 60; bucket: 3 per 60 s refills 0.05/s,
+    # 0.15 earned by t=3, so the missing 0.85 takes 17 s
+    expect = 17.0 if model == "token-bucket" else 57.0
     assert lim.wait(3.0) == pytest.approx(expect)
 
 
@@ -104,14 +104,15 @@ def test_token_limits_count_the_cost_and_a_request_larger_than_the_limit_never_f
     assert math.isinf(lim.wait(5.0, 1001))
 
 
-def test_tolerance_accepts_slightly_early_requests_only():
-    def bucket() -> TokenBucket:
-        b = TokenBucket(5, now=0.0, capacity=1, tolerance_s=0.01)
-        b.take(0.0)
-        return b
+def test_sliding_window_tolerance_lets_a_request_in_that_much_early_and_no_earlier():
+    """(The token bucket's tolerance is tested in test_llm_sim.py; the fixed window has none.)"""
+    def full() -> SlidingWindow:
+        w = SlidingWindow(2, 1.0, tolerance_s=0.01)
+        w.take(0.0), w.take(0.5)
+        return w
 
-    assert bucket().wait(0.195) == 0.0 and bucket().wait(0.185) == pytest.approx(0.005)
-    assert FixedWindow(1, 1.0).wait(0.5) == 0.0
+    assert full().wait(0.995) == 0.0  # the t=0 admission counts as gone 10 ms early
+    assert full().wait(0.985) == pytest.approx(0.005)  # 15 ms early: refused until 0.99
 
 
 # ----------------------------------------------------------------------------- keys, accounts

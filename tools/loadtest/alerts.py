@@ -1,8 +1,10 @@
 """The operator's end of the pipeline: a WebSocket client of consume that times every alert.
 
 It connects like the live page does (all cameras), and for every incident event consume pushes
-(`new` or `update`) records when it arrived; the incident carries the `times` of the result that
-raised it, so capture → alert at a client is exact per event. Events of the probe camera are ignored.
+because of a result (`new`, or an `update` that changed what an operator sees; these carry
+`consumed_at`) records when it arrived; the incident carries the `times` of that result, so
+capture → alert at a client is exact per event. consume's periodic re-sends of unchanged incidents
+(no `consumed_at`, older times) are not alerts and are left out, as are the probe camera's events.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class AlertWatcher:
                     now = time.time()
                     msg = orjson.loads(raw)
                     if msg.get("type") != "incident" or msg.get("event") not in ("new", "update"):
+                        continue
+                    if msg.get("consumed_at") is None:  # a periodic re-send of an unchanged incident, not an alert
                         continue
                     body = msg["incident"]
                     capture = (body.get("times") or {}).get("capture")

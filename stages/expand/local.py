@@ -45,7 +45,7 @@ def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, cfg: ExpandConfig,
         group_id: str = "hazardctl-expand", connect_timeout: float = 30.0) -> StageLoop:
     dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
     endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
-    loop = StageLoop(STAGE, endpoints.input(in_spec, group_id), endpoints.output(out_spec),
+    loop = StageLoop(STAGE, endpoints.input(in_spec, group_id, STAGE), endpoints.output(out_spec),
                      endpoints.output(dlq_spec), Expander(cfg))
     loop.run()
     return loop

@@ -27,11 +27,11 @@ from hazardctl.config import load_model
 
 #: the stages a pipeline has, in pipeline order, and where `config/status.yaml` expects them
 DEFAULT_STAGES = {
-    "detect": "127.0.0.1:9100",
-    "expand": "127.0.0.1:9101",
+    "detect": "127.0.0.1:9101",
+    "expand": "127.0.0.1:9103",
     "schedule": "127.0.0.1:9102",
     "consume": "127.0.0.1:9104",
-    "llm-sim": "127.0.0.1:9103",
+    "llm-sim": "127.0.0.1:9105",
 }
 DEFAULT_GROUPS = ["hazardctl-expand", "hazardctl-schedule", "hazardctl-consume"]
 #: end-to-end histograms (metric, span), best first: the first one some stage exports is shown

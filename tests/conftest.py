@@ -37,18 +37,17 @@ def kafka_bootstrap() -> str:
     return BOOTSTRAP
 
 
-@pytest.fixture
-def make_topic(kafka_bootstrap):
-    """Create topics with unique names for this test; delete them afterwards."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+def topic_maker(admin, base: str = "test", partitions: int = 4):
+    """A generator for fixtures: yields make(prefix, partitions, config) that creates uniquely named
+    topics through `admin`; deletes them when resumed (the fixture's teardown)."""
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
+    default_partitions = partitions
 
-    def make(prefix: str = "t", partitions: int = 4, config: dict | None = None) -> str:
-        name = f"test-{prefix}-{uuid.uuid4().hex[:10]}"
-        fut = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name]
-        fut.result(timeout=30)
+    def make(prefix: str = "t", partitions: int = default_partitions, config: dict | None = None) -> str:
+        name = f"{base}-{prefix}-{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name].result(timeout=30)
         created.append(name)
         return name
 
@@ -59,6 +58,14 @@ def make_topic(kafka_bootstrap):
                 fut.result(timeout=30)
             except Exception:
                 pass
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap):
+    """Create topics with unique names for this test; delete them afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    yield from topic_maker(AdminClient({"bootstrap.servers": kafka_bootstrap}))
 
 
 @pytest.fixture

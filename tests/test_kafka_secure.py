@@ -24,11 +24,11 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from hazardctl.synthetic import detection
 from tools.llm_sim import SimConfig, SimKey, SimServer
-from tests.conftest import HAZARDCTL, ROOT
+from tests.conftest import HAZARDCTL, ROOT, topic_maker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 
@@ -127,22 +127,7 @@ def secure_broker(tmp_path_factory):
 
 @pytest.fixture
 def secure_topic(secure_broker):
-    admin = AdminClient({**secure_broker.librdkafka(), "log_level": 0})
-    created: list[str] = []
-
-    def make(prefix: str, partitions: int = 2) -> str:
-        name = f"test-sec-{prefix}-{uuid.uuid4().hex[:8]}"
-        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
-        created.append(name)
-        return name
-
-    yield make
-    if created:
-        for fut in admin.delete_topics(created).values():
-            try:
-                fut.result(timeout=30)
-            except Exception:
-                pass
+    yield from topic_maker(AdminClient({**secure_broker.librdkafka(), "log_level": 0}), "test-sec", partitions=2)
 
 
 def test_secured_broker_refuses_plaintext_and_anonymous_clients(secure_broker):

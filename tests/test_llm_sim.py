@@ -266,6 +266,8 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path):
     p.write_text("keys:\n  - {name: a, api_key: x, fault: melt}\n")
     with pytest.raises(ConfigError, match=r"keys\.0\.fault"):
         build_config(p)
+    with pytest.raises(ConfigError, match="seed"):  # the answer hash takes 8 bytes of it: not a 500 per request
+        build_config(seed=2**64)
 
 
 # ---------------------------------------------------------------------------- real HTTP server

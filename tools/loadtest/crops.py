@@ -39,6 +39,12 @@ def real_crops(max_side: int = 256, quality: int = 80) -> list[Crop]:
     far from the camera are smaller) and encoded as JPEG, base64."""
     from PIL import Image
 
+    from hazardctl.errors import ConfigError
+
+    missing = sorted({name for name, *_ in REGIONS if not (DATA / name).is_file()})
+    if missing:
+        raise ConfigError(f"the loadtest cuts its camera crops from {DATA}/{{{','.join(missing)}}}, which is missing: "
+                          "run it from a checkout of the repository")
     out: list[Crop] = []
     photos: dict[str, Image.Image] = {}
     for name, *box in REGIONS:

@@ -166,8 +166,8 @@ def run_mix(sim, workdir: Path, rate: float, duration: float, mix: str = MIX_30)
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
     normalized = sum(1 for r in results if r.get("answer_normalized"))
     variants: dict[str, int] = {}
-    for r in sim.requests(limit=100_000):  # the simulator's log: which variant each request got
-        if r.get("answer"):
+    for r in sim.requests(limit=100_000):  # the simulator's log: which variant each answer (200) had
+        if r.get("answer") and r.get("status") == 200:
             variants[r["answer"]] = variants.get(r["answer"], 0) + 1
     offered = len(run.written)
     return {"offered": offered, "fed_rate": offered / fed_s, "ok": by_status.get("ok", 0), "statuses": by_status,

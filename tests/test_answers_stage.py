@@ -29,7 +29,7 @@ def test_30_percent_drifted_answers_at_45_tasks_per_s_are_read_ok(sim, tmp_path)
     assert m["success"] >= 0.99, m["statuses"]
     drifted = sum(v for k, v in m["variants"].items() if k != "strict")
     assert drifted >= 0.2 * sum(m["variants"].values())  # the simulator did drift (~30 %)
-    assert m["normalized"] >= 0.8 * drifted  # each drifted answer that made a result says how it was read
+    assert m["normalized"] == drifted  # each drifted answer (all of them readable) says how it was read
     for r in m["results"]:
         res = RiskAssessmentResult.model_validate(r)
         assert res.level in RISK_LEVELS and res.prompt_version == PROMPTS["en"].version and res.model

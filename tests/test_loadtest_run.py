@@ -23,6 +23,16 @@ from tests.conftest import HAZARDCTL, ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
+def keep_artifacts(out, name: str, report: str) -> None:
+    """Under make test (test-artifacts/ exists): keep the report, summary, PNG and logs for a look."""
+    import shutil
+
+    dest = ROOT / "test-artifacts" / name
+    if dest.parent.is_dir() and out.is_dir():
+        shutil.copytree(out, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tasks.jsonl"))
+        (dest / "report.txt").write_text(report)
+
+
 def lat_min_llm(s: dict) -> float:
     return s["latency"]["llm"]["p50"] * 0.5
 
@@ -39,6 +49,7 @@ def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
                  "--bootstrap", kafka_bootstrap, "--chaos", "key-401@5", "--chaos", "kill-schedule@8", "--out", str(out),
                  "--assert", "success>=0.97", "--assert", "lost==0", "--assert", "identity==1", env=hazardctl_env)
     report = p.stdout + p.stderr
+    keep_artifacts(out, "loadtest-kafka", report)
     assert p.returncode == 0, report[-6000:]
     s = json.loads((out / "summary.json").read_text())
     c = s["counts"]

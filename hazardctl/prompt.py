@@ -1,8 +1,8 @@
 """What we ask the vision LLM, in the operators' language (spec §6; guidance from FACTS.md; issue 12).
 
-The request is one user message: the crop as a JPEG data URL plus a text prompt that describes the
-group (objects with ids, classes, boxes; spatial features) and asks for ONE strict JSON object.
-`--language zh` asks in Chinese, so risk types and description come back in Chinese; the JSON keys
+The request is a system message (the analyst's role) and one user message: the crop as a JPEG data
+URL plus a text prompt that describes the group (objects with ids, classes, boxes; spatial
+features) and asks for ONE strict JSON object. `--language zh` asks in Chinese, so risk types and description come back in Chinese; the JSON keys
 and the four level values (none/low/medium/high) stay the same in every language. Each prompt has a
 `version` (a short hash of its system prompt and template, language included) that every result
 carries, so a change in answers can be tied to a change in the prompt. The answer is read by

@@ -33,6 +33,7 @@ def test_services_ports_and_token():
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert "--no-simulate" in services["schedule"]["command"]  # never made-up assessments in a deployment
     consume = services["consume"]["command"]
     assert "--token-file" in consume and consume[consume.index("--token-file") + 1] == "/run/secrets/consume_token"
     for name in ("expand", "schedule", "consume", "detect"):

@@ -28,7 +28,9 @@ class SimCollector(Collector):
                                      labels=labels)
         refused = CounterMetricFamily("hazardctl_llm_sim_refused", "Requests refused, by reason",
                                       labels=labels + ["reason"])
-        ok = CounterMetricFamily("hazardctl_llm_sim_answers_ok", "Answers sent (200, no malformed fault; the --answer-mix wording is not judged)", labels=labels)
+        ok = CounterMetricFamily("hazardctl_llm_sim_answers_ok",
+                                 "Answers sent (200, no malformed fault; the --answer-mix wording is not judged)",
+                                 labels=labels)
         peak = GaugeMetricFamily("hazardctl_llm_sim_max_requests_in_1s",
                                  "Most requests that reached the limiter in any 1 s sliding window", labels=labels)
         in_flight = GaugeMetricFamily("hazardctl_llm_sim_in_flight", "Requests being answered", labels=labels)

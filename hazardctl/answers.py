@@ -291,8 +291,8 @@ def _map_fields(data: dict) -> tuple[dict, list[str]]:
         out["level"] = _level_from_score(got["score"], rules)
     else:
         raise BadResponse("no_level", "no risk level in the answer")
-    if "risk_types" in got:
-        out["risk_types"] = _risk_types(got["risk_types"], rules)
+    if "risk_types" in got:  # at most 3 kept (as _tidy does): 6 phrases are a usable answer, not invalid_fields
+        out["risk_types"] = [t for t in _risk_types(got["risk_types"], rules) if t.strip()][:3]
     if got.get("description") is not None:
         d = got["description"]
         out["description"] = d if isinstance(d, str) else str(d)

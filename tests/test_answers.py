@@ -131,3 +131,12 @@ def test_hostile_nesting_is_a_bad_response_not_a_recursion_error(content, reason
 def test_a_digit_run_too_long_for_int_is_no_danger_id():
     r = read_answer('{"level": "high", "danger_object_ids": "' + "9" * 5000 + ' and 1"}', TASK, "stop")
     assert r.assessment.level == "high" and r.assessment.danger_object_ids == [1]
+
+
+def test_more_risk_types_than_the_model_allows_are_trimmed_not_rejected():
+    """RiskAssessment takes at most 5; a model listing 6 gave a usable answer (the first 3 are kept)."""
+    r = read_answer('{"level": "high", "risk_types": ["a", "b", "c", "d", "e", "f"], "description": "x", '
+                    '"confidence": 0.9, "danger_object_ids": [0]}', TASK, "stop")
+    assert r.assessment.level == "high" and r.assessment.risk_types == ["a", "b", "c"] and r.rules == ()
+    r = read_answer('{"risk_level": "high", "risk_types": "a, b, c, d, e, f"}', TASK, "stop")
+    assert r.assessment.risk_types == ["a", "b", "c"] and set(r.rules) == {"synonym_keys", "risk_types_text"}

@@ -413,7 +413,10 @@ class Guard:
         """The path and the query of a request target, or the refusal of one too large."""
         if len(target) > MAX_TARGET:
             return self._refuse("bad_request", 414, f"request target longer than {MAX_TARGET} characters")
-        url = urlsplit(target)
+        try:
+            url = urlsplit(target)  # ValueError for e.g. "//[x" (an unclosed IPv6 host): a 400, not a traceback
+        except ValueError:
+            return self._refuse("bad_request", 400, "malformed request target")
         try:
             query = single_values(parse_qsl(url.query, max_num_fields=MAX_QUERY_FIELDS))
         except ValueError:

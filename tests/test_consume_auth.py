@@ -157,3 +157,13 @@ def test_a_token_with_bytes_that_are_not_utf8_is_refused_not_a_500():
     assert not g.authorized("\udcff\udcfe" + TOKEN) and not g.authorized("") and not g.authorized(None)
     assert g.authorized(TOKEN)
     assert g.check_http("/cameras", {"Authorization": "Bearer \udcff" + TOKEN}).status == 401
+
+
+
+def test_a_malformed_request_target_is_a_400_not_a_traceback():
+    from stages.consume_web import AccessPolicy, Guard, HttpResponse
+
+    g = Guard(AccessPolicy(token=TOKEN), lambda: 0)
+    r = g.check_target("//[abc/cameras")  # urlsplit raises ValueError (an unclosed IPv6 host)
+    assert isinstance(r, HttpResponse) and r.status == 400
+    assert g.check_target("/results?limit=2") == ("/results", {"limit": "2"})

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from hazardctl.config import load_model, parse_model
 from hazardctl.errors import ConfigError
@@ -92,19 +92,13 @@ class SimConfig(BaseModel):
         0.0, ge=0.0, le=1.0,
         description="accept a request this much earlier than the limits allow (network jitter); 0 = exact")
 
-    @field_validator("latency")
+    @field_validator("latency", "answer_mix")
     @classmethod
-    def _latency(cls, v: str) -> str:
+    def _spec(cls, v: str, info: ValidationInfo) -> str:
+        """Parsed once here, so a bad spec is the config's one-line error; kept in its normal form."""
+        parse = Latency.parse if info.field_name == "latency" else AnswerMix.parse
         try:
-            return str(Latency.parse(v))
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-
-    @field_validator("answer_mix")
-    @classmethod
-    def _answer_mix(cls, v: str) -> str:
-        try:
-            return str(AnswerMix.parse(v))
+            return str(parse(v))
         except ConfigError as e:
             raise ValueError(str(e)) from None
 

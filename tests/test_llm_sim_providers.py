@@ -216,6 +216,9 @@ def test_requests_log_shows_what_the_server_received_and_jitter_delays_arrival()
         assert len(long_prompt["prompt"]) == 500 and long_prompt["response_format"] is None
         assert any(r["jitter_ms"] > 0 for r in rows)
         assert [r["key"] for r in sim.requests(limit=1, key="k1")] == ["k1"] and len(sim.requests(key="k2")) == 1
+        base = sim.base_url.removesuffix("/v1")
+        assert len(httpx.get(base + "/requests?limit=2", timeout=10).json()["requests"]) == 2
+        assert [httpx.get(f"{base}/requests?limit={v}", timeout=10).status_code for v in ("-1", "x")] == [400, 400]
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -217,7 +217,9 @@ class Sim:
         try:
             limit = int(request.query.get("limit", 0)) or None
         except ValueError:
-            return _error(400, "limit must be an integer", "invalid_request_error")
+            limit = -1
+        if limit is not None and limit < 0:  # -5 would have meant "all but the first 5"
+            return _error(400, "limit must be a whole number >= 0", "invalid_request_error")
         return _json({"requests": self.requests(limit, request.query.get("key"))})
 
     async def models(self, _request: web.Request) -> web.Response:

@@ -351,6 +351,23 @@ def select_subprotocol(_connection: ServerConnection, offered: list[str]) -> str
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
+class _RedactCredentials(logging.Filter):
+    """websockets logs every handshake header at DEBUG ("< Authorization: Bearer …"): with
+    HAZARDCTL_LOG_LEVEL=DEBUG that put the token in the journal. The values of the two headers that
+    carry it are replaced before any handler sees them."""
+
+    HEADERS = frozenset({"authorization", "sec-websocket-protocol"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in self.HEADERS:
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+logging.getLogger("websockets.server").addFilter(_RedactCredentials())
+
+
 def _bearer_from_protocols(values: Iterable[str]) -> str | None:
     for value in values:
         for item in value.split(","):

@@ -167,3 +167,21 @@ def test_a_malformed_request_target_is_a_400_not_a_traceback():
     r = g.check_target("//[abc/cameras")  # urlsplit raises ValueError (an unclosed IPv6 host)
     assert isinstance(r, HttpResponse) and r.status == 400
     assert g.check_target("/results?limit=2") == ("/results", {"limit": "2"})
+
+
+def test_debug_logging_does_not_print_the_token():
+    """websockets logs each handshake header at DEBUG; the Authorization header and the bearer.
+    subprotocol must show up redacted, not as the token."""
+    import os
+
+    env = {**os.environ, "HAZARDCTL_LOG_LEVEL": "DEBUG", "HAZARDCTL_CONSUME_TOKEN": TOKEN}
+    with ConsumeProcess(env=env) as c:
+        async def run() -> None:
+            assert (await handshake(c.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}))[0] is None
+            assert (await handshake(c.ws_url, subprotocols=["hazardctl", bearer_protocol(TOKEN)]))[0] is None
+
+        asyncio.run(run())
+        time.sleep(0.3)
+    err = "".join(c.stderr)
+    assert "[redacted]" in err, err[-2000:]  # the DEBUG header lines were there
+    assert TOKEN not in err and bearer_protocol(TOKEN) not in err

@@ -153,6 +153,16 @@ def test_retry_after_headers_round_up_to_whole_seconds_and_keep_exact_ms():
     assert retry_after_headers(2.0004)["Retry-After"] == "3"
 
 
+def test_requests_after_first_401_is_per_key_not_per_account():
+    from tools.llm_sim.stats import ScopeStats
+
+    key, account = ScopeStats(), ScopeStats(watch_401=False)
+    for st in (key, account):  # a revoked key's 401, then requests of the account's other keys
+        st.arrive(0.0), st.count("unauthorized_401"), st.arrive(1.0), st.arrive(2.0)
+    assert key.counts["requests_after_first_401"] == 2 and account.counts["requests_after_first_401"] == 0
+    assert account.counts["unauthorized_401"] == 1
+
+
 def test_rate_window_reports_the_busiest_second():
     w = RateWindow(1.0)
     for t in (0.0, 0.1, 0.2, 1.25, 1.26, 1.27, 1.28, 5.0):  # (0.28, 1.28] holds 4

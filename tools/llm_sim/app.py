@@ -117,7 +117,7 @@ class KeyState:
 class AccountState:
     def __init__(self, limit: ScopeLimit):
         self.limit = limit
-        self.stats = ScopeStats()
+        self.stats = ScopeStats(watch_401=False)
 
 
 class Sim:

@@ -27,8 +27,10 @@ class ScopeStats:
     for admitted requests. `requests_after_first_401` shows whether a client stopped using a revoked key.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, watch_401: bool = True) -> None:
         self.in_flight = 0
+        #: False for an account: one key's 401 says nothing about its account's other keys
+        self.watch_401 = watch_401
         self.reset()
 
     def reset(self) -> None:
@@ -58,7 +60,7 @@ class ScopeStats:
 
     def count(self, counter: str) -> None:
         self.counts[counter] += 1
-        if counter == "unauthorized_401":
+        if counter == "unauthorized_401" and self.watch_401:
             self.seen_401 = True
 
     def as_dict(self) -> dict[str, Any]:

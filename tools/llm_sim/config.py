@@ -84,7 +84,8 @@ class SimConfig(BaseModel):
     answer_mix: str = Field("strict:1", description="how answers are written, e.g. strict:0.7,fenced:0.1,zh:0.2 "
                             "(variants in tools/llm_sim/answers.py VARIANTS; issue 12)")
     model: str = "qwen-vl-plus"
-    seed: int = Field(1, ge=0, le=2**63 - 1, description="seeds latencies, jitter, faults; part of the answer hash (8 bytes)")
+    seed: int = Field(1, ge=0, le=2**63 - 1,
+                      description="seeds latencies, jitter, faults; part of the answer hash (8 bytes)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="0: an ephemeral port")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

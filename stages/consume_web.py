@@ -327,8 +327,10 @@ def load_token(path: str | None) -> str | None:
     if len(token) < MIN_TOKEN_CHARS:
         raise ConfigError(f"{where}: the token must have at least {MIN_TOKEN_CHARS} characters "
                           "(make one with `openssl rand -hex 32`)")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise ConfigError(f"{where}: the token must be one line of printable characters without spaces")
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in token):
+        # ASCII: HTTP headers are bytes; the two servers decode non-ASCII ones differently (aiohttp
+        # UTF-8, websockets Latin-1), so such a token would work on one port and not the other
+        raise ConfigError(f"{where}: the token must be one line of printable ASCII characters without spaces")
     return token
 
 

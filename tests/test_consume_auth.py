@@ -128,6 +128,7 @@ def test_foreign_origin_refused_without_token_unless_allowed_and_limits():
 
 @pytest.mark.parametrize("setup, expected", [
     ({"env": "tooShrt9"}, "at least 16 characters"),
+    ({"env": "tooShrt9-but-long-\u00e9\u00e9"}, "printable ASCII"),
     ({"file": None}, "file not found"),
     ({"origin": "evil.example"}, "--allow-origin"),
 ])

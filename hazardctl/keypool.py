@@ -17,8 +17,8 @@ Rules (each has a fake-clock test in tests/test_keypool.py or tests/test_keypool
   and the account's permission and counts in both.
 - Tokens: `tpm` paces estimated tokens at tpm/60/(1+J) per second (capacity: the request's own
   cost); `release(usage=…)` refunds or charges the difference between the estimate and the usage.
-- AIMD: a 429 (requests, tokens, surge) multiplies the key's and its account's rate by
-  `aimd_decrease` (once per congestion event: answers to requests sent before the last decrease
+- AIMD: a 429 (requests, tokens, surge) multiplies by `aimd_decrease` the rate of the tighter
+  limit: the account's when its keys claim more than it allows, else the key's (once per congestion event: answers to requests sent before the last decrease
   don't decrease again); successes recover it additively, `1/aimd_recovery_s` of the limit per
   second. Slow start: a key or account idle for `idle_s` restarts at `slow_start` of its rate and
   ramps to the full rate over `ramp_s` (no surge from idle to full rate).
@@ -300,6 +300,7 @@ class _Key:
     index: int
     rate: Rate
     account: Rate | None = None
+    account_binding: bool = False  # its account allows less than its keys claim: a 429 is the account's
     in_flight: int = 0
     cool_until: float = float("-inf")
     half_open: bool = False  # after a failure streak: one probe at a time until a success
@@ -367,20 +368,26 @@ def _claims(keys: Iterable[KeyLimits], attr: str) -> float | None:
     return None if any(v is None for v in values) else sum(values)
 
 
-def account_warnings(keys: Iterable[KeyLimits], accounts: Iterable[AccountLimits]) -> list[str]:
-    """One line per account whose keys together claim more than the account allows."""
+def over_claimed(keys: Iterable[KeyLimits], accounts: Iterable[AccountLimits]) -> list[tuple[str, str, float, float | None]]:
+    """(account, limit name, account limit, what its keys claim together or None = unlimited) for each
+    limit of an account that is lower than what its keys claim: there, the account is the bottleneck."""
     keys = list(keys)
     out = []
     for acc in accounts:
         mine = [k for k in keys if k.account == acc.name]
-        for attr, unit in (("qps", "qps"), ("rpm", "rpm"), ("tpm", "tpm")):
+        for attr in ("qps", "rpm", "tpm"):
             limit, claim = getattr(acc, attr), _claims(mine, attr)
             if limit is not None and mine and (claim is None or claim > limit):
-                said = "unlimited" if claim is None else f"{claim:g} {unit}"
-                per = {"qps": "/s", "rpm": " requests/min", "tpm": " tokens/min"}[attr]
-                out.append(f"keys of account {acc.name} claim {said}, account allows {limit:g}: "
-                           f"the pool will do <= {limit:g}{per}")
+                out.append((acc.name, attr, limit, claim))
     return out
+
+
+def account_warnings(keys: Iterable[KeyLimits], accounts: Iterable[AccountLimits]) -> list[str]:
+    """One line per account limit that its keys together claim more than."""
+    per = {"qps": "/s", "rpm": " requests/min", "tpm": " tokens/min"}
+    return [f"keys of account {name} claim {'unlimited' if claim is None else f'{claim:g} {attr}'}, "
+            f"account allows {limit:g}: the pool will do <= {limit:g}{per[attr]}"
+            for name, attr, limit, claim in over_claimed(keys, accounts)]
 
 
 class KeyPool:
@@ -389,6 +396,7 @@ class KeyPool:
     def __init__(self, keys: Iterable[KeyLimits], policy: PoolPolicy = PoolPolicy(), now: float = 0.0,
                  accounts: Iterable[AccountLimits] = ()):
         self.policy = policy
+        accounts = list(accounts)
         self.accounts = {a.name: Rate(a.qps, a.rpm, a.tpm, policy, now=now) for a in accounts}
         self.keys = []
         for i, lim in enumerate(keys):
@@ -398,6 +406,9 @@ class KeyPool:
                                   self.accounts.get(lim.account) if lim.account else None))
         if not self.keys:
             raise ValueError("a key pool needs at least one key")
+        tight = {name for name, *_ in over_claimed([k.limits for k in self.keys], accounts)}
+        for k in self.keys:
+            k.account_binding = k.limits.account in tight
         if policy.strategy not in _STRATEGIES:
             raise ValueError(f"unknown strategy {policy.strategy!r}")
         self._choose = _STRATEGIES[policy.strategy]
@@ -482,9 +493,9 @@ class KeyPool:
                 key.cool_until = float("-inf")
         elif outcome in RATE_LIMITS:
             key.rate_limited += 1
-            for r in (key.rate, key.account):
-                if r is not None:
-                    r.decrease(now, lease.sent_at)
+            # the tighter limit went too fast: the account's when its keys claim more than it allows,
+            # else the key's (slowing a whole account for one key's 429 would cost every key)
+            (key.account if key.account_binding else key.rate).decrease(now, lease.sent_at)
             if retry_after is not None and retry_after >= 0:
                 wait = retry_after
             else:

@@ -283,11 +283,17 @@ def test_answers_to_one_burst_decrease_the_rate_once():
     assert p.effective_qps("a", 0.3) == pytest.approx(70.0)
 
 
-def test_a_429_on_a_key_of_an_account_slows_the_account_too():
+def test_a_429_slows_the_tighter_limit_the_account_when_its_keys_claim_more():
     keys = [KeyLimits("k0", 5.0, account="A"), KeyLimits("k1", 5.0, account="A")]
     p = KeyPool(keys, policy(jitter_allowance=0.0), accounts=[AccountLimits("A", qps=6.0)])
     p.release(p.acquire(0.0), Outcome.SURGE, 0.1, retry_after=0.0)
     assert p.effective_qps("k1", 0.1) == pytest.approx(4.2)  # the account's 6 × 0.7, below k1's own 5
+    # an account with room for all its keys: only the key that got the 429 slows down
+    p = KeyPool(keys, policy(jitter_allowance=0.0), accounts=[AccountLimits("A", qps=10.0)])
+    lease = p.acquire(0.0)
+    p.release(lease, Outcome.RATE_LIMITED, 0.1, retry_after=0.0)
+    other = "k1" if lease.key == "k0" else "k0"
+    assert p.effective_qps(lease.key, 0.1) == pytest.approx(3.5) and p.effective_qps(other, 0.1) == pytest.approx(5.0)
 
 
 def test_slow_start_ramps_an_idle_key_instead_of_bursting():

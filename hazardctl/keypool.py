@@ -396,8 +396,12 @@ class KeyPool:
     def __init__(self, keys: Iterable[KeyLimits], policy: PoolPolicy = PoolPolicy(), now: float = 0.0,
                  accounts: Iterable[AccountLimits] = ()):
         self.policy = policy
-        accounts = list(accounts)
-        self.accounts = {a.name: Rate(a.qps, a.rpm, a.tpm, policy, now=now) for a in accounts}
+        accounts, keys = list(accounts), list(keys)
+        # an account limit its keys cannot exceed together (their own windows sum to at most it) is
+        # not paced again: a second bucket at the same rate would only lose slots to lateness
+        tight = {(name, attr) for name, attr, *_ in over_claimed(keys, accounts)}
+        self.accounts = {a.name: Rate(*(getattr(a, attr) if (a.name, attr) in tight else None
+                                        for attr in ("qps", "rpm", "tpm")), policy, now=now) for a in accounts}
         self.keys = []
         for i, lim in enumerate(keys):
             if lim.account is not None and lim.account not in self.accounts:
@@ -406,9 +410,8 @@ class KeyPool:
                                   self.accounts.get(lim.account) if lim.account else None))
         if not self.keys:
             raise ValueError("a key pool needs at least one key")
-        tight = {name for name, *_ in over_claimed([k.limits for k in self.keys], accounts)}
         for k in self.keys:
-            k.account_binding = k.limits.account in tight
+            k.account_binding = any(name == k.limits.account for name, _ in tight)
         if policy.strategy not in _STRATEGIES:
             raise ValueError(f"unknown strategy {policy.strategy!r}")
         self._choose = _STRATEGIES[policy.strategy]

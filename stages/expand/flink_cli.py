@@ -74,10 +74,15 @@ def rest(jobmanager: str, path: str, method: str = "GET", body: dict | None = No
 
 
 def job_args(bootstrap: str, src: str, dst: str, dlq: str, group: str, config: str | None,
-             overrides: list[str], kafka_props: dict[str, str]) -> list[str]:
+             overrides: list[str], kafka_props: dict[str, str], kafka_config: str | None = None) -> list[str]:
+    """The job's command line. Kafka security (SASL password included) is NOT on it: the job reads
+    hazardctl's Kafka settings itself (`--kafka-config` FILE, or the default one, and $HAZARDCTL_KAFKA_*
+    of the environment it inherits), so no secret shows in `ps`, the `flink run` log or the job's args."""
     args = ["--bootstrap", bootstrap, "--in", src, "--out", dst, "--dlq", dlq, "--group", group]
     if config:
         args += ["--config", str(Path(config).resolve())]
+    if kafka_config:
+        args += ["--kafka-config", str(Path(kafka_config).resolve())]
     for o in overrides:
         args += ["--set", o]
     for k, v in kafka_props.items():
@@ -171,11 +176,11 @@ def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, g
         raise ConfigError("--engine flink reads and writes Kafka topics: use --in kafka://… --out kafka://…")
     settings = settings_or_exit(flink_config)
     preflight(settings, jobmanager)
-    kafka = load_kafka_settings(kafka_config)
-    props = {} if kafka.security_protocol == "PLAINTEXT" else {"security.protocol": kafka.security_protocol}
+    kafka = load_kafka_settings(kafka_config)  # validated here, read again by the job (with the secret)
     overrides = [f"{GATE_FLAGS[k]}={v}" for k, v in gate_flags.items()]
     args = job_args(kafka.bootstrap_servers, kafka_topic(in_spec), kafka_topic(out_spec),
-                    kafka_topic(dlq) if dlq else "dead-letters", group_id, flink_config, overrides, props)
+                    kafka_topic(dlq) if dlq else "dead-letters", group_id, flink_config, overrides, {},
+                    kafka_config)
     if jobmanager is None:
         if from_savepoint:
             raise ConfigError("--from-savepoint needs --jobmanager (the mini-cluster starts from committed offsets)")

@@ -50,11 +50,32 @@ class Gate(_Strict):
     """processing-time TTL of a group's keyed state (bounds memory); keep it above ttl_s"""
 
 
+class Latency(_Strict):
+    """What holds a record back inside the job (Flink's defaults favour throughput: 100 ms, 1000 ms, 5 ms)."""
+
+    buffer_timeout_ms: int = Field(5, ge=0)
+    """execution.buffer-timeout.interval: network buffers (source → gate exchange) are flushed at least
+    this often (0: after every record, at a throughput cost)"""
+    bundle_time_ms: int = Field(5, ge=1)
+    """python.fn-execution.bundle.time: the Python worker finishes a bundle (hands results back) at least
+    this often"""
+    bundle_size: int = Field(1000, ge=1)
+    """python.fn-execution.bundle.size: ... or after this many records, whichever comes first"""
+    sink_linger_ms: int = Field(1, ge=0)
+    """the KafkaSink producer's linger.ms (the local engine's librdkafka producer uses 1)"""
+
+    def flink_options(self) -> dict[str, str]:
+        return {"execution.buffer-timeout.interval": f"{self.buffer_timeout_ms} ms",
+                "python.fn-execution.bundle.time": str(self.bundle_time_ms),
+                "python.fn-execution.bundle.size": str(self.bundle_size)}
+
+
 class FlinkSettings(_Strict):
     parallelism: Parallelism = Parallelism()
     checkpoints: Checkpoints = Checkpoints()
     restart: Restart = Restart()
     gate: Gate = Gate()
+    latency: Latency = Latency()
     python_mode: Literal["process", "thread"] = "process"
     """process: one Python worker process per slot (real parallelism); thread: embedded, faster at 1"""
     connector_jar: str = ".cache/flink/lib/flink-sql-connector-kafka-5.0.0-2.2.jar"
@@ -62,6 +83,42 @@ class FlinkSettings(_Strict):
 
     def jars(self) -> list[Path]:
         return [(ROOT / j) if not Path(j).is_absolute() else Path(j) for j in (self.connector_jar, self.adapters_jar)]
+
+
+#: the Kafka classes inside flink-sql-connector-kafka are shaded under this prefix (JAAS needs the real name)
+SHADED_KAFKA = "org.apache.flink.kafka.shaded.org.apache.kafka"
+LOGIN_MODULES = {"PLAIN": "common.security.plain.PlainLoginModule",
+                 "SCRAM-SHA-256": "common.security.scram.ScramLoginModule",
+                 "SCRAM-SHA-512": "common.security.scram.ScramLoginModule"}
+
+
+def java_kafka_props(kafka) -> dict[str, str]:
+    """hazardctl's Kafka settings (`hazardctl.config.KafkaSettings`: security protocol, SASL mechanism,
+    user, password, CA file) as the Java client's properties, for the job's KafkaSource and KafkaSinks.
+
+    The result holds the password (in `sasl.jaas.config`): never print it; see `redacted`."""
+    props: dict[str, str] = {}
+    if kafka.security_protocol != "PLAINTEXT":
+        props["security.protocol"] = kafka.security_protocol
+    if kafka.sasl_mechanism:
+        props["sasl.mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None or kafka.sasl_password is not None:
+            def q(v: str) -> str:
+                return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            secret = kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else ""
+            module = f"{SHADED_KAFKA}.{LOGIN_MODULES[kafka.sasl_mechanism]}"
+            props["sasl.jaas.config"] = (f"{module} required username={q(kafka.sasl_username or '')} "
+                                         f"password={q(secret)};")
+    if kafka.ssl_ca_location:
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = str(kafka.ssl_ca_location)
+    return props
+
+
+def redacted(props: dict[str, str]) -> dict[str, str]:
+    """`props` fit to print: the JAAS line (it holds the password) and anything named *password* hidden."""
+    return {k: ("<redacted>" if k == "sasl.jaas.config" or "password" in k else v) for k, v in props.items()}
 
 
 def load(path: str | Path | None = None) -> FlinkSettings:

@@ -1,8 +1,9 @@
 """expand as a PyFlink job (spec §5): the same gate and task builder as the local engine, on Flink.
 
     KafkaSource (committed offsets; earliest on a first start; Row(topic, partition, offset, key, value))
-      → key by camera id → Gate (KeyedProcessFunction: `stages.expand.tasks.parse` + `expand`, whose
-        gate is `hazardctl.gating.decide` over a keyed MapState group_id → GateEntry, state TTL)
+      → key by the record key (the camera id; in the JVM) → Gate (KeyedProcessFunction:
+        `stages.expand.tasks.parse` + `expand`, whose gate is `hazardctl.gating.decide` over one keyed
+        ValueState per key: {camera_id: [written, {group_id: GateEntry}]}, state TTL)
       → KafkaSink (key = camera id, AT_LEAST_ONCE)       tasks topic
       ↘ side output "dead-letters" → KafkaSink           DeadLetter JSON, the other stages' format
 
@@ -42,30 +43,86 @@ STAGE = "expand"
 JOB_NAME = "hazardctl-expand"
 
 
-class MapStateGate:
-    """`hazardctl.gating.decide` over one camera's keyed MapState (group id → GateEntry).
+class CameraGates:
+    """`hazardctl.gating.decide` over the gate entries of one key, held in ONE ValueState per key:
+    {camera_id: [last write (processing time, s), {group_id: GateEntry}]}.
 
-    Flink scopes the state to the current key (the camera), so `camera_id` is implied; the state's
-    TTL bounds it the way the local engine's sweep bounds its dict."""
+    One state read and one write per detection (a MapState costs a read and a write per group, each a
+    round trip between the Python worker and the JVM's state backend). The key is the Kafka record key,
+    i.e. the camera id, so the dict normally holds one camera; it is keyed by camera anyway so that a
+    producer keying by something else (a site, no key at all) stays correct, only less parallel.
 
-    def __init__(self, state, cfg: GateConfig):
-        self.state, self.cfg, self.suppressed = state, cfg, 0
+    Bounded like the local engine's dict: a group its camera has not shown for `ttl_s` of the camera's
+    own event time is dropped when the camera's next detection is stored (`decide` would call it `new`
+    anyway); a camera not written for `state_ttl_s` is dropped from a shared dict, and the whole value
+    by the state TTL (processing time) when its key falls silent."""
+
+    def __init__(self, cfg: GateConfig, state_ttl_s: float):
+        self.cfg, self.state_ttl_s, self.suppressed = cfg, state_ttl_s, 0
+        self.groups: dict[str, GateEntry] = {}
+
+    def load(self, value: dict | None, camera_id: str) -> dict:
+        cams = value or {}
+        slot = cams.get(camera_id)
+        self.groups = slot[1] if slot else {}
+        return cams
+
+    def store(self, cams: dict, camera_id: str, ts: float, now: float) -> dict:
+        ttl = self.cfg.ttl_s
+        groups = {g: e for g, e in self.groups.items() if ts - e.seen_ts <= ttl}
+        if len(cams) > 1 or (cams and camera_id not in cams):
+            cams = {c: v for c, v in cams.items() if now - v[0] <= self.state_ttl_s}
+        cams[camera_id] = [now, groups]
+        return cams
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
-        reason, entry = decide(self.state.get(group_id), view, ts, self.cfg)
-        self.state.put(group_id, entry)
+        reason, entry = decide(self.groups.get(group_id), view, ts, self.cfg)
+        self.groups[group_id] = entry
         if reason is None:
             self.suppressed += 1
         return reason
 
 
-def camera_key(row) -> str:
-    """Key of an input record: its camera id, or "" when there is none (it becomes a dead letter)."""
+_watching = False
+
+
+def _ppid(pid: int) -> int | None:
     try:
-        cam = orjson.loads(row[4]).get("camera_id")
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        return ""
-    return cam if isinstance(cam, str) else ""
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def exit_with_taskmanager(every_s: float = 1.0) -> None:
+    """Process mode: end this Python worker as soon as its TaskManager is gone.
+
+    After a `kill -9` of the TaskManager, a worker whose bundle thread waits for a state or data response
+    never gets one, and Beam's harness joins that thread on exit: the worker (~210 MB) would stay
+    forever. The worker is started as TaskManager → pyflink-udf-runner.sh → this process; when the
+    runner is re-parented, the TaskManager died. Linux (/proc) only; a no-op in thread mode."""
+    global _watching
+    if _watching:
+        return
+    runner = os.getppid()
+    try:
+        if b"pyflink-udf-runner" not in Path(f"/proc/{runner}/cmdline").read_bytes():
+            return  # thread mode (inside the JVM) or another launcher
+    except OSError:
+        return
+    tm = _ppid(runner)
+    if tm is None or tm <= 1:
+        return
+    _watching = True
+
+    def watch():
+        while True:
+            time.sleep(every_s)
+            if _ppid(runner) != tm:
+                print(f"hazardctl: TaskManager (pid {tm}) is gone: this Python worker exits", file=sys.stderr,
+                      flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="taskmanager-watch", daemon=True).start()
 
 
 def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, settings: flink_conf.FlinkSettings,
@@ -78,8 +135,9 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy, KafkaOffsetsInitializer,
                                                      KafkaRecordSerializationSchema, KafkaSink, KafkaSource)
+    from pyflink.datastream.data_stream import KeyedStream
     from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-    from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig
+    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -92,16 +150,19 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     out_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
     in_type = Types.ROW([Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
                          Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    keyed_type = Types.ROW([Types.STRING(), in_type])
 
     class Gate(KeyedProcessFunction):
         def open(self, ctx: RuntimeContext):
+            exit_with_taskmanager()
             ttl = (StateTtlConfig.new_builder(Time.milliseconds(state_ttl_ms))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
                    .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
                    .build())
-            desc = MapStateDescriptor("gate", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+            desc = ValueStateDescriptor("gates", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl)
-            self.gate = MapStateGate(ctx.get_map_state(desc), cfg.gate)
+            self.state = ctx.get_state(desc)
+            self.gate = CameraGates(cfg.gate, g.state_ttl_s)
             m = ctx.get_metrics_group().add_group("hazardctl")
             self.records_in, self.tasks_out = m.counter("records_in"), m.counter("tasks_out")
             self.suppressed, self.dead = m.counter("suppressed_groups"), m.counter("dead_letters")
@@ -118,8 +179,10 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                 letter = dead_letter(rec, STAGE, e.reason, e.error_class)
                 yield dead_tag, Row(ctx.get_current_key() or None, letter.model_dump_json().encode())
                 return
-            before = self.gate.suppressed
-            tasks = expand(det, raw, self.gate, cfg, time.time())
+            before, now = self.gate.suppressed, time.time()
+            cams = self.gate.load(self.state.value(), det.camera_id)
+            tasks = expand(det, raw, self.gate, cfg, now)
+            self.state.update(self.gate.store(cams, det.camera_id, det.frame_ts, now))
             if self.gate.suppressed != before:
                 self.suppressed.inc(self.gate.suppressed - before)
             for t in tasks:
@@ -131,13 +194,18 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                .set_starting_offsets(starting).set_property("commit.offsets.on.checkpoint", "true"))
     for k, v in (kafka_props or {}).items():
         builder.set_property(k, v)
-    # Row(topic, partition, offset, key, value): a value-only deserializer would lose all but the value
-    builder._j_builder.setDeserializer(jvm.hazardctl.flink.KeyedRecords.SourceRecords())
+    # Row(record key, Row(topic, partition, offset, key, value)): a value-only deserializer would lose all
+    # but the value; and this is the shape PyFlink's key_by makes with a Python operator (AddKey), so the
+    # stream is keyed by the record key (the camera id) in the JVM, without a Python hop before the gate
+    builder._j_builder.setDeserializer(jvm.hazardctl.flink.KeyedRecords.KeyedSourceRecords())
     source = KafkaSource(builder._j_builder.build())
-    records = (env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka:" + src, type_info=in_type)
+    records = (env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka:" + src, type_info=keyed_type)
                .set_parallelism(par.source).uid("source"))
-    tasks = (records.key_by(camera_key, key_type=Types.STRING())
-             .process(Gate(), output_type=out_type).name("gate").uid("gate").set_parallelism(par.process))
+    keyed = KeyedStream(records._j_data_stream.keyBy(jvm.org.apache.flink.streaming.api.functions.python
+                                                      .KeyByKeySelector(),
+                                                      Types.ROW([Types.STRING()]).get_java_type_info()),
+                        in_type, records)
+    tasks = keyed.process(Gate(), output_type=out_type).name("gate").uid("gate").set_parallelism(par.process)
 
     def sink(topic: str):
         ser = KafkaRecordSerializationSchema(
@@ -149,7 +217,8 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                     ByteArraySchema()._j_serialization_schema))
             .build())
         b = (KafkaSink.builder().set_bootstrap_servers(bootstrap).set_record_serializer(ser)
-             .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE))
+             .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+             .set_property("linger.ms", str(settings.latency.sink_linger_ms)))
         for k, v in (kafka_props or {}).items():
             b.set_property(k, v)
         return b.build()
@@ -173,6 +242,8 @@ def environment(settings: flink_conf.FlinkSettings, extra: dict[str, str] | None
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(settings.restart.attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{int(settings.restart.delay_s * 1000)} ms")
+    for k, v in settings.latency.flink_options().items():
+        conf.set_string(k, v)
     for k, v in (extra or {}).items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
@@ -191,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="config/flink.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override one setting, e.g. parallelism.process=2 or gate.refresh_interval_s=0")
-    ap.add_argument("--kafka-prop", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--kafka-config", default=None,
+                    help="hazardctl's config/kafka.yaml (default: it, or $HAZARDCTL_KAFKA_CONFIG; $HAZARDCTL_KAFKA_* "
+                         "override): security protocol, SASL and CA become the Java clients' properties")
+    ap.add_argument("--kafka-prop", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Java Kafka client property for source and sinks (after --kafka-config's)")
     ap.add_argument("--flink-conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a raw Flink option, e.g. python.fn-execution.bundle.time=100")
     ap.add_argument("--name", default=JOB_NAME)
@@ -207,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                 node = node[p]
             node[leaf] = value
         settings = flink_conf.FlinkSettings.model_validate(data)
-    props = dict(p.split("=", 1) for p in a.kafka_prop)
+    from hazardctl.config import load_kafka_settings
+
+    # the password comes from the file or the environment, never from the command line (ps, logs)
+    props = {**flink_conf.java_kafka_props(load_kafka_settings(a.kafka_config)),
+             **dict(p.split("=", 1) for p in a.kafka_prop)}
     if settings.python_mode == "thread":
         # the interpreter embedded in the JVM (pemja) does not know this venv: tell it (mini-cluster;
         # scripts/flink-local.sh does the same for its TaskManager)

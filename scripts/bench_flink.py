@@ -1,11 +1,20 @@
 """bench-flink: expand's throughput on Flink (session cluster, parallelism 1 and 2) next to the local
-engine, on the same input topic in the same run; time to the first task; RSS of the JVMs and workers.
+engine, on the same input topic in the same run; time to the first task; RSS of the JVMs and workers;
+then the per-record latency at a low rate, local vs Flink (and Flink with its own defaults), same run.
 
-Each engine drains the same backlog of detection results (gate open: 3 tasks per detection, so tasks/s
-measures the engine, not the gate) from its own consumer group into its own output topic.
-tasks/s = tasks / (last - first output timestamp); first task = seconds from the start command.
+Throughput: each engine drains the same backlog of detection results (gate open: 3 tasks per
+detection, so tasks/s measures the engine, not the gate) from its own consumer group into its own
+output topic. tasks/s = tasks / (last - first output timestamp); first task = seconds from the start.
+
+Latency: the local engine, the Flink job with config/flink.yaml's `latency:` settings and the Flink job
+with Flink's defaults (buffer timeout 100 ms, bundle 1000 ms / 100 000, sink linger.ms 5) all run at
+once, each reading the same input topic with its own group, while detections (1 group each, gate
+open) are produced at --latency-rate per second. Per task: published → expand (`times.expand` −
+`times.published`, the latter stamped right before the produce call) and published → on the output
+topic (the output topic's LogAppendTime − `times.published`). P50/P95/P99 in ms.
 
     make bench-flink                       (BENCH_ARGS="--detections 8000 --cameras 40")
+    BENCH_ARGS="--no-throughput --latency-seconds 30" make bench-flink      (latency only)
 """
 
 from __future__ import annotations
@@ -28,8 +37,12 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from stages.expand import flink_cli  # noqa: E402
+from hazardctl.synthetic import detection  # noqa: E402
 from tests.flink_util import SessionCluster, detections, python_workers, rss_mb  # noqa: E402
 from tests.kafka_util import produce  # noqa: E402
+
+#: Flink's own defaults for what config/flink.yaml's `latency:` section sets (the "before")
+FLINK_DEFAULTS = {"buffer_timeout_ms": 100, "bundle_time_ms": 1000, "bundle_size": 100000, "sink_linger_ms": 5}
 
 HAZARDCTL = [sys.executable, "-m", "hazardctl.cli"]
 
@@ -75,6 +88,15 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", default=os.environ.get("HAZARDCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--no-throughput", action="store_true", help="only the latency part")
+    ap.add_argument("--no-latency", action="store_true", help="only the throughput part")
+    ap.add_argument("--flink-defaults", action="store_true",
+                    help="throughput part: the Flink job with Flink's own latency defaults instead of config/flink.yaml's")
+    ap.add_argument("--flink-latency", default="", metavar="YAML",
+                    help='throughput part: override config/flink.yaml latency settings, e.g. "bundle_time_ms: 20"')
+    ap.add_argument("--pars", default="1,2", help="throughput part: Flink parallelisms to run (default 1,2)")
+    ap.add_argument("--latency-rate", type=float, default=20, help="detections/s in the latency part")
+    ap.add_argument("--latency-seconds", type=float, default=30, help="measured seconds in the latency part")
     a = ap.parse_args()
     env = {**os.environ, "HAZARDCTL_KAFKA_BOOTSTRAP": a.bootstrap, "PYTHONPATH": str(ROOT)}
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
@@ -90,12 +112,18 @@ def main() -> int:
         f.result(30)
     items = detections(a.cameras, a.detections // a.cameras)
     want = len(items) * 3
-    produce(a.bootstrap, src, items)
-    print(f"input: {len(items)} detections ({a.cameras} cameras) on {src}, {want} tasks expected per engine")
+    if not a.no_throughput:
+        produce(a.bootstrap, src, items)
+        print(f"input: {len(items)} detections ({a.cameras} cameras) on {src}, {want} tasks expected per engine")
     results: dict[str, dict] = {}
+    latency: dict[str, dict] = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-flink-"))
     cluster = SessionCluster(tmp / "cluster")
     try:
+        if a.no_throughput:
+            cluster.sh("up")
+            latency = latency_part(a, env, cluster, tmp, admin, run)
+            return report({}, latency, a, 0)
         # local engine
         t0 = time.time()
         p = subprocess.Popen([*HAZARDCTL, "expand", "--in", f"kafka://{src}", "--out", f"kafka://{outs['local']}",
@@ -111,11 +139,13 @@ def main() -> int:
                             "rss_mb": {"local": sampler.peak.get("local", 0)}}
         # Flink on a standalone session cluster, parallelism 1 and 2
         cluster.sh("up")
-        for par in (1, 2):
+        for par in (int(x) for x in a.pars.split(",")):
             name = f"flink-p{par}"
             cfg = tmp / f"{name}.yaml"
+            lat = ("latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
+                   if a.flink_defaults else f"latency: {{{a.flink_latency}}}\n" if a.flink_latency else "")
             cfg.write_text(f"parallelism: {{source: {par}, process: {par}, sink: {par}}}\n"
-                           f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n")
+                           f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
 
             def roles():
                 pids = cluster.pids()
@@ -138,9 +168,15 @@ def main() -> int:
             results[name] = {"tasks": n, "tasks_per_s": n / max(last - first, 1e-3), "first_task_s": first - t0,
                              "submit_s": submitted, "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
             time.sleep(3)
+        if not a.no_latency:
+            latency = latency_part(a, env, cluster, tmp, admin, run)
     finally:
         cluster.down()
         admin.delete_topics(topics)
+    return report(results, latency, a, want, len(items))
+
+
+def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
     print(f"\n{'engine':10} {'tasks':>7} {'tasks/s':>9} {'first task s':>13} {'(submit s)':>10}  RSS MB (peak)")
     for name, r in results.items():
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_mb"].items() if not k.endswith("_n"))
@@ -148,12 +184,151 @@ def main() -> int:
         extra = f" ({nworkers} Python workers)" if nworkers else ""
         sub = f"{r['submit_s']:.1f}" if "submit_s" in r else "-"
         print(f"{name:10} {r['tasks']:7d} {r['tasks_per_s']:9.0f} {r['first_task_s']:13.1f} {sub:>10}  {rss}{extra}")
+    if latency:
+        print(f"\nlatency at {a.latency_rate:g} detections/s, {a.latency_seconds:g} s, ms "
+              f"(Flink defaults = {FLINK_DEFAULTS})")
+        print(f"{'engine':15} {'tasks':>6}  {'published→expand P50 / P95 / P99':>34}  {'published→output topic P50 / P95 / P99':>40}")
+        for name, r in latency.items():
+            e, o = r["published_to_expand_ms"], r["published_to_output_ms"]
+            print(f"{name:15} {r['tasks']:6d}  {e['p50']:10.1f} / {e['p95']:7.1f} / {e['p99']:7.1f}"
+                  f"          {o['p50']:10.1f} / {o['p95']:7.1f} / {o['p99']:7.1f}")
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
-    (out / "flink.json").write_text(json.dumps({"detections": len(items), "cameras": a.cameras, **results}, indent=1))
-    ok = all(r["tasks"] >= want for r in results.values())
-    print(f"\n{'ok' if ok else 'INCOMPLETE'}: results in bench-results/flink.json (machine shared: figures are indicative)")
+    name = "flink.json" if results else "flink-latency.json"
+    body = {"detections": n_items, "cameras": a.cameras, **results} if results else {}
+    if latency:
+        body["latency"] = {"rate": a.latency_rate, "seconds": a.latency_seconds, "flink_defaults": FLINK_DEFAULTS,
+                           **latency}
+    (out / name).write_text(json.dumps(body, indent=1))
+    ok = all(r["tasks"] >= want for r in results.values()) and all(r["tasks"] > 0 for r in latency.values())
+    print(f"\n{'ok' if ok else 'INCOMPLETE'}: results in bench-results/{name} (machine shared: figures are indicative)")
     return 0 if ok else 1
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+class Collector(threading.Thread):
+    """Reads an output topic from the start; per task of a measured detection: (expand - published,
+    LogAppendTime - published) in ms."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.stop = bootstrap, topic, threading.Event()
+        self.samples: list[tuple[float, float]] = []
+        self.seen = 0
+
+    def run(self):
+        import orjson
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-lat-{uuid.uuid4().hex}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([self.topic])
+        try:
+            while not self.stop.is_set():
+                m = c.poll(0.2)
+                if m is None or m.error():
+                    continue
+                self.seen += 1
+                t = orjson.loads(m.value())
+                if not t["camera_id"].startswith("lat-"):
+                    continue  # warm-up
+                times = t["times"]
+                self.samples.append(((times["expand"] - times["published"]) * 1000,
+                                     m.timestamp()[1] - times["published"] * 1000))
+        finally:
+            c.close()
+
+
+def latency_part(a, env: dict, cluster: SessionCluster, tmp: Path, admin, run: str) -> dict:
+    from confluent_kafka import Producer
+
+    src = f"bench-flink-lat-in-{run}"
+    names = ("local", "flink", "flink-defaults")
+    outs = {n: f"bench-flink-lat-{n}-{run}" for n in names}
+    dlq = f"bench-flink-lat-dlq-{run}"
+    topics = [src, dlq, *outs.values()]
+    new = [NewTopic(t, a.partitions, 1, config={"message.timestamp.type": "LogAppendTime"} if t in outs.values()
+                    else {}) for t in topics]
+    for f in admin.create_topics(new).values():
+        f.result(30)
+    procs, jobs = [], []
+    collectors = {n: Collector(a.bootstrap, outs[n]) for n in names}
+    try:
+        for c in collectors.values():
+            c.start()
+        procs.append(subprocess.Popen([*HAZARDCTL, "expand", "--in", f"kafka://{src}", "--out", f"kafka://{outs['local']}",
+                                       "--dlq", f"kafka://{dlq}", "--group", f"lat-local-{run}", "--refresh", "0"],
+                                      env=env, cwd=ROOT))
+        for n in names[1:]:
+            cfg = tmp / f"lat-{n}.yaml"
+            lat = "" if n == "flink" else "latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
+            cfg.write_text("parallelism: {source: 1, process: 1, sink: 1}\n"
+                           f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
+            sub = subprocess.run([*HAZARDCTL, "expand", "--engine", "flink", "--jobmanager", cluster.address,
+                                  "--flink-config", str(cfg), "--in", f"kafka://{src}", "--out", f"kafka://{outs[n]}",
+                                  "--dlq", f"kafka://{dlq}", "--group", f"lat-{n}-{run}", "--refresh", "0"],
+                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+            if sub.returncode != 0:
+                raise SystemExit(f"submission failed: {sub.stderr[-2000:]}")
+            jobs.append(sub.stdout.strip().splitlines()[-1])
+        p = Producer({"bootstrap.servers": a.bootstrap, "linger.ms": 1, "enable.idempotence": True,
+                      "acks": "all", "compression.type": "lz4"})
+
+        def send(camera: str, frame: int):
+            now = time.time()
+            d = detection(camera, frame, now - 0.11, groups=1)
+            d.times.published = time.time()
+            p.produce(src, d.model_dump_json().encode(), camera.encode())
+            p.poll(0)
+
+        # warm-up: until every engine answers (the Flink jobs take tens of seconds to start)
+        deadline, f = time.monotonic() + a.timeout, 0
+        while min(c.seen for c in collectors.values()) == 0:
+            if time.monotonic() > deadline:
+                raise SystemExit("latency part: an engine never answered")
+            send(f"warm-{f % 4}", f)
+            f += 1
+            time.sleep(0.2)
+        time.sleep(3)
+        n = int(a.latency_rate * a.latency_seconds)
+        print(f"latency: {n} detections at {a.latency_rate:g}/s through {', '.join(names)}")
+        t0 = time.monotonic()
+        for i in range(n):
+            send(f"lat-{i % 8:02d}", i)
+            ahead = t0 + (i + 1) / a.latency_rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        p.flush(30)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and min(len(c.samples) for c in collectors.values()) < n:
+            time.sleep(0.5)
+    finally:
+        for c in collectors.values():
+            c.stop.set()
+        for pr in procs:
+            pr.terminate()
+            pr.wait(30)
+        for j in jobs:
+            try:
+                flink_cli.cancel(cluster.address, j)
+            except Exception as e:  # noqa: BLE001 - the cluster goes down next anyway
+                print(f"cancel {j}: {e}")
+        for c in collectors.values():
+            c.join(5)
+        admin.delete_topics(topics)
+    out = {}
+    for name, c in collectors.items():
+        e = [x for x, _ in c.samples]
+        o = [y for _, y in c.samples]
+        out[name] = {"tasks": len(c.samples),
+                     "published_to_expand_ms": {f"p{q}": round(pct(e, q / 100), 2) for q in (50, 95, 99)},
+                     "published_to_output_ms": {f"p{q}": round(pct(o, q / 100), 2) for q in (50, 95, 99)}}
+    return out
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 #   up        start JobManager + TaskManager, wait for the REST API and a registered slot
 #   down      stop both (and any TaskManager started by start-tm); wait until the JVMs are gone
 #   status    0 running / 3 not running
-#   kill-tm   kill -9 the TaskManager(s) (a crash, for tests); start-tm starts a new one
+#   kill-tm   kill -9 the TaskManager(s) and their Python workers (a lost host, for tests); start-tm starts a new one
 #   pids      "jobmanager PID" / "taskmanager PID" lines of the live JVMs
 # Env:   FLINK_LOCAL_HOME     state dir: conf/ log/ run/ checkpoints/ savepoints/ (default <repo>/.cache/flink)
 #        FLINK_LOCAL_PORT     REST port (default 18081); JobManager RPC = port+1
@@ -170,12 +170,20 @@ cmd_start_tm() {
   say "TaskManager $(cluster_pids TaskManagerRunner | tr '\n' ' ')"
 }
 
-cmd_kill_tm() {
+descendants() {  # every process below the given pids (any depth)
+  local p c
+  for p in "$@"; do
+    for c in $(pgrep -P "$p" 2>/dev/null || true); do echo "$c"; descendants "$c"; done
+  done
+}
+
+cmd_kill_tm() {  # as when the TaskManager's host or container dies: the JVM and its Python workers at once
   local pids; pids="$(cluster_pids TaskManagerRunner)"
   [[ -n "$pids" ]] || die "no TaskManager running"
+  local workers; workers="$(descendants $pids | tr '\n' ' ')"
   # shellcheck disable=SC2086
-  kill -9 $pids
-  say "killed TaskManager $pids"
+  kill -9 $pids $workers 2>/dev/null || true
+  say "killed TaskManager $pids (and its workers: ${workers:-none})"
 }
 
 stop_pids() {  # TERM, wait, then KILL what is left

@@ -379,8 +379,12 @@ def checks(r: Result, args) -> list[tuple[str, bool]]:
         out.append((f"achieved >= {args.min_rate:g}/s", r.rate >= args.min_rate * args.scale))
     if row.name in ("tb49", "sw49", "fw49", "tb45", "sw45", "fw45", "acct2", "acct1", "tokens", "one429", "one401"):
         out.append(("429s <= 0.5 %", r.share_429 <= 0.005))
-    if row.name in ("tb49", "sw49", "fw49", "tb45", "sw45", "fw45", "acct2", "one429", "one401"):
+    if row.name in ("tb49", "sw49", "fw49", "tb45", "sw45", "fw45", "acct2"):
         out.append(("success >= 99 %", r.success >= 0.99))
+    if row.name in ("one429", "one401"):
+        # 49/s offered to the nine keys left (43.3/s with the jitter margin): the lost key's share can
+        # only be shed, so "success >= 99 %" cannot hold here; what must hold is that no task fails
+        out.append(("no task failed (the lost share is shed, counted)", r.failed == 0 and r.dead_letters == 0))
     if row.check_e2e:
         out.append(("e2e-LLM P95 <= 150 ms", r.e2e_p95 <= 0.150))
     if row.name == "acct1":

@@ -259,7 +259,9 @@ cmd_up() {
   if [[ ! -f "$DATA/meta.properties" ]]; then   # format once; re-formatting would fail
     local id
     if [[ "$SECURE" == 1 ]]; then   # a cluster id is 16 random bytes, base64url: no JVM needed for that
-      id="$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n')"
+      # (not starting with '-', as Kafka's own random-uuid ensures: the CLI would read it as an option)
+      id="-"
+      while [[ "$id" == -* ]]; do id="$(openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n')"; done
     else
       id="$("${KJAVA[@]}" kafka.tools.StorageTool random-uuid | tail -n1)"
     fi

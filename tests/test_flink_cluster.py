@@ -134,7 +134,8 @@ def test_savepoint_stop_and_resume_keeps_the_gate(cluster, kafka_bootstrap, make
     assert p.returncode == 0, p.stderr
     savepoint = p.stdout.strip()
     assert "savepoint-" in savepoint
-    assert flink_cli.rest(cluster.address, f"/jobs/{job}")["state"] == "FINISHED"
+    # the savepoint completes a moment before the job reaches FINISHED
+    wait_for(lambda: flink_cli.rest(cluster.address, f"/jobs/{job}")["state"] == "FINISHED", 30, "job finished")
     listed = subprocess.run([*HAZARDCTL, "flink-job", "list", "--jobmanager", cluster.address], env=hazardctl_env,
                             capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
     assert f"{job} FINISHED" in listed

@@ -26,6 +26,8 @@ BBox = Annotated[
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 RiskLevel = Literal["none", "low", "medium", "high"]
 RISK_LEVELS: tuple[RiskLevel, ...] = ("none", "low", "medium", "high")
+#: why expand sent a task, most urgent first (schedule serves and sheds in this order)
+TaskReason = Literal["suspect", "new", "changed", "refresh"]
 
 
 class Message(BaseModel):
@@ -42,8 +44,11 @@ class StageTimes(Message):
     published: float | None = None
     expand: float | None = None
     dequeue: float | None = None
-    llm_start: float | None = None
+    llm_start: float | None = Field(default=None, description="the HTTP exchange of the attempt that answered")
     llm_end: float | None = None
+    llm_attempts: list[tuple[float, float]] | None = Field(
+        default=None, description="every attempt's HTTP exchange (start, end), the answering one last; earlier "
+                                  "ones are retry time, not our overhead")
     result: float | None = None
     alert: float | None = None
 
@@ -53,6 +58,21 @@ class DetectorInfo(Message):
     version: str = ""
 
 
+class Motion(Message):
+    """How a tracked object moves, estimated from its recent boxes (hazardctl/kinematics.py).
+
+    Image pixels and seconds (capture times, never frame counts); optional on the wire so older
+    producers and consumers keep working.
+    """
+
+    vx: float = Field(description="px/s, + is right")
+    vy: float = Field(description="px/s, + is down")
+    speed: float = Field(ge=0.0, description="px/s")
+    heading_deg: float = Field(ge=-180.0, le=180.0, description="atan2(vy, vx) in degrees: 0 right, 90 down")
+    stopped_s: float = Field(ge=0.0, description="how long it has been stopped; 0 while it moves")
+    samples: int = Field(ge=1, description="boxes behind the estimate")
+
+
 class DetectedObject(Message):
     object_id: int = Field(ge=0, description="index of the object within its frame")
     class_name: str
@@ -60,6 +80,7 @@ class DetectedObject(Message):
     confidence: Probability
     bbox: BBox
     track_id: int | None = None
+    motion: Motion | None = Field(default=None, description="kinematics of its track; None when untracked or new")
 
 
 class SpatialFeatures(Message):
@@ -69,6 +90,35 @@ class SpatialFeatures(Message):
     vehicle_count: int = Field(ge=0)
     pedestrian_count: int = Field(ge=0)
     min_pedestrian_vehicle_distance: float | None = None
+
+
+PairKind = Literal["vehicle-pedestrian", "vehicle-cyclist", "vehicle-vehicle"]
+
+
+class PairCue(Message):
+    """One pair of road users under constant-velocity prediction (hazardctl/cues.py)."""
+
+    kind: PairKind
+    object_ids: tuple[int, int] = Field(description="the pair's object ids, vehicle first")
+    gap: float = Field(ge=0.0, description="edge gap between the two boxes now, px")
+    closing_speed: float = Field(description="px/s at which the gap shrinks (negative: opening)")
+    ttc_s: float | None = Field(default=None, ge=0.0, description="time until the gap reaches 0; None: no contact")
+    min_gap: float = Field(ge=0.0, description="smallest predicted gap within the horizon, px")
+    min_gap_in_s: float = Field(ge=0.0, description="when that smallest gap is reached, s from now")
+    size: float = Field(gt=0.0, description="the pair's scale: mean box diagonal, px")
+
+
+class GroupCues(Message):
+    """The group's worst motion cues; the gate reads them and decides, it never measures."""
+
+    conflict_possible: bool = Field(
+        description="a vehicle with a pedestrian, cyclist or another vehicle in closing motion; False: calm")
+    min_ttc_s: float | None = Field(default=None, ge=0.0)
+    max_closing_speed: float | None = Field(default=None, description="px/s")
+    min_gap_ratio: float | None = Field(default=None, ge=0.0,
+                                        description="smallest predicted gap within the horizon / the pair's size")
+    pair: PairCue | None = Field(default=None, description="the worst pair (lowest TTC, else smallest gap ratio)")
+    flags: list[str] = Field(default_factory=list, description="named boolean cues, e.g. zone cues")
 
 
 class Group(Message):
@@ -82,6 +132,7 @@ class Group(Message):
     features: SpatialFeatures
     crop_jpeg_b64: str | None = Field(default=None, description="JPEG crop, base64, carried once")
     crop_size: tuple[int, int] | None = Field(default=None, description="crop width, height")
+    cues: GroupCues | None = Field(default=None, description="motion cues; None without tracking")
 
 
 class DetectionResult(Message):
@@ -111,7 +162,8 @@ class AssessmentTask(Message):
     frame_height: int
     group: Group
     objects: list[DetectedObject] = Field(description="the group's members, for the prompt")
-    reason: Literal["new", "changed", "refresh"]
+    reason: TaskReason = Field(
+        description="why the gate sent it; schedule ranks suspect > new > changed > refresh")
     deadline: float = Field(description="after this time the task is stale and is not assessed")
     times: StageTimes = Field(default_factory=StageTimes)
 

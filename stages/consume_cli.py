@@ -1,0 +1,71 @@
+"""`hazardctl consume`: parse the flags, build ConsumeOptions, run the stage."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, command
+from hazardctl.errors import ConfigError
+
+
+@command(
+    "consume",
+    help="Turn risk-assessment results into per-camera state and incidents; push them live over WebSocket, "
+    "serve the HTTP API and the live page.\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.yaml < tasks.jsonl | hazardctl consume --ws 127.0.0.1:8765  "
+    "(then open http://127.0.0.1:8765/)\n\n"
+    "Example: hazardctl consume --in kafka://risk-assessment-results --ws 0.0.0.0:8765 --http 0.0.0.0:8080 "
+    "--metrics-port 9104",
+)
+def consume_cmd(
+    in_spec: str = typer.Option("-", "--in", help=IN_HELP),
+    ws: str = typer.Option("127.0.0.1:8765", "--ws", help="WebSocket address HOST:PORT (path /ws); it also serves "
+                           "the live page and the HTTP API unless --http is given. Port 0 = any free port."),
+    http: Optional[str] = typer.Option(None, "--http", help="Serve the live page and the HTTP API on their own "
+                                       "address HOST:PORT as well."),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
+    min_level: str = typer.Option("medium", help="Lowest level that opens an incident: low, medium or high."),
+    quiet_period: float = typer.Option(30.0, help="An incident ends after this many seconds without a result at or "
+                                       "above --min-level."),
+    group_ttl: float = typer.Option(60.0, help="A group without results for this many seconds leaves its camera's view."),
+    client_queue: int = typer.Option(256, min=1, help="Messages a slow client may have waiting before it is dropped "
+                                     "(close code 4008)."),
+    replay: float = typer.Option(120.0, help="Kafka input: rebuild state from this many seconds of the topic on "
+                                 "start (0 = start empty)."),
+    cache_size: int = typer.Option(1000, min=1, help="Recent results kept for /results and /cameras/{id}."),
+    exit_on_eof: bool = typer.Option(False, "--exit-on-eof", help="Stop when a pipe or file input ends (default: "
+                                     "keep serving)."),
+    group_id: str = typer.Option("hazardctl-consume", "--group", help="Kafka consumer group; give each consume "
+                                 "instance its own so each sees every camera."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Also serve Prometheus /metrics on this port "
+                                               "(it is always on the HTTP API's /metrics)."),
+    token_file: Optional[str] = typer.Option(
+        None, "--token-file", help="Require this bearer token (the file's one line) on the HTTP API, /metrics and "
+        "the WebSocket; the page asks for it. Default: $HAZARDCTL_CONSUME_TOKEN, else no token."),
+    allow_origin: list[str] = typer.Option(
+        [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket besides "
+        "the server's own; repeatable; '*' allows any (not advised)."),
+    max_clients: int = typer.Option(1000, min=1, help="Most WebSocket clients at once; more are refused (503)."),
+) -> None:
+    from hazardctl.incidents import BoardConfig
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+    from stages import consume
+    from stages.consume_web import AccessPolicy, load_token, parse_origins
+
+    if min_level not in ("low", "medium", "high"):
+        raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
+    if quiet_period <= 0 or group_ttl <= 0 or replay < 0:
+        raise ConfigError("--quiet-period and --group-ttl must be > 0, --replay >= 0")
+    ws_host, ws_port = consume.parse_address(ws, "--ws")
+    http_host, http_port = consume.parse_address(http, "--http") if http else (None, None)
+    opts = consume.ConsumeOptions(
+        ws_host=ws_host, ws_port=ws_port, http_host=http_host, http_port=http_port,
+        board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
+        client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
+        access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
+                            max_clients=max_clients))
+    serve_metrics(metrics_port)
+    consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)

@@ -1,0 +1,93 @@
+"""`hazardctl detect`: parse the flags, build DetectConfig, run the stage."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from hazardctl.cli_common import KAFKA_CONFIG_HELP, OUT_HELP, command
+from hazardctl.errors import ConfigError
+
+
+@command(
+    "detect",
+    help="Read cameras, detect road users, group the ones close together, publish detection results "
+    "with one JPEG crop per group.\n\n"
+    "Example: hazardctl detect --source tests/data/bus.jpg\n\n"
+    "Example: hazardctl detect --source rtsp://10.0.0.5/stream1 --camera-id cam-01 --source lobby.mp4 "
+    "--camera-id cam-02 --out kafka://detection-results --metrics-port 9101\n\n"
+    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results",
+)
+def detect_cmd(
+    source: Optional[list[str]] = typer.Option(
+        None, "--source", metavar="URL|FILE|DEVICE|DIR", help="rtsp:// or http(s):// URL, video file, device index, image folder or image; "
+        "repeat for several cameras."),
+    camera_id: Optional[list[str]] = typer.Option(
+        None, "--camera-id", metavar="ID", help="Id of the --source in the same position (default: from the source's name)."),
+    cameras: Optional[str] = typer.Option(None, "--cameras", help="Cameras YAML (see config/cameras.yaml)."),
+    fps: Optional[float] = typer.Option(None, help="Frames analysed per second per camera (default: 2)."),
+    model: str = typer.Option(".cache/models/centernet-coco.onnx", help="Detector: .onnx (onnxruntime) or .pt "
+                              "(ultralytics)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    classes: str = typer.Option("person,bicycle,car,motorcycle,bus,truck,traffic light,stop sign",
+                                help="Comma-separated class names the model must know; 'all' for every class."),
+    conf: float = typer.Option(0.35, help="Minimum detection confidence."),
+    iou: float = typer.Option(0.5, help="NMS IoU threshold."),
+    imgsz: int = typer.Option(640, help="Detector input size (YOLO models)."),
+    out: str = typer.Option("-", "--out", help=OUT_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible",
+                                             help="Files: do not pace at real time, lose no sampled frame."),
+    loop: bool = typer.Option(False, "--loop", help="Files: start again at the end."),
+    max_message_bytes: Optional[int] = typer.Option(
+        None, help="Keep each result under this size by shrinking crops (default: the Kafka topic's "
+        "max.message.bytes, 1000000 for pipes)."),
+    buffer_mb: float = typer.Option(64.0, help="Results held undelivered while the output is away; beyond "
+                                    "this the oldest are dropped (counted)."),
+    batch: int = typer.Option(8, help="Most frames per detector call (frames ready across cameras)."),
+    link_k: float = typer.Option(0.75, help="Group road users whose box gap ≤ k × their mean box diagonal."),
+    max_group: int = typer.Option(8, help="Split groups with more members than this."),
+    crop_max_side: int = typer.Option(768, help="Longest side of a group crop, pixels."),
+    jpeg_quality: int = typer.Option(85, help="JPEG quality of crops."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Track objects (ByteTrack) for stable group ids."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+) -> None:
+    from hazardctl.grouping import GroupingConfig
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+
+    try:
+        import stages.detect as detect
+        from stages.detect.crops import CropConfig
+        from stages.detect.sources import ReaderSettings, load_cameras, make_spec, unique_ids
+    except ImportError as e:  # cv2/numpy are the [detect] extra
+        raise ConfigError(f"detect needs the [detect] extra ({e}); pip install 'hazardctl[detect]'") from None
+
+    if bool(source) == bool(cameras):
+        raise ConfigError("give either --source (repeatable) or --cameras FILE")
+    if cameras:
+        specs = load_cameras(cameras, fps, loop or None)
+    else:
+        ids = list(camera_id or [])
+        if len(ids) > len(source):
+            raise ConfigError(f"{len(ids)} --camera-id for {len(source)} --source")
+        ids += [None] * (len(source) - len(ids))
+        specs = unique_ids([make_spec(s, i, fps or 2.0, loop) for s, i in zip(source, ids)],
+                           {i for i in ids if i})
+    class_list = None if classes.strip().lower() == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
+    for name, value, ok in (("--batch", batch, batch >= 1), ("--link-k", link_k, link_k > 0),
+                            ("--max-group", max_group, max_group >= 2), ("--buffer-mb", buffer_mb, buffer_mb > 0),
+                            ("--crop-max-side", crop_max_side, crop_max_side >= 64),
+                            ("--jpeg-quality", jpeg_quality, 1 <= jpeg_quality <= 100)):
+        if not ok:
+            raise ConfigError(f"{name} {value}: out of range")
+    cfg = detect.DetectConfig(
+        cameras=tuple(specs), out=out, model=model, device=device, classes=class_list, conf=conf, iou=iou,
+        imgsz=imgsz, track=track, max_batch=batch, max_message_bytes=max_message_bytes,
+        buffer_bytes=int(buffer_mb * 1024 * 1024),
+        grouping=GroupingConfig(link_k=link_k, max_size=max_group),
+        crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
+        reader=ReaderSettings(realtime=not as_fast_as_possible),
+    )
+    serve_metrics(metrics_port)
+    detect.run(cfg, endpoints=Endpoints(kafka_config))

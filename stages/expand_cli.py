@@ -1,0 +1,82 @@
+"""`hazardctl expand` (local engine or the Flink job) and `hazardctl flink-job`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command
+from hazardctl.errors import ConfigError
+
+
+@command(
+    "expand",
+    help="Turn detection results into one assessment task per group worth assessing (gated).\n\n"
+    "Example: hazardctl expand < detections.jsonl > tasks.jsonl\n\n"
+    "Example: hazardctl expand --in kafka://detection-results --out kafka://assessment-tasks",
+)
+def expand_cmd(
+    ctx: typer.Context,
+    in_spec: str = typer.Option("-", "--in", help=IN_HELP),
+    out_spec: str = typer.Option("-", "--out", help=OUT_HELP),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
+    engine: str = typer.Option("local", help="'local' (pure Python) or 'flink' (PyFlink job, Kafka only; docs/flink.md)."),
+    jobmanager: Optional[str] = typer.Option(
+        None, help="flink: submit to the session cluster at HOST:PORT (REST), print the job id; default: local mini-cluster."),
+    flink_config: Optional[str] = typer.Option(None, help="flink: settings YAML (default config/flink.yaml)."),
+    from_savepoint: Optional[str] = typer.Option(None, help="flink --jobmanager: start from this savepoint/checkpoint."),
+    refresh: float = typer.Option(10.0, help="Re-assess an unchanged group after this many seconds."),
+    ttl: float = typer.Option(30.0, help="Forget a group not seen for this many seconds."),
+    min_iou: float = typer.Option(0.5, help="Box IoU with the last sent box below this is a change."),
+    deadline: float = typer.Option(10.0, help="Task deadline, seconds after capture."),
+    group_id: str = typer.Option("hazardctl-expand", "--group", help="Kafka consumer group."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+) -> None:
+    from hazardctl.gating import GateConfig
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+    from stages import expand
+
+    if engine == "flink":
+        from stages.expand import flink_cli
+
+        flags = {"refresh": refresh, "ttl": ttl, "min_iou": min_iou, "deadline": deadline}
+        given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+        raise typer.Exit(flink_cli.run_expand(in_spec, out_spec, dlq, group_id=group_id, gate_flags=given,
+                                              jobmanager=jobmanager, flink_config=flink_config,
+                                              from_savepoint=from_savepoint, kafka_config=kafka_config))
+    if engine != "local":
+        raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
+    cfg = expand.ExpandConfig(GateConfig(refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou), deadline_s=deadline)
+    serve_metrics(metrics_port)
+    expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
+
+
+@command(
+    "flink-job",
+    help="See and stop expand's Flink jobs on a session cluster (JobManager REST API).\n\n"
+    "list: JOB_ID STATE NAME per line; cancel JOB_ID; savepoint JOB_ID [--stop]: prints the savepoint path.\n\n"
+    "Example: hazardctl flink-job savepoint 5f1e… --stop --jobmanager 127.0.0.1:18081",
+)
+def flink_job_cmd(
+    action: str = typer.Argument(..., help="list | cancel | savepoint"),
+    job_id: Optional[str] = typer.Argument(None, help="The job (cancel, savepoint)."),
+    jobmanager: str = typer.Option("127.0.0.1:18081", help="JobManager REST address HOST:PORT."),
+    stop: bool = typer.Option(False, "--stop", help="savepoint: stop the job once the savepoint is written."),
+    target: Optional[str] = typer.Option(None, help="savepoint: directory (default: the cluster's savepoint dir)."),
+) -> None:
+    from stages.expand import flink_cli
+
+    flink_cli.preflight(flink_cli.settings_or_exit(None), jobmanager)
+    if action == "list":
+        for j in flink_cli.list_jobs(jobmanager):
+            typer.echo(f"{j['jid']} {j['state']} {j['name']}")
+    elif action in ("cancel", "savepoint") and job_id:
+        if action == "cancel":
+            flink_cli.cancel(jobmanager, job_id)
+            typer.echo(f"cancelling {job_id}")
+        else:
+            typer.echo(flink_cli.savepoint(jobmanager, job_id, stop=stop, target=target))
+    else:
+        raise ConfigError(f"flink-job {action}: use list, cancel JOB_ID or savepoint JOB_ID [--stop]")

@@ -1,0 +1,113 @@
+"""`hazardctl schedule`: load the key pool (or start the simulated LLM when no key is configured), run the stage."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+import logging
+import os
+
+from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command
+from hazardctl.errors import ConfigError
+
+log = logging.getLogger("hazardctl")
+
+
+NO_KEYS_HINT = ("no API keys: pass --keys FILE (a copy of config/api_keys.yaml with ${DASHSCOPE_KEY_...} set), "
+                "or try the simulator: `hazardctl llm-sim --port 8000 &` then "
+                "`hazardctl schedule --keys config/api_keys.sim.yaml`")
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        i, n = (int(p) for p in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N, e.g. 0/2") from None
+    return i, n
+
+
+@command(
+    "schedule",
+    help="Assess each task with a vision LLM, spreading calls over a pool of API keys (paced, never into a 429).\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.yaml < tasks.jsonl > results.jsonl\n\n"
+    "Example: hazardctl schedule --keys config/api_keys.enc --in kafka://assessment-tasks "
+    "--out kafka://risk-assessment-results --shard 0/2 --metrics-port 9102",
+)
+def schedule_cmd(
+    keys: Optional[str] = typer.Option(
+        None, "--keys", help="API keys YAML, or the encrypted file from keys-encrypt "
+        "(default: $HAZARDCTL_KEYS, else config/api_keys.yaml)."),
+    in_spec: str = typer.Option("-", "--in", help=IN_HELP),
+    out_spec: str = typer.Option("-", "--out", help=OUT_HELP),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help=DLQ_HELP),
+    workers: int = typer.Option(256, min=1, help="Tasks in progress at once (waiting for a key or in a call)."),
+    shard: Optional[str] = typer.Option(
+        None, help="I/N: use only the keys whose position in the file % N == I, so N instances never share a key."),
+    group_id: str = typer.Option("hazardctl-schedule", "--group", help="Kafka consumer group."),
+    kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    simulate: bool = typer.Option(
+        True, help="With no --keys and no usable config/api_keys.yaml, start the simulated LLM instead of failing."),
+    language: Optional[str] = typer.Option(
+        None, "--language", help="Prompt language en|zh: risk types and description in it; levels stay "
+        "none/low/medium/high (default: the keys file's `language`, else en)."),
+    bad_answer_warn: Optional[float] = typer.Option(
+        None, "--bad-answer-warn", min=0.01, max=1.0, help="WARNING when a model's unusable answers exceed this "
+        "share of its last 50 (default: the keys file's `bad_answer_warn`, else 0.2)."),
+) -> None:
+    from pathlib import Path
+
+    from hazardctl.keys import KEYS_ENV, load_keys
+    from hazardctl.metrics import serve_metrics
+    from hazardctl.transports import Endpoints
+    from stages import schedule
+
+    if language not in (None, "en", "zh"):
+        raise ConfigError(f"--language {language}: one of en, zh")
+    explicit = keys or os.environ.get(KEYS_ENV)  # a file the user named: any problem with it is an error
+    path = explicit or "config/api_keys.yaml"
+    sim = None
+    if not explicit and not Path(path).is_file():
+        if not simulate:
+            raise ConfigError(NO_KEYS_HINT)
+        sim, cfg = _start_simulated_llm("no keys file")
+    else:
+        try:
+            cfg = load_keys(path)
+        except ConfigError as e:
+            # only the shipped example with none of its ${DASHSCOPE_KEY_...} set means "no key configured"
+            unset = "environment variable DASHSCOPE_KEY_" in str(e) and not any(
+                k.startswith("DASHSCOPE_KEY_") for k in os.environ)
+            if explicit or not unset or not simulate:
+                raise ConfigError(f"{e}; {NO_KEYS_HINT}" if not explicit else str(e)) from None
+            sim, cfg = _start_simulated_llm("no DASHSCOPE_KEY_* set")
+    try:
+        parts = _parse_shard(shard)
+        if parts:
+            cfg = cfg.shard(*parts)
+        if not cfg.keys:
+            raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
+        serve_metrics(metrics_port)
+        schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
+                     cfg=schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn))
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def _start_simulated_llm(why: str):
+    """The embedded default: no key configured → the simulated LLM in its own process, 10 keys x 5 qps."""
+    from hazardctl.keys import parse_keys
+    from tools.llm_sim import build_config, start_sim_process
+
+    sim_cfg = build_config(keys=10, qps=5, port=0)
+    sim = start_sim_process(sim_cfg)
+    log.warning("%s: assessing with the SIMULATED LLM at %s (10 keys x 5 qps), results are not real; "
+                "pass --keys or set DASHSCOPE_KEY_001.. for real assessments (--no-simulate to fail instead)",
+                why, sim.base_url)
+    keys = [{"name": k.name, "api_key": k.api_key, "qps_limit": k.qps, "base_url": sim.base_url,
+             "model": "simulated-vl"} for k in sim_cfg.keys]
+    return sim, parse_keys({"strategy": "round_robin", "keys": keys}, "simulated LLM keys")

@@ -24,13 +24,14 @@ models: venv                     ## real COCO detector (CenterNet from npm, conv
 	PYTHON=$(PY) bash scripts/fetch_models.sh
 	PYTHON=$(PY) bash scripts/fetch_test_models.sh
 
-system-deps: venv                ## RTSP server + chromium + prometheus (Debian), ultralytics/torch for .pt tests (idempotent; root)
+system-deps: venv                ## RTSP server + chromium + prometheus + mosquitto (Debian), ultralytics/torch for .pt tests (idempotent; root)
 	bash scripts/install-rtsp.sh
 	PYTHON=$(PY) bash scripts/install-chromium.sh
 	PYTHON=$(PY) bash scripts/install-ultralytics.sh
 	bash scripts/install-prometheus.sh
 	bash scripts/install-systemd.sh
 	bash scripts/install-tmux.sh
+	bash scripts/install-mosquitto.sh
 
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central
 	bash scripts/kafka-local.sh up

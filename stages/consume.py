@@ -2,7 +2,7 @@
 
 The life of a result: the input thread polls it and validates it (bad input → dead letter) → the
 event loop applies it to the `IncidentBoard` (hazardctl.incidents, pure logic) → each event is
-encoded once and fanned out to the subscribed clients (stages.consume_web) → the record is done
+encoded once and fanned out to the subscribed clients (stages.consume_ws) → the record is done
 (its offset may be committed): consume's output is its in-memory state and the pushes, so a result
 is finished once applied. A 0.5 s tick ends quiet incidents.
 
@@ -38,8 +38,10 @@ from hazardctl.errors import ConfigError, DeliveryError, ServiceUnavailable
 from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults, result_summary
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
-from stages.consume_web import (AccessPolicy, Guard, HttpApi, Hub, load_page, select_subprotocol, start_http,
-                                subscription_json, websocket_port_http)
+from stages.consume_auth import AccessPolicy, Guard, select_subprotocol
+from stages.consume_http import HttpApi, load_page
+from stages.consume_listeners import start_http, websocket_port_http
+from stages.consume_ws import Hub, subscription_json
 
 STAGE = "consume"
 log = logging.getLogger("hazardctl.consume")
@@ -75,7 +77,7 @@ class ConsumeOptions:
     tick_s: float = 0.5
     max_in_flight: int = 5000
     access: AccessPolicy = field(default_factory=AccessPolicy)
-    """bearer token, allowed origins, client limit (stages.consume_web.Guard)"""
+    """bearer token, allowed origins, client limit (stages.consume_auth.Guard)"""
 
 
 def parse_address(spec: str, flag: str) -> tuple[str, int]:

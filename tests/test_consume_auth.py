@@ -152,7 +152,7 @@ def test_bad_access_settings_are_one_line_errors(tmp_path, setup, expected):
 
 def test_a_token_with_bytes_that_are_not_utf8_is_refused_not_a_500():
     """aiohttp keeps non-UTF-8 header bytes as surrogates; comparing them must say 'wrong token'."""
-    from stages.consume_web import AccessPolicy, Guard
+    from stages.consume_auth import AccessPolicy, Guard
 
     g = Guard(AccessPolicy(token=TOKEN), lambda: 0)
     assert not g.authorized("\udcff\udcfe" + TOKEN) and not g.authorized("") and not g.authorized(None)
@@ -162,7 +162,8 @@ def test_a_token_with_bytes_that_are_not_utf8_is_refused_not_a_500():
 
 
 def test_a_malformed_request_target_is_a_400_not_a_traceback():
-    from stages.consume_web import AccessPolicy, Guard, HttpResponse
+    from stages.consume_auth import AccessPolicy, Guard
+    from stages.consume_http import HttpResponse
 
     g = Guard(AccessPolicy(token=TOKEN), lambda: 0)
     r = g.check_target("//[abc/cameras")  # urlsplit raises ValueError (an unclosed IPv6 host)

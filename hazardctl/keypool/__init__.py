@@ -1,0 +1,38 @@
+"""The API-key pool: which key may send the next LLM request, and when (spec §6, issue 8).
+
+Four parts, each one idea:
+- `rates`: rate arithmetic of one sender (key or account): pacing under jitter, rpm window, tokens,
+  AIMD and slow start;
+- `pool`: the pool's rules: key states, the choice of key, what each outcome does to a key;
+- `queue`: waiting tasks get keys by priority, then arrival, with deadlines (shedding);
+- `shell`: the thin asyncio shell (`AsyncKeyPool`) around the pure parts.
+
+The first three are pure, with the clock passed in; this module re-exports what callers import.
+"""
+
+from hazardctl.keypool.pool import (
+    DISABLING,
+    HEALTH_FAILURES,
+    RATE_LIMITS,
+    AccountLimits,
+    KeyHealth,
+    KeyLimits,
+    KeyPool,
+    KeyState,
+    Lease,
+    Outcome,
+    PoolPolicy,
+    account_warnings,
+    over_claimed,
+    should_retry,
+)
+from hazardctl.keypool.queue import REFRESH, URGENT, AcquireQueue, Waiter
+from hazardctl.keypool.rates import EPS, MIN_FACTOR, RPM_GUARD_S, RPM_WINDOW_S, Rate
+from hazardctl.keypool.shell import AsyncKeyPool, NoKeyInTime
+
+__all__ = [
+    "DISABLING", "EPS", "HEALTH_FAILURES", "MIN_FACTOR", "RATE_LIMITS", "REFRESH", "RPM_GUARD_S",
+    "RPM_WINDOW_S", "URGENT", "AccountLimits", "AcquireQueue", "AsyncKeyPool", "KeyHealth", "KeyLimits",
+    "KeyPool", "KeyState", "Lease", "NoKeyInTime", "Outcome", "PoolPolicy", "Rate", "Waiter",
+    "account_warnings", "over_claimed", "should_retry",
+]

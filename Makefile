@@ -31,6 +31,7 @@ system-deps: venv                ## RTSP server + chromium + prometheus + mosqui
 	bash scripts/install-prometheus.sh
 	bash scripts/install-systemd.sh
 	bash scripts/install-tmux.sh
+	bash scripts/install-postgres.sh
 	bash scripts/install-mosquitto.sh
 
 kafka-up:                        ## local Apache Kafka (KRaft) on 127.0.0.1:9092, jars from Maven Central

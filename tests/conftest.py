@@ -77,13 +77,31 @@ def hazardctl_env(kafka_bootstrap, tmp_path):
     return env
 
 
+#: markers that declare a test depends on hardware this machine may lack (or have)
+HARDWARE_MARKERS = ("needs_gpu", "needs_no_gpu")
+
+
+class HardwareSkip(pytest.skip.Exception):
+    """The one skip `make test` lets pass: raised by `skip_for_hardware` in a test that carries a
+    hardware marker."""
+
+
+def skip_for_hardware(reason: str) -> None:
+    """Skip because the hardware this test needs is missing (needs_gpu), or present and takes the path
+    under test away (needs_no_gpu). Only valid in a test that carries one of HARDWARE_MARKERS."""
+    raise HardwareSkip(msg=reason, allow_module_level=False)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under `make test` (HAZARDCTL_NO_SKIP=1) a skipped test is a failure: a missing broker, browser,
-    RTSP server, model or extra must not let CI pass without testing. Only hardware we cannot have
-    here (a CUDA device) may skip."""
+    RTSP server, model or extra must not let CI pass without testing. The only skip that passes is
+    `skip_for_hardware(...)` in a test marked `needs_gpu` or `needs_no_gpu`; what a skip's reason
+    says does not matter (another skip in the same test, e.g. a missing extra, still fails)."""
     outcome = yield
     rep = outcome.get_result()
-    if rep.skipped and os.environ.get("HAZARDCTL_NO_SKIP") == "1" and "cuda" not in str(rep.longrepr).lower():
+    hardware = (call.excinfo is not None and call.excinfo.errisinstance(HardwareSkip)
+                and any(item.get_closest_marker(m) for m in HARDWARE_MARKERS))
+    if rep.skipped and os.environ.get("HAZARDCTL_NO_SKIP") == "1" and not hardware:
         rep.outcome = "failed"
         rep.longrepr = f"skipped under HAZARDCTL_NO_SKIP=1 (make test must run everything): {rep.longrepr}"

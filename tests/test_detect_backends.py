@@ -26,6 +26,7 @@ from stages.detect.backend_onnx import (
     to_frame_boxes,
 )
 from stages.detect.backends import Box, load_detector, parse_names, select_classes
+from tests.conftest import skip_for_hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
@@ -272,11 +273,12 @@ def test_unsupported_or_broken_model_files(tmp_path):
         load_detector(str(broken))
 
 
+@pytest.mark.needs_no_gpu
 def test_cuda_without_a_cuda_runtime_is_a_clear_error(centernet_path):
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("this onnxruntime has CUDA; the error path cannot happen here")
+        skip_for_hardware("this onnxruntime has CUDA; the error path cannot happen here")
     with pytest.raises(ConfigError, match="onnxruntime-gpu"):
         load_detector(str(centernet_path), device="cuda")
     with pytest.raises(ConfigError, match="cpu, cuda"):
@@ -352,10 +354,11 @@ def test_thread_count_from_argument_or_environment(centernet_path, monkeypatch):
 
 
 @needs_ultralytics
+@pytest.mark.needs_no_gpu
 def test_pt_on_cuda_without_a_gpu_is_a_clear_error(fall_pt_path):
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present; the error path cannot happen here")
+        skip_for_hardware("a CUDA device is present; the error path cannot happen here")
     with pytest.raises(ConfigError, match="no CUDA device"):
         load_detector(str(fall_pt_path), device="cuda")

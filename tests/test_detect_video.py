@@ -32,19 +32,9 @@ def link_threshold(truth) -> float:
     return LINK_K * sum(d) / 2
 
 
-def _tracking_available() -> bool:
-    try:
-        import stages.detect.tracking  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("track", ["--no-track", "--track"])
 def test_group_ids_stay_while_together_and_change_on_split(tmp_path: Path, track: str):
-    if track == "--track" and not _tracking_available():
-        pytest.skip("stages/detect/tracking.py (ByteTrack) not there yet")
     scene = walk()
     video = write_video(scene, tmp_path / "walk.mp4")
     proc = subprocess.run(

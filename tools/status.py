@@ -101,11 +101,13 @@ def poll(cfg: StatusConfig, kafka_settings=None) -> Scrape:
     stages = {name: scrape(addr, cfg.timeout_s) for name, addr in cfg.stages.items()}
     lag, err = None, None
     if kafka_settings is not None and cfg.groups:
-        from hazardctl.errors import HazardError
+        from hazardctl.errors import HazardError, ServiceUnavailable
         from hazardctl.transports.kafka import consumer_group_lag
 
         try:
             lag = consumer_group_lag(kafka_settings, cfg.groups, timeout=cfg.timeout_s * 3)
+        except ServiceUnavailable as e:
+            err = f"broker unreachable: {e}"
         except HazardError as e:
             err = str(e)
     return Scrape(time.time(), stages, lag, err)

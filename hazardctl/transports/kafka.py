@@ -213,7 +213,9 @@ def consumer_group_lag(settings: KafkaSettings, groups: list[str], timeout: floa
                 topics = out.setdefault(group, {})
                 topics[tp.topic] = topics.get(tp.topic, 0) + max(0, high - tp.offset)
         return out
-    except KafkaException:
+    except (KafkaException, TimeoutError):
+        # TimeoutError (= concurrent.futures.TimeoutError): the admin future's own wait ran out before
+        # librdkafka's request timeout failed it, the usual way with no broker at all
         raise ServiceUnavailable(f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s") from None
     finally:
         probe.close()
@@ -454,3 +456,19 @@ class KafkaClients:
     def replay(self, topic: str, since_ts: float) -> KafkaReplay:
         """The records of `topic` written since `since_ts` (epoch seconds), for rebuilding state."""
         return KafkaReplay(self.settings, topic, since_ts)
+
+    def committed(self, topic: str, group_id: str, timeout: float = 30.0) -> dict[int, int]:
+        """The consumer group's committed offset per partition of `topic` (partitions without one are
+        left out), read without joining the group: what a stage restarting in that group processed."""
+        overrides = {**self.settings.consumer, "group.id": group_id, "enable.auto.commit": False}
+        consumer = _make(Consumer, _client_conf(self.settings, CONSUMER_DEFAULTS, overrides, "committed"), "committed")
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise ConfigError(f"Kafka topic {topic} does not exist: run `hazardctl setup-topics`")
+            got = consumer.committed([TopicPartition(topic, p) for p in sorted(meta.partitions)], timeout=timeout)
+            return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+        except KafkaException as e:
+            raise ServiceUnavailable(f"Kafka committed offsets of {group_id} on {topic}: {e.args[0].str()}") from None
+        finally:
+            consumer.close()

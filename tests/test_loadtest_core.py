@@ -135,3 +135,93 @@ def test_live_view_renders_outcomes_and_key_states():
     text = console.export_text()
     assert "offered 12  ok 9  failed 1" in text and "disabled" in text and "schedule" in text and "90.00%" in text
     assert "in flight 2" in view.line(f) and "DOWN: schedule" in view.line(f)
+
+
+def _offered(led: Ledger, tid: str, reason: str = "new") -> None:
+    led.on_task(orjson.dumps({"task_id": tid, "camera_id": "c", "reason": reason, "frame_ts": 1.0,
+                              "times": {"capture": 1.0}}), 1.01)
+
+
+def test_production_compares_task_ids_with_the_gates_prediction():
+    led = Ledger()
+    for tid, reason in (("a", "new"), ("b", "changed"), ("x", "new"), ("y", "new")):
+        _offered(led, tid, reason)
+    expected = {"a": "new", "b": "changed", "c": "refresh", "d": "new"}
+    p = report.production(expected, led.rows())
+    # the counts agree (4 = 4) but two predicted tasks never came and two came unpredicted: not as predicted
+    assert p["produced_vs_expected"] == 1.0 and not p["exact"]
+    assert (p["as_predicted"], p["unexpected"], p["never_produced"]) == (2, 2, 2)
+    assert p["unexpected_by_reason"] == {"new": 2} and p["never_produced_by_reason"] == {"new": 1, "refresh": 1}
+    assert {t["task_id"] for t in p["never_produced_tasks"]} == {"c", "d"}
+    # a restarted gate that forgot its state: everything predicted came, plus groups re-sent as new
+    _offered(led, "c", "refresh")
+    _offered(led, "d", "new")
+    p = report.production(expected, led.rows())
+    assert p["produced_vs_expected"] == 1.5 and p["never_produced"] == 0 and p["unexpected"] == 2
+    exact = report.production({"a": "new", "b": "changed", "c": "refresh", "d": "new", "x": "new", "y": "new"},
+                              led.rows())
+    assert exact["exact"] and exact["produced_vs_expected"] == 1.0
+
+
+def _summary(lat: dict, counts: dict, production: dict | None) -> dict:
+    return {"latency": lat, "counts": counts, "success": 0.5, "rates": {"achieved_per_s": 1.0, "tasks_per_s": 1.0},
+            "cameras": {"late": 0}, "identity": {"holds": True}, "production": production}
+
+
+def test_lost_counts_predicted_tasks_never_produced_and_asserts_see_it():
+    led = Ledger()
+    _offered(led, "a")
+    led.on_result(_result("a"), 2.5)
+    p = report.production({"a": "new", "b": "new", "c": "refresh"}, led.rows())
+    s = _summary(report.latencies(led.rows()), led.counts(), p)
+    checks = report.check_asserts(s, [report.parse_assert(x) for x in
+                                      ("produced_vs_expected==1", "lost==0", "never_produced==2", "unexpected==0")])
+    assert [(c["ok"], c["value"]) for c in checks] == [(False, 0.333333), (False, 2), (True, 2), (True, 0)]
+
+
+def _timed_result(tid: str, capture: float, attempts: list[tuple[float, float]], status: str = "ok",
+                  error_class: str | None = None) -> bytes:
+    times = {"capture": capture, "llm_start": attempts[-1][0], "llm_end": attempts[-1][1],
+             "llm_attempts": [list(a) for a in attempts]}
+    return orjson.dumps({"task_id": tid, "camera_id": "c", "status": status, "error_class": error_class,
+                         "key_name": "k1", "attempts": len(attempts), "times": times})
+
+
+def test_headline_is_per_task_and_retries_are_not_overhead():
+    led = Ledger()
+    # two tasks whose LLM calls and ends to end are anti-correlated: the P95s of the two distributions
+    # differ by far less than any task's own overhead
+    _offered(led, "slow-llm")
+    led.on_result(_timed_result("slow-llm", 0.0, [(0.01, 2.01)]), 2.1)  # 2.0 s LLM, 100 ms ours
+    _offered(led, "fast-llm")
+    led.on_result(_timed_result("fast-llm", 0.0, [(0.01, 1.01)]), 2.1)  # 1.0 s LLM, 1.1 s ours
+    _offered(led, "retried")  # a first attempt of 1.5 s failed, the second answered in 1.0 s; 60 ms ours
+    led.on_result(_timed_result("retried", 0.0, [(0.02, 1.52), (1.53, 2.53)]), 2.56)
+    lat = report.latencies(led.rows())
+    over = sorted(round(x, 3) for x in [lat["e2e_minus_llm"][k] for k in ("p50", "max")])
+    assert over == [0.1, 1.1]
+    assert lat["e2e_minus_llm"]["n"] == 3 and round(lat["e2e_minus_llm"]["p50"], 3) == 0.1
+    assert lat["retry"]["n"] == 1 and round(lat["retry"]["max"], 3) == 1.5
+    f = report.flat_figures(_summary(lat, led.counts(), None))
+    assert round(f["e2e_minus_llm.p95"], 3) == 1.1  # the task that spent 1.1 s outside the LLM
+    assert round(f["e2e_over_llm.p95"], 3) == round(2.56 - 2.0, 3)  # what subtracting two P95s would say
+    # without llm_attempts (an older scheduler) retries are unknown and stay in the overhead
+    assert report.http_windows({"llm_start": 1.0, "llm_end": 2.0}) == (1.0, 0.0)
+
+
+def test_failed_shed_stale_and_dead_letter_tasks_have_latency_rows_of_their_own():
+    led = Ledger()
+    for tid in ("ok", "f", "st", "sh", "dl"):
+        _offered(led, tid)
+    led.on_result(_timed_result("ok", 1.0, [(1.1, 2.0)]), 2.1)
+    led.on_result(_timed_result("f", 1.0, [(1.1, 2.0), (2.1, 3.0)], "failed", "timeout"), 3.2)
+    led.on_result(orjson.dumps({"task_id": "st", "camera_id": "c", "status": "stale", "times": {"capture": 1.0}}), 11.5)
+    led.on_result(orjson.dumps({"task_id": "sh", "camera_id": "c", "status": "stale", "error_class": "shed",
+                                "times": {"capture": 1.0}}), 4.0)
+    led.on_dead_letter(orjson.dumps({"stage": "schedule", "payload": _task("dl").decode(), "error_class": "x"}), 6.0)
+    lat = report.latencies(led.rows())
+    got = {k: round(d["max"], 2) for k, d in lat["e2e_by_outcome"].items()}
+    assert got == {"failed": 2.2, "stale": 10.5, "shed": 3.0, "dead_letter": 5.0}
+    assert lat["e2e"]["n"] == 1  # the ok row stays ok tasks only
+    f = report.flat_figures(_summary(lat, led.counts(), None))
+    assert round(f["e2e_stale.p95"], 2) == 10.5 and round(f["e2e_dead_letter.p95"], 2) == 5.0

@@ -20,7 +20,8 @@ from typing import Callable
 
 import orjson
 
-from hazardctl.gating import GateConfig, GroupGate, GroupView
+from hazardctl.gating import GateConfig, GroupGate, GroupView, view_of_json
+from hazardctl.messages import task_id_for
 from tools.loadtest.crops import Crop
 from tools.loadtest.scene import CameraScene, SceneConfig
 
@@ -29,11 +30,8 @@ LATE_S = 0.1
 
 
 def gate_view(group: dict, tracks: dict[int, int | None]) -> GroupView:
-    """The view expand's gate compares (stages' group_view, from the JSON of one group)."""
-    ids = [tracks.get(m) for m in group["member_ids"]]
-    known = tuple(sorted(t for t in ids if t is not None))
-    return GroupView(members=known, untracked=len(ids) - len(known), classes=tuple(sorted(group["classes"])),
-                     bbox=tuple(group["bbox"]))
+    """The view expand's gate compares (built where expand builds it, from the JSON of one group)."""
+    return view_of_json(group, tracks)
 
 
 @dataclass
@@ -45,6 +43,8 @@ class CameraStats:
     late: int = 0
     send_errors: int = 0
     predicted: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0, "refresh": 0})
+    expected: dict[str, str] = field(default_factory=dict)
+    """task id → reason of every task the gate predicted (the ids expand derives from detection and group)"""
     lags: list[float] = field(default_factory=list)
     sent_at: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -131,15 +131,17 @@ class Cameras:
                 stats.send_errors += failed
                 stats.lags.append(lag)
                 stats.sent_at.append(now)
-                for r in reasons:
-                    stats.predicted[r] += 1
+                for tid, r in reasons:
+                    stats.predicted[r] = stats.predicted.get(r, 0) + 1
+                    stats.expected[tid] = r
             heapq.heappush(due, (start + self.phases[i] + (k + 1) * period, i, k + 1))
 
-    def _predict(self, msg: dict) -> list[str]:
+    def _predict(self, msg: dict) -> list[tuple[str, str]]:
+        """(task id, reason) of each group of this frame the gate passes: the tasks expand must produce."""
         tracks = {o["object_id"]: o["track_id"] for o in msg["objects"]}
         out = []
         for g in msg["groups"]:
             reason = self.gate.check(msg["camera_id"], g["group_id"], gate_view(g, tracks), msg["frame_ts"])
             if reason is not None:
-                out.append(reason)
+                out.append((task_id_for(msg["message_id"], g["group_id"]), reason))
         return out

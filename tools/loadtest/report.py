@@ -1,9 +1,16 @@
-"""The loadtest's figures: exact percentiles from raw samples, the accounting identity, asserts.
+"""The loadtest's figures: exact percentiles from raw samples, produced vs expected, asserts.
 
 All latencies are per task from its `times` record. End to end = capture → the result on the
 results topic (the broker's LogAppendTime; over pipes, when the loadtest read it from schedule's
-stdout). LLM-only = llm_end − llm_start (the HTTP call(s) of the ok answer). Percentiles are exact
-(nearest rank over every sample), never estimated from histogram buckets.
+stdout); a dead letter's end is when it landed. LLM-only = llm_end − llm_start (the HTTP exchange of
+the attempt that answered). Retry time = the HTTP windows of the attempts that did not answer
+(`times.llm_attempts`). The headline: per task, end to end − every HTTP window (our own time), and
+its P95; the difference of the two P95s (e2e, LLM-only) stays beside it, named as what it is.
+Percentiles are exact (nearest rank over every sample), never estimated from histogram buckets.
+
+The accounting check that can fail: the task ids expand produced against the ones the same gate
+predicted from the frames the cameras sent (`production`). The outcome identity (`identity`) is
+bookkeeping: every task lands in exactly one outcome by construction.
 """
 
 from __future__ import annotations
@@ -53,9 +60,20 @@ def row_times(r: TaskRow) -> dict:
     return t
 
 
+def http_windows(t: dict) -> tuple[float | None, float]:
+    """(the answering attempt's HTTP time or None, the other attempts' HTTP time) from a `times` record.
+    Without `llm_attempts` (a scheduler that does not record them) retries are unknown: 0."""
+    llm = t["llm_end"] - t["llm_start"] if t.get("llm_start") is not None and t.get("llm_end") is not None else None
+    attempts = [(a, b) for a, b in (t.get("llm_attempts") or []) if a is not None and b is not None]
+    total = sum(b - a for a, b in attempts)
+    if llm is None:
+        return None, total
+    return llm, max(0.0, total - llm) if attempts else 0.0
+
+
 def latencies(rows: list[TaskRow]) -> dict:
     ok = [r for r in rows if r.outcome == "ok" and r.on_topic is not None]
-    e2e, llm, over = [], [], []
+    e2e, llm, over, retry = [], [], [], []
     stages: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
     for r in ok:
         t = row_times(r)
@@ -63,9 +81,12 @@ def latencies(rows: list[TaskRow]) -> dict:
             continue
         e = t["topic"] - t["capture"]
         e2e.append(e)
-        if t.get("llm_start") is not None and t.get("llm_end") is not None:
-            llm.append(t["llm_end"] - t["llm_start"])
-            over.append(e - llm[-1])
+        answer, retried = http_windows(t)
+        if answer is not None:
+            llm.append(answer)
+            over.append(e - answer - retried)
+            if retried > 0:
+                retry.append(retried)
         for name, a, b in STAGES:
             if t.get(a) is not None and t.get(b) is not None:
                 stages[name].append(t[b] - t[a])
@@ -73,9 +94,43 @@ def latencies(rows: list[TaskRow]) -> dict:
     for r in ok:
         if r.capture is not None:
             by_reason.setdefault(r.reason or "?", []).append(r.on_topic - r.capture)
-    return {"e2e": dist(e2e), "llm": dist(llm), "e2e_minus_llm": dist(over),
+    by_outcome: dict[str, list[float]] = {}
+    for r in rows:
+        capture = r.capture if r.capture is not None else r.times.get("capture")
+        if r.outcome not in (None, "ok") and r.on_topic is not None and capture is not None:
+            by_outcome.setdefault(r.outcome, []).append(r.on_topic - capture)
+    return {"e2e": dist(e2e), "llm": dist(llm), "e2e_minus_llm": dist(over), "retry": dist(retry),
             "e2e_by_reason": {k: dist(v) for k, v in sorted(by_reason.items())},
+            "e2e_by_outcome": {k: dist(by_outcome[k]) for k in OUTCOMES if k in by_outcome},
             "stages": {name: dist(v) for name, v in stages.items()}}
+
+
+def production(expected: dict[str, str], rows: list[TaskRow]) -> dict:
+    """Tasks expand produced against the ones the gate predicted from the frames the cameras sent, by
+    task id (deterministic from detection and group). `produced_vs_expected` = produced / expected
+    (1.0 when the counts agree); `unexpected` = produced but not predicted (e.g. a gate that forgot its
+    state on a restart sends groups again as new); `never_produced` = predicted but never produced (a
+    detection that never became its tasks: lost, counted against success)."""
+    produced = {r.task_id: r.reason for r in rows if r.offered_at is not None}
+    missing = [tid for tid in expected if tid not in produced]
+    extra = [tid for tid in produced if tid not in expected]
+
+    def by_reason(ids: list[str], reasons: dict[str, str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for tid in ids:
+            out[reasons.get(tid) or "?"] = out.get(reasons.get(tid) or "?", 0) + 1
+        return dict(sorted(out.items()))
+
+    ratio = len(produced) / len(expected) if expected else (1.0 if not produced else float("inf"))
+    exact = not missing and not extra
+    return {"expected": len(expected), "produced": len(produced), "as_predicted": len(produced) - len(extra),
+            "unexpected": len(extra), "never_produced": len(missing), "produced_vs_expected": round(ratio, 6),
+            "unexpected_by_reason": by_reason(extra, produced), "never_produced_by_reason": by_reason(missing, expected),
+            "never_produced_tasks": [{"task_id": tid, "reason": expected[tid]} for tid in missing[:1000]], "exact": exact,
+            "text": f"expand produced {len(produced)} tasks, the gate predicted {len(expected)} from the frames the "
+                    f"cameras sent: {len(produced) - len(extra)} as predicted, {len(extra)} not predicted"
+                    f"{' ' + str(by_reason(extra, produced)) if extra else ''}, {len(missing)} predicted but never "
+                    f"produced{' ' + str(by_reason(missing, expected)) if missing else ''}"}
 
 
 def identity(c: dict) -> dict:
@@ -140,16 +195,18 @@ def parse_assert(text: str) -> Assert:
 
 
 def flat_figures(s: dict) -> dict[str, float]:
-    """Every figure an --assert may name: e2e.p95, llm.p99, e2e_minus_llm.p95, e2e_new.p95 (by the task's
-    reason: new, changed, refresh), stage names (spaces →
-    _), success, achieved, offered_rate, in_flight, lost, failed, stale, shed, dead_letters, late, ..."""
+    """Every figure an --assert may name: e2e.p95, llm.p99, e2e_minus_llm.p95 (per task, the headline),
+    e2e_over_llm.p95 (difference of percentiles), retry.p95, e2e_new.p95 (by the task's reason: new,
+    changed, refresh, suspect), e2e_failed.p95 (by outcome: failed, stale, shed, dead_letter), stage
+    names (spaces → _), produced_vs_expected, unexpected, never_produced, success, achieved,
+    offered_rate, in_flight, lost, failed, stale, shed, dead_letters, late, ..."""
     f: dict[str, float] = {}
     lat = s["latency"]
-    for group in ("e2e", "llm", "e2e_minus_llm", "alert"):
+    for group in ("e2e", "llm", "e2e_minus_llm", "retry", "alert"):
         for k, v in lat.get(group, {}).items():
             if v is not None:
                 f[f"{group}.{k}"] = v
-    for reason, d in lat.get("e2e_by_reason", {}).items():
+    for reason, d in [*lat.get("e2e_by_reason", {}).items(), *lat.get("e2e_by_outcome", {}).items()]:
         for k, v in d.items():
             if v is not None:
                 f[f"e2e_{reason}.{k}"] = v
@@ -158,8 +215,13 @@ def flat_figures(s: dict) -> dict[str, float]:
             if v is not None:
                 f[f"stage.{re.sub(r'[^a-z0-9]+', '_', name).strip('_')}.{k}"] = v
     c = s["counts"]
+    prod = s.get("production") or {}
+    if prod:
+        f.update(produced_vs_expected=prod["produced_vs_expected"], unexpected=prod["unexpected"],
+                 never_produced=prod["never_produced"], expected=prod["expected"])
     f.update(success=s["success"], achieved=s["rates"]["achieved_per_s"], offered_rate=s["rates"]["tasks_per_s"],
-             in_flight=c["in_flight"], lost=c["in_flight"], failed=c["failed"], stale=c["stale"], shed=c["shed"],
+             in_flight=c["in_flight"], lost=c["in_flight"] + prod.get("never_produced", 0), failed=c["failed"],
+             stale=c["stale"], shed=c["shed"],
              dead_letters=c["dead_letter"], ok=c["ok"], offered=c["offered"], late=s["cameras"]["late"],
              duplicates=c["duplicate_results"], identity=1.0 if s["identity"]["holds"] else 0.0)
     if f.get("e2e.p95") is not None and f.get("llm.p95") is not None:

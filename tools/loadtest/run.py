@@ -361,7 +361,11 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
         lags = list(cs.lags)
         frames, groups, late = cs.frames, cs.groups, cs.late
         predicted = dict(cs.predicted)
-    success = counts["ok"] / counts["offered"] if counts["offered"] else 0.0
+        expected = dict(cs.expected)
+    production = report.production(expected, rows)
+    # a predicted task expand never produced is lost like one that never came back: both count against success
+    tasks = counts["offered"] + production["never_produced"]
+    success = counts["ok"] / tasks if tasks else 0.0
     lat = report.latencies(rows)
     return {
         "run_id": run_id,
@@ -381,6 +385,9 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
                   "capacity_per_s": o.keys * o.qps_per_key},
         "counts": counts,
         "reasons": _reasons(rows),
+        "production": production,
+        "lost": {"never_produced": production["never_produced"], "in_flight": counts["in_flight"],
+                 "total": production["never_produced"] + counts["in_flight"]},
         "identity": report.identity(counts),
         "success": round(success, 5),
         "errors": _errors(rows),
@@ -431,3 +438,5 @@ def write_outputs(out: Path, summary: dict, ledger: Ledger | None) -> None:
         with open(out / "tasks.jsonl", "wb") as f:
             for r in ledger.rows():
                 f.write(orjson.dumps(r.json()) + b"\n")
+            for t in summary.get("production", {}).get("never_produced_tasks", []):  # predicted, never produced
+                f.write(orjson.dumps({**t, "outcome": "never_produced"}) + b"\n")

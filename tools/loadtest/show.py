@@ -24,15 +24,25 @@ def print_report(console: Console, s: dict) -> None:
                   f"gate expected {cam['tasks_predicted_total']} tasks, expand produced {c['offered']}: "
                   f"{s['reasons']}); achieved {r['achieved_per_s']} ok/s (window {r['window_s'][0]:g}–"
                   f"{r['window_s'][1]:g} s; capacity {r['capacity_per_s']:g}/s)", highlight=False)
+    prod = s.get("production")
+    if prod:  # the accounting's headline: the check that can fail
+        console.print(f"[bold]produced_vs_expected {prod['produced_vs_expected']:.3f}[/]: {prod['text']}  "
+                      f"[{'green' if prod['exact'] else 'red'}]"
+                      f"{'as predicted' if prod['exact'] else 'NOT AS PREDICTED'}[/]", highlight=False)
     ident = s["identity"]
-    console.print(f"identity: {ident['text']}  [{'green' if ident['holds'] else 'red'}]"
-                  f"{'holds' if ident['holds'] else 'DOES NOT HOLD'}[/]", highlight=False)
-    console.print(f"success {s['success']:.2%}; duplicates: {c['duplicate_tasks']} tasks, {c['duplicate_results']} "
+    console.print(f"outcomes (bookkeeping, each task in exactly one): {ident['text']}  "
+                  f"[{'green' if ident['holds'] else 'red'}]{'holds' if ident['holds'] else 'DOES NOT HOLD'}[/]",
+                  highlight=False)
+    lost = s.get("lost")
+    if lost:
+        console.print(f"lost {lost['total']} (predicted but never produced {lost['never_produced']} + in flight "
+                      f"after the drain {lost['in_flight']})", highlight=False)
+    console.print(f"success {s['success']:.2%} (ok / (offered + never produced)); duplicates: {c['duplicate_tasks']} tasks, {c['duplicate_results']} "
                   f"results (at-least-once redelivery); dead-letter messages {c['dead_letter_messages']} "
                   f"{s['dead_letters_by_stage'] or ''}; non-ok by class {s['errors'] or '{}'}", highlight=False)
 
     lat = s["latency"]
-    t = Table(title="latency (ms, exact percentiles over every ok task)", title_justify="left")
+    t = Table(title="latency (ms, exact percentiles; ok tasks unless the row says otherwise)", title_justify="left")
     for col in ("span", "n", "p50", "p90", "p95", "p99", "max"):
         t.add_column(col, justify="left" if col == "span" else "right")
 
@@ -41,20 +51,30 @@ def print_report(console: Console, s: dict) -> None:
 
     end = "result on the results topic" if cfg["transport"] == "kafka" else "result out of schedule"
     add(f"end to end (capture → {end})", lat["e2e"], "bold")
-    add("LLM only", lat["llm"], "bold")
+    add("LLM only (the answering attempt's HTTP exchange)", lat["llm"], "bold")
     if "alert" in lat:
         add("capture → alert at a WebSocket client (consume's incident events)", lat["alert"])
-    add("end to end − LLM, per task", lat["e2e_minus_llm"])
+    add("end to end − LLM, per task (every HTTP attempt taken out)", lat["e2e_minus_llm"], "bold")
+    if lat.get("retry", {}).get("n"):
+        add("  retry time: HTTP of attempts that did not answer (tasks that retried)", lat["retry"])
     for reason, d in lat.get("e2e_by_reason", {}).items():
         add(f"  end to end, {reason} groups", d)
+    for outcome, d in lat.get("e2e_by_outcome", {}).items():
+        add(f"end to end, {outcome.replace('_', ' ')} tasks (capture → {'dead letter' if outcome == 'dead_letter' else 'result'})",
+            d, "red")
     for name, d in lat["stages"].items():
         add(f"  {name}", d)
     console.print(t)
+    per_task = lat["e2e_minus_llm"]["p95"]
+    if per_task is not None:  # the headline: SPEC §1's goal, measured on each task
+        console.print(f"[bold]everything but the LLM, per task: P95 {per_task * 1000:.0f} ms[/] (end to end − every "
+                      f"HTTP attempt of the same task; [{'green' if per_task <= 0.150 else 'red'}]target ≤ 150 ms[/])",
+                      highlight=False)
     e, llm = lat["e2e"]["p95"], lat["llm"]["p95"]
     if e is not None and llm is not None:
         over = e - llm
-        console.print(f"e2e P95 {e:.3f} s vs LLM-only P95 {llm:.3f} s: +{over * 1000:.0f} ms "
-                      f"([{'green' if over <= 0.150 else 'red'}]target ≤ 150 ms[/])", highlight=False)
+        console.print(f"  beside it, a difference of percentiles: e2e P95 {e:.3f} s − LLM-only P95 {llm:.3f} s = "
+                      f"{over * 1000:+.0f} ms (two distributions; not a per-task figure)", highlight=False)
 
     k = Table(title="keys", title_justify="left")
     for col in ("key", "state", "requests", "ok results", "429", "401", "5xx", "busiest 1 s", "after 1st 401", "LLM p95 ms"):

@@ -32,7 +32,10 @@ LEVEL_RANK: dict[str, int] = {lvl: i for i, lvl in enumerate(RISK_LEVELS)}
 
 Outcome = Literal["applied", "duplicate", "late", "failed"]
 EventKind = Literal["camera", "incident"]
-EventAction = Literal["new", "update", "end", "removed"]
+EventAction = Literal["new", "update", "end", "removed", "ack", "resolve", "false_positive"]
+OperatorAction = Literal["ack", "resolve", "false_positive"]
+OPERATOR_ACTIONS: tuple[str, ...] = ("ack", "resolve", "false_positive")
+_DISPOSITION = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
 
 
 def rank(level: str | None) -> int:
@@ -150,10 +153,25 @@ class Incident:
     ended_at: float | None = None
     stale_since: float | None = None
     """when the first update that was not pushed arrived (None: what clients have is current)"""
+    disposition: str | None = None
+    """the operator's word on it: None, acked, resolved or false_positive"""
+    acked_at: float | None = None
+    resolved_at: float | None = None
 
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+    @classmethod
+    def from_dict(cls, d: dict, crop_jpeg_b64: str | None = None) -> "Incident":
+        """An incident read back from the store (the keys of `as_dict`)."""
+        return cls(incident_id=d["incident_id"], camera_id=d["camera_id"], group_id=d["group_id"],
+                   opened_at=d["opened_at"], level=d["level"], peak_level=d["peak_level"],
+                   risk_types=tuple(d["risk_types"]), description=d["description"], confidence=d["confidence"],
+                   frame_id=int(d["frame_id"]), frame_ts=d["frame_ts"], task_id=d["task_id"],
+                   last_hot_at=d["last_hot_at"], updated_at=d["updated_at"], crop_jpeg_b64=crop_jpeg_b64,
+                   times=dict(d.get("times") or {}), results=int(d["results"]), ended_at=d.get("ended_at"),
+                   disposition=d.get("disposition"), acked_at=d.get("acked_at"), resolved_at=d.get("resolved_at"))
 
     def visible(self) -> tuple:
         return self.level, self.risk_types, self.description
@@ -164,7 +182,8 @@ class Incident:
              "peak_level": self.peak_level, "risk_types": list(self.risk_types), "description": self.description,
              "confidence": self.confidence, "opened_at": self.opened_at, "updated_at": self.updated_at,
              "last_hot_at": self.last_hot_at, "ended_at": self.ended_at, "frame_id": self.frame_id,
-             "frame_ts": self.frame_ts, "task_id": self.task_id, "results": self.results, "times": self.times}
+             "frame_ts": self.frame_ts, "task_id": self.task_id, "results": self.results, "times": self.times,
+             "disposition": self.disposition, "acked_at": self.acked_at, "resolved_at": self.resolved_at}
         if crop:
             d["crop_jpeg_b64"] = self.crop_jpeg_b64
         return d
@@ -184,6 +203,8 @@ class Event:
 class Applied:
     outcome: Outcome
     events: list[Event]
+    incident: Incident | None = None
+    """the incident this result was applied to (opened or updated): what the store records"""
 
 
 _NOTHING: list[Event] = []
@@ -255,16 +276,17 @@ class IncidentBoard:
                                             r.frame_id, ts, r.task_id)
         if ts >= cam.frame_ts:
             cam.frame_ts, cam.frame_id = ts, r.frame_id
-        events = self._incident_events(r, ts, now)
+        events, inc = self._incident_events(r, ts, now)
         cam.open_incidents += sum(1 for e in events if e.action == "new")
         if cam.visible() != before:
             cam.stale_since = None
             events.append(Event("camera", "update", cam.camera_id, cam.as_dict()))
         else:
             cam.stale_since = cam.stale_since or now
-        return Applied("applied", events)
+        return Applied("applied", events, inc)
 
-    def _incident_events(self, r: RiskAssessmentResult, ts: float, now: float) -> list[Event]:
+    def _incident_events(self, r: RiskAssessmentResult, ts: float,
+                         now: float) -> tuple[list[Event], Incident | None]:
         key = (r.camera_id, r.group_id)
         hot = LEVEL_RANK[r.level] >= self._min_rank
         inc = self.open.get(key)
@@ -277,16 +299,16 @@ class IncidentBoard:
             inc = None
         if inc is None:
             if not hot or now - ts >= self.cfg.quiet_period_s:  # too old to still be an incident
-                return ended
+                return ended, None
             inc = Incident(incident_id(r.camera_id, r.group_id, r.task_id), r.camera_id, r.group_id, opened_at=ts,
                            level=r.level, peak_level=r.level, risk_types=tuple(r.risk_types),
                            description=r.description, confidence=r.confidence, frame_id=r.frame_id, frame_ts=ts,
                            task_id=r.task_id, last_hot_at=ts, updated_at=ts, crop_jpeg_b64=r.crop_jpeg_b64,
                            times=times)
             self.open[key] = inc
-            return ended + [Event("incident", "new", r.camera_id, inc.as_dict())]
+            return ended + [Event("incident", "new", r.camera_id, inc.as_dict())], inc
         if ts < inc.frame_ts:
-            return ended
+            return ended, None
         before = inc.visible()
         inc.level, inc.risk_types, inc.description = r.level, tuple(r.risk_types), r.description
         inc.confidence, inc.frame_id, inc.frame_ts, inc.task_id = r.confidence, r.frame_id, ts, r.task_id
@@ -300,9 +322,9 @@ class IncidentBoard:
                 inc.peak_level = r.level
         if inc.visible() == before:
             inc.stale_since = inc.stale_since or now
-            return []
+            return [], inc
         inc.stale_since = None
-        return [Event("incident", "update", r.camera_id, inc.as_dict())]
+        return [Event("incident", "update", r.camera_id, inc.as_dict())], inc
 
     # ---- time ----------------------------------------------------------------------------------
 
@@ -343,14 +365,63 @@ class IncidentBoard:
                 events.append(Event("camera", "update", cid, cam.as_dict()))
         return events
 
-    def _end(self, inc: Incident) -> Event:
-        inc.ended_at = inc.last_hot_at + self.cfg.quiet_period_s  # when it became quiet, not when we looked
+    def _end(self, inc: Incident, at: float | None = None) -> Event:
+        # when it became quiet, not when we looked (or when an operator closed it)
+        inc.ended_at = inc.last_hot_at + self.cfg.quiet_period_s if at is None else at
         del self.open[(inc.camera_id, inc.group_id)]
         self.ended.append(inc)
         cam = self.cameras.get(inc.camera_id)
         if cam is not None:
             cam.open_incidents -= 1
         return Event("incident", "end", inc.camera_id, inc.as_dict())
+
+    # ---- operators and restarts ----------------------------------------------------------------
+
+    def act(self, incident_id: str, action: OperatorAction, now: float) -> tuple[Incident | None, list[Event]]:
+        """An operator's ack / resolve / false positive on an incident the board holds (open or recently
+        ended): (the incident, the events to push), or (None, []) when the board does not hold it.
+
+        Resolve and false positive end an open incident at once, so the group's next hot result opens
+        a new incident (a new id: the id comes from the opening task); ack keeps it open. A later
+        resolve or false positive overrides an ack; an ack never overrides them."""
+        inc = self.find_incident(incident_id)
+        if inc is None:
+            return None, []
+        extra: list[Event] = []
+        if action == "ack":
+            inc.acked_at = inc.acked_at or now
+            inc.disposition = inc.disposition or "acked"
+        else:
+            inc.disposition, inc.resolved_at = _DISPOSITION[action], now
+            if inc.is_open:
+                cam = self.cameras.get(inc.camera_id)
+                before = cam.visible() if cam is not None else None
+                self._end(inc, at=now)
+                if cam is not None and cam.visible() != before:
+                    cam.stale_since = None
+                    extra.append(Event("camera", "update", cam.camera_id, cam.as_dict()))
+        inc.stale_since = None
+        return inc, [Event("incident", action, inc.camera_id, inc.as_dict()), *extra]
+
+    def restore(self, open_incidents: list[Incident], ended: list[Incident]) -> None:
+        """Put incidents read back from the store on the board (a restart): open ones keep their ids and
+        take their group's next results (their group's last judgement is its camera's view until
+        then); ended ones (oldest first) fill the recent history."""
+        for inc in ended:
+            self.ended.append(inc)
+        for inc in open_incidents:
+            self.open[(inc.camera_id, inc.group_id)] = inc
+            cam = self.cameras.get(inc.camera_id)
+            if cam is None:
+                cam = self.cameras[inc.camera_id] = CameraState(inc.camera_id)
+            cam.open_incidents += 1
+            cam.last_result_at = max(cam.last_result_at, inc.updated_at)
+            if inc.frame_ts >= cam.frame_ts:
+                cam.frame_ts, cam.frame_id = inc.frame_ts, inc.frame_id
+            g = cam.groups.get(inc.group_id)
+            if g is None or g.frame_ts < inc.frame_ts:
+                cam.groups[inc.group_id] = GroupState(inc.group_id, inc.level, inc.risk_types, inc.description,
+                                                      inc.confidence, inc.frame_id, inc.frame_ts, inc.task_id)
 
     # ---- views ---------------------------------------------------------------------------------
 

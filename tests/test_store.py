@@ -1,0 +1,234 @@
+"""The store against real databases: SQLite (a file, WAL) and PostgreSQL 15 (Debian's server, started
+by tests/pg_util.py on a free port). The same tests run on both."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from hazardctl.errors import ConfigError, ServiceUnavailable
+from hazardctl.store import Migration, Store, open_store, register
+from hazardctl.store.evidence import EvidenceFiles
+from hazardctl.store.incidents import (ActionWrite, IncidentQuery, IncidentStore, IncidentWrite, OffsetsWrite,
+                                       decode_cursor)
+from hazardctl.store.writer import StoreWriter
+from tests.pg_util import postgres_server_fixture
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    yield from postgres_server_fixture()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store/incidents.db"
+    server = request.getfixturevalue("pg_server")
+    return server.database("t_" + uuid.uuid4().hex[:12])
+
+
+def _incident(i: int, *, camera="cam-1", opened=1000.0, state="open", level="high", results=1) -> dict:
+    return {"incident_id": f"inc-{i:04d}", "camera_id": camera, "group_id": f"g{i}", "state": state,
+            "disposition": None, "level": level, "peak_level": level, "risk_types": ["tailgating"],
+            "description": f"scene {i}", "confidence": 0.9, "opened_at": opened, "updated_at": opened + 1,
+            "last_hot_at": opened + 1, "ended_at": None if state == "open" else opened + 31, "frame_id": i,
+            "frame_ts": opened + 1, "task_id": f"t{i}", "results": results, "times": {"capture": opened},
+            "acked_at": None, "resolved_at": None}
+
+
+def _result(inc_id: str, task: str, at: float, *, model="qwen-vl-plus", prompt="p1") -> dict:
+    return {"incident_id": inc_id, "task_id": task, "received_at": at, "frame_id": 1, "frame_ts": at,
+            "level": "high", "risk_types": '["tailgating"]', "description": "close", "confidence": 0.8,
+            "key_name": "key-01", "model": model, "prompt_version": prompt, "times": '{"capture": 1.0}'}
+
+
+def _jpeg(tag: str) -> str:
+    return base64.b64encode(b"\xff\xd8\xff" + tag.encode() * 50).decode()
+
+
+def test_migrations_are_versioned_and_applied_once(store_url):
+    component = "t" + uuid.uuid4().hex[:8]
+    register(Migration(component, 1, ("CREATE TABLE " + component + " (id {serial}, body {blob}, at {float})",)),
+             Migration(component, 2, ("CREATE INDEX " + component + "_at ON " + component + " (at)",)))
+    store = open_store(store_url)
+    try:
+        assert {(component, 1), (component, 2), ("incidents", 1)} <= store.applied()
+        assert store.migrate() == []  # nothing twice
+        with store.transaction() as conn:
+            conn.execute(text(f"INSERT INTO {component} (body, at) VALUES (:b, :t)"), {"b": b"\x00\x01", "t": 1.5})
+        with store.reading() as conn:
+            assert conn.execute(text(f"SELECT body, at FROM {component}")).one() == (b"\x00\x01", 1.5)
+        with pytest.raises(ValueError):  # a published migration is never edited
+            register(Migration(component, 2, ("CREATE INDEX other ON " + component + " (id)",)))
+    finally:
+        store.close()
+
+
+def test_a_transaction_rolls_back_on_error(store_url):
+    store = open_store(store_url)
+    try:
+        with pytest.raises(RuntimeError):
+            with store.transaction() as conn:
+                conn.execute(text("INSERT INTO consume_offsets (topic, kafka_partition, next_offset, updated_at) "
+                                  "VALUES ('t', 0, 5, 0)"))
+                raise RuntimeError("half way")
+        with store.reading() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM consume_offsets")).scalar_one() == 0
+    finally:
+        store.close()
+
+
+def test_incidents_results_actions_round_trip(store_url, tmp_path):
+    store = open_store(store_url)
+    incidents = IncidentStore(store, EvidenceFiles(tmp_path / "evidence"))
+    try:
+        inc = _incident(1)
+        crop_a, crop_b = _jpeg("a"), _jpeg("b")
+        incidents.write([IncidentWrite(inc, _result("inc-0001", "t1", 1001.0), crop_a),
+                         IncidentWrite({**inc, "results": 2}, _result("inc-0001", "t2", 1002.0), crop_a),
+                         IncidentWrite({**inc, "results": 3, "level": "medium"},
+                                       _result("inc-0001", "t3", 1003.0, prompt="p2"), crop_b),
+                         OffsetsWrite({("results", 0): (41, 1003.0), ("results", 1): (7, 999.0)}),
+                         OffsetsWrite({("results", 0): (40, 1002.0)})])
+        # a redelivered batch (retry after an outage) changes nothing
+        incidents.write([IncidentWrite({**inc, "results": 3, "level": "medium"},
+                                       _result("inc-0001", "t3", 1003.0, prompt="p2"), crop_b)])
+        incidents.write([ActionWrite("inc-0001", "ack", "seen it", 1004.0, None)])
+        d = incidents.detail("inc-0001")
+        assert d["results"] == 3 and d["level"] == "medium" and d["disposition"] == "acked"
+        assert d["acked_at"] == 1004.0 and d["state"] == "open"
+        kinds = [(e["type"], e.get("task_id") or e.get("action")) for e in d["timeline"]]
+        assert kinds == [("result", "t1"), ("result", "t2"), ("result", "t3"), ("action", "ack")]
+        assert [e.get("evidence") for e in d["timeline"][:3]] == [1, 1, 2]  # same crop twice: one evidence
+        assert d["timeline"][2]["prompt_version"] == "p2" and d["timeline"][0]["model"] == "qwen-vl-plus"
+        assert d["timeline"][3]["note"] == "seen it"
+        sha_b = incidents.evidence_hash("inc-0001", 2)
+        assert sha_b == hashlib.sha256(base64.b64decode(crop_b)).hexdigest()
+        assert incidents.evidence.read(sha_b) == base64.b64decode(crop_b)
+        assert incidents.evidence_hash("inc-0001", 3) is None
+        assert len(list((tmp_path / "evidence").rglob("*.jpg"))) == 2  # deduplicated by content
+        assert incidents.offsets() == {("results", 0): (41, 1003.0), ("results", 1): (7, 999.0)}  # never back
+        incidents.write([ActionWrite("inc-0001", "false_positive", "a shadow", 1005.0, None)])
+        d = incidents.detail("inc-0001")
+        assert (d["disposition"], d["state"], d["ended_at"]) == ("false_positive", "ended", 1005.0)
+        assert incidents.open_incidents() == []
+    finally:
+        store.close()
+
+
+def test_search_pages_newest_first_with_filters(store_url):
+    store = open_store(store_url)
+    incidents = IncidentStore(store, None)
+    try:
+        writes = [IncidentWrite(_incident(i, camera=f"cam-{i % 2}", opened=1000.0 + (i // 2),
+                                          level="high" if i % 3 == 0 else "medium",
+                                          state="ended" if i < 10 else "open")) for i in range(25)]
+        incidents.write(writes)
+        seen, cursor = [], None
+        while True:
+            q = IncidentQuery.parse({"limit": "4", **({"cursor": cursor} if cursor else {})})
+            page, cursor = incidents.search(q)
+            seen += page
+            if cursor is None:
+                break
+        keys = [(r["opened_at"], r["incident_id"]) for r in seen]
+        assert keys == sorted(keys, reverse=True) and len(set(keys)) == 25  # every one once, newest first
+        page, _ = incidents.search(IncidentQuery.parse({"camera": "cam-1", "level": "high", "state": "open",
+                                                        "since": "1005", "until": "1012", "limit": "100"}))
+        expect = {f"inc-{i:04d}" for i in range(25) if i % 2 == 1 and i % 3 == 0 and i >= 10 and 1005 <= 1000 + i // 2 < 1012}
+        assert {r["incident_id"] for r in page} == expect and expect
+        rows = list(incidents.export(IncidentQuery.parse({"since": "1000", "until": "1003"}), batch=2))
+        assert [r["incident_id"] for r in rows] == ["inc-0005", "inc-0004", "inc-0003", "inc-0002", "inc-0001",
+                                                    "inc-0000"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("query, reason", [
+    ({"level": "severe"}, "level"), ({"state": "gone"}, "state"), ({"since": "yesterday"}, "since"),
+    ({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"cursor": "!!"}, "cursor")])
+def test_malformed_queries_say_why(query, reason):
+    with pytest.raises(ValueError, match=reason):
+        IncidentQuery.parse(query)
+
+
+def test_cursor_round_trip():
+    from hazardctl.store.incidents import encode_cursor
+
+    assert decode_cursor(encode_cursor(12.5, "inc-x")) == (12.5, "inc-x")
+
+
+def test_retention_prunes_old_ended_incidents_and_their_evidence(store_url, tmp_path):
+    store = open_store(store_url)
+    incidents = IncidentStore(store, EvidenceFiles(tmp_path / "ev"))
+    try:
+        old, new = _incident(1, opened=100.0, state="ended"), _incident(2, opened=5000.0, state="ended")
+        incidents.write([IncidentWrite(old, _result(old["incident_id"], "t1", 101.0), _jpeg("old")),
+                         IncidentWrite(new, _result(new["incident_id"], "t2", 5001.0), _jpeg("new")),
+                         ActionWrite(old["incident_id"], "resolve", None, 140.0, None)])
+        assert incidents.prune(older_than=1000.0) == 1
+        assert incidents.detail(old["incident_id"]) is None and incidents.detail(new["incident_id"]) is not None
+        assert len(list((tmp_path / "ev").rglob("*.jpg"))) == 1
+    finally:
+        store.close()
+
+
+def test_evidence_cap_deletes_the_oldest(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    incidents = IncidentStore(store, EvidenceFiles(tmp_path / "ev"), evidence_max_bytes=150)
+    inc = _incident(1)
+    for i in range(6):  # 53 bytes each
+        incidents.write([IncidentWrite(inc, _result("inc-0001", f"t{i}", 1000.0 + i), _jpeg(f"{i}"))])
+    kept = [incidents.evidence_hash("inc-0001", n) for n in range(1, 7)]
+    on_disk = {p.stem for p in (tmp_path / "ev").rglob("*.jpg")}
+    assert sum(len(base64.b64decode(_jpeg(str(i)))) for i in range(6)) > 150
+    assert len(on_disk) <= 2 and incidents.evidence_pruned >= 4
+    assert kept[-1] in on_disk and kept[0] not in on_disk  # the newest stays
+    store.close()
+
+
+def test_unreachable_store_is_one_line_and_exit_3(tmp_path):
+    from tests.pg_util import free_port
+
+    with pytest.raises(ServiceUnavailable) as e:
+        open_store(f"postgresql://u:s3cret@127.0.0.1:{free_port()}/db", connect_timeout=2)
+    msg = str(e.value)
+    assert e.value.exit_code == 3 and "\n" not in msg and "s3cret" not in msg and "127.0.0.1" in msg
+    with pytest.raises(ConfigError):
+        Store("mysql://x")
+
+
+def test_writer_queues_through_an_outage_and_flushes_when_back(pg_server):
+    url = pg_server.database("outage_" + uuid.uuid4().hex[:8])
+    store = open_store(url, connect_timeout=1)
+    incidents = IncidentStore(store, None)
+    writer = StoreWriter(incidents.write, stage="test-store", retry_min_s=0.05, retry_max_s=0.3, max_pending=50)
+    writer.start()
+    try:
+        writer.put(IncidentWrite(_incident(0)))
+        assert writer.flush(10)
+        pg_server.stop("immediate")
+        for i in range(1, 40):
+            assert writer.put(IncidentWrite(_incident(i)))
+        deadline = time.monotonic() + 10
+        while writer.up and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not writer.up and writer.pending > 0
+        for i in range(40, 70):  # beyond the bound of 50: dropped and counted, never blocking
+            writer.put(IncidentWrite(_incident(i)))
+        assert writer.pending == 50 and writer.dropped == 19  # nothing drains while the database is down
+        dropped = writer.dropped
+        pg_server.restart()
+        assert writer.flush(30) and writer.up
+        page, _ = incidents.search(IncidentQuery(limit=500))
+        assert len(page) == 70 - dropped  # every write below the bound arrived
+        assert {r["incident_id"] for r in page} >= {f"inc-{i:04d}" for i in range(40)}
+    finally:
+        writer.stop(5)
+        store.close()

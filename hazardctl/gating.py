@@ -1,18 +1,38 @@
 """Which groups deserve an LLM call (spec §5) — pure logic, shared by the local and Flink engines.
 
-A group is sent when it is first seen, when it changes significantly (members, classes, geometry),
-or when its last assessment is older than the refresh interval; otherwise it is suppressed. Time is
-the frame's capture time (event time), passed in, so both engines and replays decide identically.
+Danger decides before the clock does (mode `danger`, the default):
+- `suspect`: a motion cue crosses its threshold (time to collision, predicted smallest gap, a named
+  flag) — sent at once whatever the refresh says, then at most once per `suspect_cooldown_s` unless
+  a cue gets markedly worse; while that cooldown runs the group is held whatever else changed;
+- *calm* groups (cues present, no possible conflict) are sent when new, then only on the calm
+  refresh: membership, class or geometry churn in a calm group is not a reason;
+- other groups (conflict possible but no cue crossed, or no cues at all: no tracking) are sent when
+  new, when they change (members, classes, box IoU) or on the refresh;
+- refreshes fall on a per-group grid offset by a phase hashed from the group id, so groups first sent
+  in the same second (a restart, a burst of new groups) never refresh in step.
+Mode `classic` is the gate before motion cues (new / changed / refresh every `refresh_interval_s`
+from the last send), kept so benchmarks can set it beside the new one in the same run.
+
+Time is the frame's capture time (event time), passed in, so both engines and replays decide
+identically; `decide` is a pure function and `GateEntry` plain data (pickled into Flink state,
+rebuilt from the tasks topic on a local restart: `entry_from_task`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, fields
+from typing import Any, Literal, NamedTuple
 
 from hazardctl.messages import BBox
 
-Reason = Literal["new", "changed", "refresh"]
+Reason = Literal["suspect", "new", "changed", "refresh"]
+#: why a group was not sent (the `reason` label of hazardctl_suppressed_groups_total)
+Held = Literal["calm", "unchanged", "cooldown", "stale-replay"]
+HELD: tuple[Held, ...] = ("calm", "unchanged", "cooldown", "stale-replay")
+GateMode = Literal["danger", "classic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +43,43 @@ class GateConfig:
     """forget a group not seen for this long; it is `new` when it reappears"""
     min_iou: float = 0.5
     """union box IoU with the last sent box below this counts as a significant change"""
+    mode: GateMode = "danger"
+    """`classic`: the gate before motion cues (no suspect, no calm, no phase), for side-by-side benchmarks"""
+    calm_refresh_s: float = 60.0
+    """re-assess a calm group (no possible conflict) this often: the LLM has nothing to find in a crowd on a plaza"""
+    suspect_ttc_s: float = 1.5
+    """time to collision at or below this is suspect (the traffic-safety literature's 1.5 s near-miss line)"""
+    suspect_gap_ratio: float = 0.25
+    """predicted smallest gap within the horizon below this × the pair's size is suspect (they will nearly touch)"""
+    suspect_flags: tuple[str, ...] = ("*",)
+    """flags (zone cues) that are suspect by themselves; "*": any flag the cues carry"""
+    suspect_worse: float = 0.6
+    """a suspect cue fell below this × its value at the last suspect send: markedly worse, send again now"""
+    suspect_cooldown_s: float = 5.0
+    """a group that stays suspect is re-sent at most this often (the last answer is that fresh)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Cues:
+    """The gate's copy of a group's motion cues (`messages.GroupCues`), hashable and cheap to pickle."""
+
+    conflict_possible: bool
+    min_ttc_s: float | None = None
+    min_gap_ratio: float | None = None
+    max_closing_speed: float | None = None
+    flags: tuple[str, ...] = ()
+
+
+def _setstate(self, state) -> None:
+    """Unpickle state written before a field was added (a Flink savepoint of an older job): the
+    missing trailing fields take their defaults."""
+    for i, f in enumerate(fields(self)):
+        object.__setattr__(self, f.name, state[i] if i < len(state) else f.default)
 
 
 @dataclass(frozen=True, slots=True)
 class GroupView:
-    """What the gate compares: member identities (track ids when known), classes, union box."""
+    """What the gate compares: member identities (track ids when known), classes, union box, cues."""
 
     members: tuple
     """track ids of the tracked members (empty without tracking)"""
@@ -35,6 +87,12 @@ class GroupView:
     bbox: BBox
     untracked: int = 0
     """members without a track id (a newcomer before its second frame, a low-confidence box)"""
+    cues: Cues | None = None
+    """motion cues; None without tracking (the group is gated as before cues existed)"""
+    phase: float = 0.0
+    """where in [0, 1) of each refresh interval this group's refreshes fall (`phase_of(group_id)`)"""
+
+    __setstate__ = _setstate
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +100,21 @@ class GateEntry:
     sent: GroupView
     sent_ts: float
     seen_ts: float
+    """the last frame that showed the group (the TTL counts from here: it is about sightings)"""
+    suspect_ts: float | None = None
+    """when the last `suspect` was sent (the cooldown counts from here)"""
+    suspect_cues: Cues | None = None
+    """the cues of that send (`markedly worse` compares with them)"""
+
+    __setstate__ = _setstate
+
+
+class Decision(NamedTuple):
+    reason: Reason | None
+    """why to send, or None: suppressed"""
+    entry: GateEntry
+    held: Held | None = None
+    """why it was suppressed (None when sent)"""
 
 
 def iou(a: BBox, b: BBox) -> float:
@@ -63,17 +136,171 @@ def same_members(a: GroupView, b: GroupView) -> bool:
     return len(sa - sb) <= b.untracked and len(sb - sa) <= a.untracked
 
 
-def decide(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig) -> tuple[Reason | None, GateEntry | None]:
-    """(why to send or None to suppress, the new state). State is unchanged for a stale replay."""
+def changed(view: GroupView, sent: GroupView, cfg: GateConfig) -> bool:
+    return not same_members(view, sent) or view.classes != sent.classes or iou(view.bbox, sent.bbox) < cfg.min_iou
+
+
+# ---- building the view (the one place: expand's tasks.group_view and the loadtest's prediction) ----
+
+
+def phase_of(group_id: str) -> float:
+    """A stable fraction in [0, 1) from the group id (not Python's salted hash(): every process and
+    both engines must agree)."""
+    return int.from_bytes(hashlib.blake2b(group_id.encode(), digest_size=8).digest(), "big") / 2.0**64
+
+
+def _finite(x: Any, floor: float | None = 0.0) -> float | None:
+    """A cue value the gate can use: a finite number (not below `floor`), else None (ignored)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return None if floor is not None and x < floor else float(x)
+
+
+def cues_of(c: Any) -> Cues | None:
+    """The gate's cues from a `messages.GroupCues`, the same as plain JSON (a dict), or None.
+
+    Values that are not finite or are negative (where they cannot be) are ignored, never trusted: a
+    broken estimate must not raise a `suspect` storm (the message model already refuses them at the
+    edge; the loadtest's JSON path is not validated)."""
+    if c is None:
+        return None
+    get = c.get if isinstance(c, dict) else (lambda k, d=None: getattr(c, k, d))
+    flags = get("flags") or ()
+    return Cues(conflict_possible=bool(get("conflict_possible", False)),
+                min_ttc_s=_finite(get("min_ttc_s")), min_gap_ratio=_finite(get("min_gap_ratio")),
+                max_closing_speed=_finite(get("max_closing_speed"), floor=None),
+                flags=tuple(sorted(str(f) for f in flags)))
+
+
+def view_of(group_id: str, member_ids, classes, bbox, tracks: dict[int, int | None], cues: Any) -> GroupView:
+    """Members as their known track ids plus a count of untracked ones (see `same_members`); without
+    tracking that is just the member count. `cues`: a GroupCues, its JSON dict, or None."""
+    ids = [tracks.get(m) for m in member_ids]
+    known = tuple(sorted(t for t in ids if t is not None))
+    return GroupView(members=known, untracked=len(ids) - len(known), classes=tuple(sorted(classes)),
+                     bbox=tuple(bbox), cues=cues_of(cues), phase=phase_of(group_id))
+
+
+def view_of_json(group: dict, tracks: dict[int, int | None]) -> GroupView:
+    """`view_of` for one group of a detection result as parsed JSON (the loadtest's prediction, the
+    restart rebuild from the tasks topic)."""
+    return view_of(group["group_id"], group["member_ids"], group["classes"], group["bbox"], tracks, group.get("cues"))
+
+
+# ---- the decision ----------------------------------------------------------------------------------
+
+
+def suspect(c: Cues | None, cfg: GateConfig) -> bool:
+    """A cue crossed its threshold."""
+    if c is None:
+        return False
+    if c.flags and ("*" in cfg.suspect_flags or any(f in cfg.suspect_flags for f in c.flags)):
+        return True
+    if c.min_ttc_s is not None and c.min_ttc_s <= cfg.suspect_ttc_s:
+        return True
+    return c.conflict_possible and c.min_gap_ratio is not None and c.min_gap_ratio < cfg.suspect_gap_ratio
+
+
+def worse(now: Cues, then: Cues | None, cfg: GateConfig) -> bool:
+    """Markedly worse than at the last suspect send: a cue crossed that had not, a new flag, or the
+    TTC or gap ratio fell below `suspect_worse` × its value then."""
+    if then is None:
+        return True
+    if set(now.flags) - set(then.flags):
+        return True
+    k = cfg.suspect_worse
+    for x, was, line in ((now.min_ttc_s, then.min_ttc_s, cfg.suspect_ttc_s),
+                         (now.min_gap_ratio, then.min_gap_ratio, cfg.suspect_gap_ratio)):
+        if x is None:
+            continue
+        if was is None or was > line:  # this cue had not crossed then
+            if x <= line:
+                return True
+        elif x < k * was:
+            return True
+    return False
+
+
+def refresh_due(sent_ts: float, ts: float, interval: float, phase: float) -> bool:
+    """The first point of the group's grid ((n + phase) × interval) at least half an interval after
+    the last send has passed: steady refreshes come every `interval`, the first one after a send
+    within [½, 1½) of it, and groups sent together spread over the interval by their phases."""
+    if interval <= 0:
+        return True
+    n = math.ceil((sent_ts + interval / 2) / interval - phase)
+    return ts >= (n + phase) * interval
+
+
+def decide(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig) -> Decision:
+    """(why to send or None, the new state, why held). State is unchanged for a stale replay."""
+    if cfg.mode == "classic":
+        return _classic(entry, view, ts, cfg)
+    hot = suspect(view.cues, cfg)
     if entry is None or ts - entry.seen_ts > cfg.ttl_s:
-        return "new", GateEntry(view, ts, ts)
+        if hot:
+            return Decision("suspect", GateEntry(view, ts, ts, ts, view.cues))
+        return Decision("new", GateEntry(view, ts, ts))
     if ts <= entry.sent_ts:  # a redelivered or out-of-order frame: already covered
-        return None, entry
-    if not same_members(view, entry.sent) or view.classes != entry.sent.classes or iou(view.bbox, entry.sent.bbox) < cfg.min_iou:
-        return "changed", GateEntry(view, ts, ts)
+        return Decision(None, entry, "stale-replay")
+    cooling = entry.suspect_ts is not None and ts - entry.suspect_ts < cfg.suspect_cooldown_s
+    if hot and (not cooling or worse(view.cues, entry.suspect_cues, cfg)):  # type: ignore[arg-type]
+        return Decision("suspect", GateEntry(view, ts, ts, ts, view.cues))
+    held = GateEntry(entry.sent, entry.sent_ts, max(ts, entry.seen_ts), entry.suspect_ts, entry.suspect_cues)
+    if cooling:  # assessed as suspect moments ago: whatever else changed can wait for the cooldown
+        return Decision(None, held, "cooldown")
+    sent = GateEntry(view, ts, ts, entry.suspect_ts, entry.suspect_cues)
+    if view.cues is not None and not view.cues.conflict_possible and not hot:  # calm
+        if refresh_due(entry.sent_ts, ts, cfg.calm_refresh_s, view.phase):
+            return Decision("refresh", sent)
+        return Decision(None, held, "calm")
+    if changed(view, entry.sent, cfg):
+        return Decision("changed", sent)
+    if refresh_due(entry.sent_ts, ts, cfg.refresh_interval_s, view.phase):
+        return Decision("refresh", sent)
+    return Decision(None, held, "unchanged")
+
+
+def _classic(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig) -> Decision:
+    """The gate as it was before motion cues: cues and phase are ignored."""
+    if entry is None or ts - entry.seen_ts > cfg.ttl_s:
+        return Decision("new", GateEntry(view, ts, ts))
+    if ts <= entry.sent_ts:
+        return Decision(None, entry, "stale-replay")
+    if changed(view, entry.sent, cfg):
+        return Decision("changed", GateEntry(view, ts, ts))
     if ts - entry.sent_ts >= cfg.refresh_interval_s:
-        return "refresh", GateEntry(view, ts, ts)
-    return None, GateEntry(entry.sent, entry.sent_ts, max(ts, entry.seen_ts))
+        return Decision("refresh", GateEntry(view, ts, ts))
+    return Decision(None, GateEntry(entry.sent, entry.sent_ts, max(ts, entry.seen_ts)), "unchanged")
+
+
+# ---- rebuilding the state after a restart ------------------------------------------------------------
+
+
+def entry_from_task(task: dict, before: GateEntry | None) -> GateEntry:
+    """The gate entry a sent task proves (tasks carry the group view they were sent for), applied on
+    top of the entry of the same group's earlier tasks. Tasks are applied in their topic's order (one
+    camera is on one partition, so in send order); `seen_ts` is the send time here, later sightings
+    come from `seen`."""
+    g, ts = task["group"], float(task["frame_ts"])
+    tracks = {o["object_id"]: o.get("track_id") for o in task.get("objects", ())}
+    view = view_of_json(g, tracks)
+    if before is not None and ts <= before.sent_ts:
+        return before  # a duplicate (at-least-once) or older task
+    reason = task.get("reason")
+    if reason == "suspect":
+        s_ts, s_cues = ts, view.cues
+    elif reason == "new" or before is None:  # a first sight (or one after the TTL) starts afresh
+        s_ts, s_cues = None, None
+    else:
+        s_ts, s_cues = before.suspect_ts, before.suspect_cues
+    return GateEntry(view, ts, max(ts, before.seen_ts if before else ts), s_ts, s_cues)
+
+
+def seen(entry: GateEntry, ts: float) -> GateEntry:
+    """`entry` with a sighting at `ts` (a frame that showed the group and was suppressed)."""
+    if ts <= entry.seen_ts:
+        return entry
+    return GateEntry(entry.sent, entry.sent_ts, ts, entry.suspect_ts, entry.suspect_cues)
 
 
 class GroupGate:
@@ -84,22 +311,39 @@ class GroupGate:
         self._state: dict[tuple[str, str], GateEntry] = {}
         self._watermark: dict[str, float] = {}  # per camera: one camera's clock never evicts another's groups
         self._checks = 0
-        self.suppressed = 0
+        self.held: Counter[str] = Counter()
+        """suppressed groups by why (`Held`)"""
+
+    @property
+    def suppressed(self) -> int:
+        return sum(self.held.values())
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
         key = (camera_id, group_id)
-        reason, entry = decide(self._state.get(key), view, ts, self.cfg)
+        reason, entry, held = decide(self._state.get(key), view, ts, self.cfg)
         self._state[key] = entry
-        if reason is None:
-            self.suppressed += 1
+        if held is not None:
+            self.held[held] += 1
         self._watermark[camera_id] = ts  # the camera's clock as it is now (also if it stepped back)
-        self._checks += 1
-        if self._checks >= self.sweep_every and self._checks >= len(self._state):
-            self._sweep()
+        self._tick()
         return reason
+
+    def restore(self, camera_id: str, group_id: str, entry: GateEntry) -> None:
+        """Put back an entry rebuilt from the output (a restart); the camera's clock moves to it."""
+        self._state[(camera_id, group_id)] = entry
+        self._watermark[camera_id] = max(self._watermark.get(camera_id, entry.seen_ts), entry.seen_ts)
+        self._tick()
+
+    def entry(self, camera_id: str, group_id: str) -> GateEntry | None:
+        return self._state.get((camera_id, group_id))
 
     #: sweep after this many checks at least (and never more often than once per state size)
     sweep_every = 1000
+
+    def _tick(self) -> None:
+        self._checks += 1
+        if self._checks >= self.sweep_every and self._checks >= len(self._state):
+            self._sweep()
 
     def _sweep(self) -> None:
         """Drop groups their camera has not shown for ttl_s of its own event time (bounded memory)."""

@@ -22,7 +22,7 @@ STAGE_LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("hazardctl_in_flight", "Inputs read but not yet finished", ["stage"])
 PAUSED = Gauge("hazardctl_input_paused", "1 while the input is paused for backpressure", ["stage"])
-SUPPRESSED_GROUPS = Counter("hazardctl_suppressed_groups_total", "Groups not sent by the gate", ["stage"])
+SUPPRESSED_GROUPS = Counter("hazardctl_suppressed_groups_total", "Groups not sent by the gate, by why", ["stage", "reason"])
 COMMITS = Counter("hazardctl_offset_commits_total", "Kafka offset commits", ["stage"])
 KAFKA_CONSUMER_LAG = Gauge(
     "hazardctl_kafka_consumer_lag",

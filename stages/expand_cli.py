@@ -25,9 +25,19 @@ def expand_cmd(
         None, help="flink: submit to the session cluster at HOST:PORT (REST), print the job id; default: local mini-cluster."),
     flink_config: Optional[str] = typer.Option(None, help="flink: settings YAML (default config/flink.yaml)."),
     from_savepoint: Optional[str] = typer.Option(None, help="flink --jobmanager: start from this savepoint/checkpoint."),
-    refresh: float = typer.Option(10.0, help="Re-assess an unchanged group after this many seconds."),
+    gate: str = typer.Option("danger", "--gate", help="'danger': motion cues decide first (suspect at once, calm "
+                             "groups rarely); 'classic': the gate before cues (new/changed/refresh), for comparisons."),
+    refresh: float = typer.Option(10.0, help="Re-assess an unchanged group about this often (s; on a per-group phase grid)."),
     ttl: float = typer.Option(30.0, help="Forget a group not seen for this many seconds."),
     min_iou: float = typer.Option(0.5, help="Box IoU with the last sent box below this is a change."),
+    calm_refresh: float = typer.Option(60.0, help="danger: re-assess a calm group (no possible conflict) this often (s)."),
+    suspect_ttc: float = typer.Option(1.5, help="danger: time to collision at or below this (s) is suspect."),
+    suspect_gap: float = typer.Option(0.25, help="danger: predicted smallest gap below this × the pair's size is suspect."),
+    suspect_cooldown: float = typer.Option(5.0, help="danger: re-send a group that stays suspect at most this often (s)."),
+    suspect_worse: float = typer.Option(0.6, help="danger: a suspect cue below this × its value at the last suspect "
+                                        "send is markedly worse: sent again within the cooldown."),
+    suspect_flags: str = typer.Option("*", help="danger: comma-separated cue flags that are suspect by themselves; "
+                                      "'*' any flag, '' none."),
     deadline: float = typer.Option(10.0, help="Task deadline, seconds after capture."),
     group_id: str = typer.Option("hazardctl-expand", "--group", help="Kafka consumer group."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
@@ -38,17 +48,25 @@ def expand_cmd(
     from hazardctl.transports import Endpoints
     from stages import expand
 
+    if gate not in ("danger", "classic"):
+        raise ConfigError(f"--gate {gate}: use 'danger' or 'classic'")
+    flags_list = tuple(f.strip() for f in suspect_flags.split(",") if f.strip())
     if engine == "flink":
         from stages.expand import flink_cli
 
-        flags = {"refresh": refresh, "ttl": ttl, "min_iou": min_iou, "deadline": deadline}
+        flags = {"gate": gate, "refresh": refresh, "ttl": ttl, "min_iou": min_iou, "calm_refresh": calm_refresh,
+                 "suspect_ttc": suspect_ttc, "suspect_gap": suspect_gap, "suspect_cooldown": suspect_cooldown,
+                 "suspect_worse": suspect_worse, "suspect_flags": ",".join(flags_list), "deadline": deadline}
         given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
         raise typer.Exit(flink_cli.run_expand(in_spec, out_spec, dlq, group_id=group_id, gate_flags=given,
                                               jobmanager=jobmanager, flink_config=flink_config,
                                               from_savepoint=from_savepoint, kafka_config=kafka_config))
     if engine != "local":
         raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
-    cfg = expand.ExpandConfig(GateConfig(refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou), deadline_s=deadline)
+    cfg = expand.ExpandConfig(GateConfig(
+        refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou, mode=gate, calm_refresh_s=calm_refresh,  # type: ignore[arg-type]
+        suspect_ttc_s=suspect_ttc, suspect_gap_ratio=suspect_gap, suspect_flags=flags_list,
+        suspect_worse=suspect_worse, suspect_cooldown_s=suspect_cooldown), deadline_s=deadline)
     serve_metrics(metrics_port)
     expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
 

@@ -84,9 +84,9 @@ def jsonl(dets: list[DetectionResult]) -> bytes:
 
 
 def scenario() -> tuple[list[DetectionResult], set[tuple[str, str, str]]]:
-    """Two cameras, 25 frames 1 s apart, 3 groups each; what the default gate must send.
+    """Two cameras, 25 frames 1 s apart, 3 groups each; what the classic gate must send.
 
-    Default gate: refresh 10 s, TTL 30 s, IoU 0.5. Synthetic groups drift 2 px per frame, far too
+    Classic gate: refresh 10 s, TTL 30 s, IoU 0.5. Synthetic groups drift 2 px per frame, far too
     little to count as a change within 10 frames, so an unchanged group is sent at frames 0, 10, 20.
     On cam-a, group g2 gains a bus from frame 5 on: `changed` at 5, then refreshed at 15.
     cam-b's capture time is 0.3 s before its frame time, to show the deadline counts from capture.
@@ -117,8 +117,10 @@ def test_expand_emits_one_task_per_unsuppressed_group_with_deterministic_ids(tmp
     src.write_bytes(jsonl(dets))
     by_id = {d.message_id: d for d in dets}
     # run 1: `hazardctl expand < detections.jsonl > tasks.jsonl`; run 2: --in/--out files; in parallel
-    p1 = start(tmp_path, [], stdin=src, tag="stdin")
-    p2 = start(tmp_path, ["--in", str(src), "--out", str(tmp_path / "tasks2.jsonl")], tag="files")
+    # the classic gate: refreshes exactly 10 s after the last send (the danger gate's phase grid and
+    # motion cues are pinned in tests/test_gating.py; these groups carry no cues)
+    p1 = start(tmp_path, ["--gate", "classic"], stdin=src, tag="stdin")
+    p2 = start(tmp_path, ["--gate", "classic", "--in", str(src), "--out", str(tmp_path / "tasks2.jsonl")], tag="files")
     rc1, out1, err1 = finish(tmp_path, p1)
     rc2, out2, err2 = finish(tmp_path, p2)
     assert (rc1, rc2) == (0, 0), (err1, err2)

@@ -161,11 +161,15 @@ def savepoint(jobmanager: str, job_id: str, *, stop: bool = False, target: str |
     raise FlinkError(f"savepoint of {job_id} not done within {timeout:.0f} s")
 
 
-GATE_FLAGS = {"refresh": "gate.refresh_interval_s", "ttl": "gate.ttl_s", "min_iou": "gate.min_iou",
+#: `hazardctl expand` flag → config/flink.yaml setting (only flags given on the command line are passed)
+GATE_FLAGS = {"gate": "gate.mode", "refresh": "gate.refresh_interval_s", "ttl": "gate.ttl_s", "min_iou": "gate.min_iou",
+              "calm_refresh": "gate.calm_refresh_s", "suspect_ttc": "gate.suspect_ttc_s",
+              "suspect_gap": "gate.suspect_gap_ratio", "suspect_cooldown": "gate.suspect_cooldown_s",
+              "suspect_worse": "gate.suspect_worse", "suspect_flags": "gate.suspect_flags",
               "deadline": "gate.deadline_s"}
 
 
-def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, gate_flags: dict[str, float],
+def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, gate_flags: dict[str, float | str],
                jobmanager: str | None, flink_config: str | None, from_savepoint: str | None,
                kafka_config: str | None) -> int:
     """`hazardctl expand --engine flink`: the mini-cluster in the foreground, or a detached submission."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = ROOT / "config" / "flink.yaml"
@@ -42,12 +42,32 @@ class Restart(_Strict):
 
 
 class Gate(_Strict):
+    """The gate's settings (`hazardctl.gating.GateConfig`, where each is explained) plus the job's own."""
+
+    mode: Literal["danger", "classic"] = "danger"
     refresh_interval_s: float = Field(10.0, ge=0)
     ttl_s: float = Field(30.0, gt=0)
     min_iou: float = Field(0.5, ge=0, le=1)
+    calm_refresh_s: float = Field(60.0, ge=0)
+    suspect_ttc_s: float = Field(1.5, ge=0)
+    suspect_gap_ratio: float = Field(0.25, ge=0)
+    suspect_flags: tuple[str, ...] = ("*",)
+    suspect_worse: float = Field(0.6, ge=0, le=1)
+    suspect_cooldown_s: float = Field(5.0, ge=0)
     deadline_s: float = Field(10.0, gt=0)
     state_ttl_s: float = Field(120.0, gt=0)
     """processing-time TTL of a group's keyed state (bounds memory); keep it above ttl_s"""
+
+    @field_validator("suspect_flags", mode="before")
+    @classmethod
+    def _comma_list(cls, v):
+        """`--set gate.suspect_flags=a,b` (and the CLI's --suspect-flags) arrive as one string."""
+        return tuple(f.strip() for f in v.split(",") if f.strip()) if isinstance(v, str) else v
+
+    def gate_config(self):
+        from hazardctl.gating import GateConfig
+
+        return GateConfig(**self.model_dump(exclude={"deadline_s", "state_ttl_s"}))
 
 
 class Latency(_Strict):

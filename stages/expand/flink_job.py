@@ -15,7 +15,8 @@ Run with `.venv-flink/bin/python` (PyFlink lives only there). Two ways, one file
 Checkpointing is on: source offsets are committed and the sink flushes on every checkpoint, and the
 gate state is restored from it after a failure (or from a savepoint: `flink run -s PATH`).
 Metrics (Python UDF counters, group `hazardctl`): records_in, tasks_out, suppressed_groups,
-dead_letters; exported by whatever reporter the cluster has (the session cluster: Prometheus).
+dead_letters, and suppressed_by_reason under the key-value group reason=calm|unchanged|cooldown|stale-replay;
+exported by whatever reporter the cluster has (the session cluster: Prometheus).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (flink run -py): make the project importable
@@ -34,7 +36,7 @@ if __package__ in (None, ""):  # run as a script (flink run -py): make the proje
 import orjson  # noqa: E402
 
 from hazardctl.deadletter import BadInput, dead_letter  # noqa: E402
-from hazardctl.gating import GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
+from hazardctl.gating import HELD, GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
 from hazardctl.transports.base import Record  # noqa: E402
 from stages.expand import flink_conf  # noqa: E402
 from stages.expand.tasks import ExpandConfig, expand, parse  # noqa: E402
@@ -59,6 +61,7 @@ class CameraGates:
 
     def __init__(self, cfg: GateConfig, state_ttl_s: float):
         self.cfg, self.state_ttl_s, self.suppressed = cfg, state_ttl_s, 0
+        self.held: Counter[str] = Counter()
         self.groups: dict[str, GateEntry] = {}
 
     def load(self, value: dict | None, camera_id: str) -> dict:
@@ -76,10 +79,11 @@ class CameraGates:
         return cams
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
-        reason, entry = decide(self.groups.get(group_id), view, ts, self.cfg)
+        reason, entry, held = decide(self.groups.get(group_id), view, ts, self.cfg)
         self.groups[group_id] = entry
-        if reason is None:
+        if held is not None:
             self.suppressed += 1
+            self.held[held] += 1
         return reason
 
 
@@ -142,8 +146,7 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
 
     jvm = get_gateway().jvm
     g = settings.gate
-    cfg = ExpandConfig(GateConfig(refresh_interval_s=g.refresh_interval_s, ttl_s=g.ttl_s, min_iou=g.min_iou),
-                       deadline_s=g.deadline_s)
+    cfg = ExpandConfig(g.gate_config(), deadline_s=g.deadline_s)
     state_ttl_ms = int(g.state_ttl_s * 1000)
     par = settings.parallelism
     dead_tag = OutputTag("dead-letters", Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
@@ -166,6 +169,8 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
             m = ctx.get_metrics_group().add_group("hazardctl")
             self.records_in, self.tasks_out = m.counter("records_in"), m.counter("tasks_out")
             self.suppressed, self.dead = m.counter("suppressed_groups"), m.counter("dead_letters")
+            # by why, as a key-value group: Prometheus shows it as the label reason="calm" etc.
+            self.held = {h: m.add_group("reason", h).counter("suppressed_by_reason") for h in HELD}
 
         def process_element(self, row, ctx: "KeyedProcessFunction.Context"):
             topic, partition, offset, key, value = row[0], row[1], row[2], bytes(row[3]) or None, bytes(row[4])
@@ -185,6 +190,9 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
             self.state.update(self.gate.store(cams, det.camera_id, det.frame_ts, now))
             if self.gate.suppressed != before:
                 self.suppressed.inc(self.gate.suppressed - before)
+                for h, n in self.gate.held.items():
+                    self.held[h].inc(n)
+                self.gate.held.clear()
             for t in tasks:
                 self.tasks_out.inc()
                 yield Row(det.camera_id, orjson.dumps(t))

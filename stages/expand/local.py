@@ -1,23 +1,28 @@
 """expand: one assessment task per group worth an LLM call (spec §5), local engine.
 
-detection result → validate → for each group: gate (new / changed / refresh, else suppressed) →
-assessment task with a deterministic id and a deadline → output keyed by camera id.
+detection result → validate → for each group: gate (suspect / new / changed / refresh, else suppressed
+and counted by why) → assessment task with a deterministic id and a deadline → output keyed by camera id.
 The gate is `hazardctl.gating`, the same code the Flink engine runs inside its process function.
+Over Kafka the gate is rebuilt from the tail of its own output before the first record is consumed
+(stages/expand/restore.py); over pipes it starts empty.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
 
 from hazardctl import metrics
-from hazardctl.gating import GroupGate
+from hazardctl.gating import HELD, GroupGate
 from hazardctl.runner import Outputs, StageLoop
-from hazardctl.transports import Endpoints, Record
+from hazardctl.transports import Endpoints, Record, is_kafka, kafka_topic
+from stages.expand import restore
 from stages.expand.tasks import ExpandConfig, expand, group_view, parse  # noqa: F401  (shared with the Flink job)
 
 STAGE = "expand"
+log = logging.getLogger("hazardctl.expand")
 
 
 class Expander:
@@ -26,17 +31,20 @@ class Expander:
     def __init__(self, cfg: ExpandConfig = ExpandConfig()):
         self.cfg = cfg
         self.gate = GroupGate(cfg.gate)
-        self._suppressed = metrics.SUPPRESSED_GROUPS.labels(STAGE)
+        self._suppressed = {h: metrics.SUPPRESSED_GROUPS.labels(STAGE, h) for h in HELD}
+        self._counted = dict.fromkeys(HELD, 0)
         self._hops = metrics.Hops(STAGE)
 
     def __call__(self, record: Record) -> Outputs:
         det, raw = parse(record.value)
-        before = self.gate.suppressed
         now = time.time()
         self._hops.hop("published", "expand", det.times.published, now)
         tasks = expand(det, raw, self.gate, self.cfg, now)
-        if self.gate.suppressed != before:
-            self._suppressed.inc(self.gate.suppressed - before)
+        held, counted = self.gate.held, self._counted
+        for h in HELD:
+            if held[h] != counted[h]:
+                self._suppressed[h].inc(held[h] - counted[h])
+                counted[h] = held[h]
         key = det.camera_id.encode()
         return [(key, orjson.dumps(t)) for t in tasks]
 
@@ -45,7 +53,14 @@ def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, cfg: ExpandConfig,
         group_id: str = "hazardctl-expand", connect_timeout: float = 30.0) -> StageLoop:
     dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
     endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
+    expander = Expander(cfg)
+    if is_kafka(in_spec) and is_kafka(out_spec):
+        restore.rebuild(expander.gate, endpoints.kafka, tasks_topic=kafka_topic(out_spec),
+                        input_topic=kafka_topic(in_spec), group_id=group_id)
+    else:
+        log.info("expand: not Kafka in and out: the gate starts empty (over pipes there is nothing to re-read; "
+                 "groups on screen are sent as new after a restart)")
     loop = StageLoop(STAGE, endpoints.input(in_spec, group_id, STAGE), endpoints.output(out_spec),
-                     endpoints.output(dlq_spec), Expander(cfg))
+                     endpoints.output(dlq_spec), expander)
     loop.run()
     return loop

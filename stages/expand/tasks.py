@@ -2,7 +2,7 @@
 
 bytes → `parse` (validate at the edge, or BadInput) → `expand` (gate every group, build the tasks).
 The gate is passed in: anything with `check(camera_id, group_id, view, ts) -> reason | None`, i.e.
-`hazardctl.gating.GroupGate` in the local engine and a keyed-MapState adapter in the Flink job; both
+`hazardctl.gating.GroupGate` in the local engine and a keyed-ValueState adapter in the Flink job; both
 run `hazardctl.gating.decide`. Imports only what the Flink workers need (no Kafka client, no metrics).
 """
 
@@ -15,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from hazardctl.deadletter import BadInput
-from hazardctl.gating import GateConfig, GroupView, Reason
+from hazardctl.gating import GateConfig, GroupView, Reason, view_of
 from hazardctl.messages import SCHEMA_VERSION, DetectionResult, Group, task_id_for
 
 
@@ -42,12 +42,8 @@ class ExpandConfig:
 
 
 def group_view(group: Group, tracks: dict[int, int | None]) -> GroupView:
-    """Members as their known track ids plus a count of untracked ones (see gating.same_members);
-    without tracking that is just the member count."""
-    ids = [tracks.get(m) for m in group.member_ids]
-    known = tuple(sorted(t for t in ids if t is not None))
-    return GroupView(members=known, untracked=len(ids) - len(known), classes=tuple(sorted(group.classes)),
-                     bbox=group.bbox)
+    """The view the gate compares (`hazardctl.gating.view_of`: members, classes, box, motion cues, phase)."""
+    return view_of(group.group_id, group.member_ids, group.classes, group.bbox, tracks, group.cues)
 
 
 def expand(det: DetectionResult, raw: dict, gate: Gate, cfg: ExpandConfig, now: float) -> list[dict]:

@@ -398,6 +398,7 @@ async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, 
             raise
     guard.page_ports = {ws_port, http_port}  # a page served from either is our own origin
     http_host = opts.http_host if opts.http_port is not None else opts.ws_host
+    guard.listen_hosts = {opts.ws_host, http_host}  # Host names answered besides loopback (DNS rebinding)
     if not guard.required and not all(h in ("127.0.0.1", "localhost", "::1") for h in (opts.ws_host, http_host)):
         log.warning("consume: serving on a non-loopback address without a token: anyone who can reach it can "
                     "read every camera (set --token-file or HAZARDCTL_CONSUME_TOKEN)")

@@ -32,7 +32,7 @@ MAX_TARGET = 4096
 """longest request target (path + query) accepted; longer → 414"""
 MAX_QUERY_FIELDS = 32
 REFUSED = Counter("hazardctl_consume_refused_total", "HTTP requests and WebSocket handshakes refused, by reason "
-                  "(unauthorized, origin, too_many_clients, bad_request)", ["stage", "reason"])
+                  "(unauthorized, origin, host, too_many_clients, bad_request)", ["stage", "reason"])
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,13 @@ class AccessPolicy:
     allow_origins: frozenset[str] = frozenset()
     """browser origins allowed to open a WebSocket besides the server's own ("*": any)"""
     max_clients: int = 1000
+    allow_hosts: frozenset[str] = frozenset()
+    """Host names accepted besides loopback and the bound addresses (--allow-host; "*": any)"""
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names every listener accepts; with the bound address(es) and --allow-host, the whole list"""
+WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 
 
 TOKEN_ENV = "HAZARDCTL_CONSUME_TOKEN"
@@ -79,6 +86,42 @@ def load_token(path: str | None) -> str | None:
         # UTF-8, websockets Latin-1), so such a token would work on one port and not the other
         raise ConfigError(f"{where}: the token must be one line of printable ASCII characters without spaces")
     return token
+
+
+def parse_hosts(values: Iterable[str]) -> frozenset[str]:
+    """--allow-host values: "*" or a host name / IP address (no scheme, no port), compared lower-case."""
+    from hazardctl.errors import ConfigError
+
+    out = set()
+    for v in values:
+        name = v.strip().lower().rstrip(".")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        if not name or "/" in name or " " in name or (":" in name and not _is_ip(name)):
+            raise ConfigError(f"--allow-host {v!r}: expected a host name or address like ops.example.com "
+                              "(no scheme, no port) or *")
+        out.add(name)
+    return frozenset(out)
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header ("Name:8765" → "name", "[::1]:8765" → "::1"), lower-case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_origins(values: Iterable[str]) -> frozenset[str]:
@@ -150,9 +193,11 @@ class Guard:
         self._token = policy.token.encode("utf-8") if policy.token else None
         self._clients = clients
         self._refused = {r: REFUSED.labels(stage, r) for r in
-                         ("unauthorized", "origin", "too_many_clients", "bad_request")}
+                         ("unauthorized", "origin", "host", "too_many_clients", "bad_request")}
         self.page_ports: set[int] = set()
         """ports that serve the page (the WebSocket port and --http), so their origins are our own"""
+        self.listen_hosts: set[str] = set()
+        """the addresses the listeners are bound to: names a client may use besides loopback"""
 
     @property
     def required(self) -> bool:
@@ -189,10 +234,38 @@ class Guard:
             return self._refuse("bad_request", 400, f"more than {MAX_QUERY_FIELDS} query parameters")
         return url.path, query
 
+    def host_ok(self, host: str | None) -> bool:
+        """DNS rebinding: a page on evil.example whose name later resolves to 127.0.0.1 talks to us
+        same-origin, with `Host: evil.example`; only names we answer to pass. A wildcard-bound
+        listener also accepts any IP address (a rebinding page always sends its own name)."""
+        if host is None:
+            return True  # HTTP/1.0 without a Host: no name that could have been rebound
+        allowed = self.policy.allow_hosts
+        name = host_name(host)
+        if "*" in allowed or name in LOOPBACK_NAMES or name in allowed:
+            return True
+        listen = {host_name(h) for h in self.listen_hosts}
+        return name in listen or (bool(listen & WILDCARD_ADDRESSES) and _is_ip(name))
+
+    def check_host(self, headers: Any) -> HttpResponse | None:
+        if self.host_ok(headers.get("Host")):
+            return None
+        return self._refuse("host", 421, "unknown Host refused (consume --allow-host NAME)")
+
     def check_http(self, path: str, headers: Any) -> HttpResponse | None:
-        if path.strip("/") in OPEN_PATHS or self.authorized(_bearer_from_header(headers.get("Authorization"))):
+        """Host, then Origin (a browser's cross-site fetch), then the token (except the open paths)."""
+        refusal = self.check_host(headers)
+        if refusal is not None:
+            return refusal
+        if not self.origin_ok(headers.get("Origin"), headers.get("Host")):
+            return self._refuse("origin", 403, "request from a foreign Origin refused (consume --allow-origin)")
+        if path.strip("/") in OPEN_PATHS or self.request_authorized(headers):
             return None
         return self._unauthorized()
+
+    def request_authorized(self, headers: Any) -> bool:
+        """Whether a plain HTTP request carries the token (or none is required)."""
+        return self.authorized(_bearer_from_header(headers.get("Authorization")))
 
     def origin_ok(self, origin: str | None, host: str | None) -> bool:
         if origin is None:
@@ -200,7 +273,10 @@ class Guard:
         allowed = self.policy.allow_origins
         if "*" in allowed or origin.rstrip("/").lower() in allowed:
             return True
-        netloc = urlsplit(origin).netloc.lower()
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:  # e.g. "http://[x": malformed, so not ours
+            return False
         host = (host or "").lower()
         if netloc and netloc == host:
             return True
@@ -208,6 +284,9 @@ class Guard:
         return any(netloc == f"{hostname}:{p}" for p in self.page_ports)
 
     def check_websocket(self, headers: Any) -> HttpResponse | None:
+        refusal = self.check_host(headers)
+        if refusal is not None:
+            return refusal
         if not self.origin_ok(headers.get("Origin"), headers.get("Host")):
             return self._refuse("origin", 403, "WebSocket from a foreign Origin refused (consume --allow-origin)")
         presented = _bearer_from_header(headers.get("Authorization"))

@@ -48,12 +48,16 @@ def consume_cmd(
         [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket besides "
         "the server's own; repeatable; '*' allows any (not advised)."),
     max_clients: int = typer.Option(1000, min=1, help="Most WebSocket clients at once; more are refused (503)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="A Host name (ops.example.com) the API and the WebSocket answer to besides "
+        "localhost, 127.0.0.1, [::1] and the bound addresses; repeatable; other names get 421 (DNS rebinding). "
+        "'*' allows any (not advised)."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
     from stages import consume
-    from stages.consume_web import AccessPolicy, load_token, parse_origins
+    from stages.consume_auth import AccessPolicy, load_token, parse_hosts, parse_origins
 
     if min_level not in ("low", "medium", "high"):
         raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
@@ -66,6 +70,6 @@ def consume_cmd(
         board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
         client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
         access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
-                            max_clients=max_clients))
+                            max_clients=max_clients, allow_hosts=parse_hosts(allow_host)))
     serve_metrics(metrics_port)
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)

@@ -55,7 +55,9 @@ class HttpApi:
         self.page = page
         self.metrics = metrics
 
-    def handle(self, path: str, query: Mapping[str, str]) -> HttpResponse:
+    def handle(self, path: str, query: Mapping[str, str], authorized: bool = True) -> HttpResponse:
+        """`authorized`: the request carried the token (or none is required); without it the open
+        paths say no more than they must (/healthz: only its status)."""
         board = self.state.board
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         if not parts:
@@ -63,7 +65,8 @@ class HttpApi:
         head = parts[0]
         if head == "healthz" and len(parts) == 1:
             health = self.state.health()
-            return _json(200 if health["status"] == "ok" else 503, health)
+            code = 200 if health["status"] == "ok" else 503
+            return _json(code, health if authorized else {"status": health["status"]})
         if head == "auth" and len(parts) == 1:  # the page asks here whether its token is good
             return _json(200, {"authorized": True})
         if head == "metrics" and len(parts) == 1:

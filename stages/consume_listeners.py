@@ -18,7 +18,7 @@ from stages.consume_http import HttpApi, HttpResponse
 
 def websocket_port_http(api: HttpApi, guard: Guard | None = None) -> Callable[[ServerConnection, Request], Response | None]:
     """`process_request` for websockets: plain GETs on the WebSocket port get the HTTP API; WebSocket
-    handshakes pass the guard (Origin, token, client limit) or get its refusal as an HTTP answer."""
+    handshakes pass the guard (Host, Origin, token, client limit) or get its refusal as an HTTP answer."""
     guard = guard or Guard(AccessPolicy(), lambda: 0)
 
     def respond(connection: ServerConnection, r: HttpResponse) -> Response:
@@ -35,7 +35,8 @@ def websocket_port_http(api: HttpApi, guard: Guard | None = None) -> Callable[[S
         if "websocket" in request.headers.get("Upgrade", "").lower():
             refusal = guard.check_websocket(request.headers)
             return None if refusal is None else respond(connection, refusal)
-        r = guard.check_http(path, request.headers) or api.handle(path, query)
+        r = (guard.check_http(path, request.headers)
+             or api.handle(path, query, authorized=guard.request_authorized(request.headers)))
         return respond(connection, r)
 
     return process_request
@@ -53,7 +54,8 @@ async def start_http(api: HttpApi, host: str, port: int, guard: Guard | None = N
             r = target
         else:
             path, query = target
-            r = guard.check_http(path, request.headers) or api.handle(path, query)
+            r = (guard.check_http(path, request.headers)
+                 or api.handle(path, query, authorized=guard.request_authorized(request.headers)))
         ctype, _, charset = r.content_type.partition("; charset=")
         return web.Response(status=r.status, body=r.body, content_type=ctype, charset=charset or None,
                             headers={"Cache-Control": "no-store", **dict(r.headers)})

@@ -187,3 +187,95 @@ def test_debug_logging_does_not_print_the_token():
     err = "".join(c.stderr)
     assert "[redacted]" in err, err[-2000:]  # the DEBUG header lines were there
     assert TOKEN not in err and bearer_protocol(TOKEN) not in err
+
+
+# --- DNS rebinding: Host names we answer to ------------------------------------------------------
+
+def test_dns_rebinding_a_foreign_host_with_a_matching_origin_is_refused_on_both_ports(tmp_path):
+    """A page on evil.example whose name was rebound to 127.0.0.1 is same-origin with itself: its
+    requests carry `Host: evil.example:PORT` and `Origin: http://evil.example:PORT`, which match, so the
+    Origin check alone let them in. Now the Host must be one we answer to: loopback names, the bound
+    address, --allow-host. Refused with 421 on the HTTP API (both listeners, even /healthz and the page)
+    and on the WebSocket handshake, with the token or without; allowed names still work."""
+    token_file = tmp_path / "consume.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    with ConsumeProcess("--http", "127.0.0.1:0", "--token-file", str(token_file),
+                        "--allow-host", "ops.example.com") as c:
+        for port in (c.ws_port, c.http_port):
+            for name in ("evil.example", "localhost.evil.example", "127.0.0.1.nip.io"):
+                foreign = {"Host": f"{name}:{port}", "Origin": f"http://{name}:{port}"}
+                for path in ("/cameras", "/", "/healthz", "/metrics"):
+                    status, _, body = get(port, path, token=TOKEN, **foreign)
+                    assert status == 421, (port, name, path, status)
+                    assert b"cam-" not in body and b"<html" not in body.lower()
+            for name in ("localhost", "127.0.0.1", "[::1]", "ops.example.com", "OPS.example.com."):
+                own = {"Host": f"{name}:{port}", "Origin": f"http://{name}:{port}"}
+                assert get(port, "/cameras", token=TOKEN, **own)[0] == 200, (port, name)
+            # an allowed Host but a foreign page's Origin: the HTTP API checks the Origin too now
+            assert get(port, "/cameras", token=TOKEN, Host=f"127.0.0.1:{port}", Origin="https://evil.example")[0] == 403
+
+        async def websockets_side() -> None:
+            auth = {"subprotocols": ["hazardctl", bearer_protocol(TOKEN)]}
+            for name in ("evil.example", "127.0.0.1.nip.io"):
+                # the URL names the foreign host (so Host says it); the socket goes to 127.0.0.1, like a rebound name
+                url = f"ws://{name}:{c.ws_port}/ws"
+                status, _, first = await handshake(url, host="127.0.0.1", port=c.ws_port,
+                                                   origin=f"http://{name}:{c.ws_port}", **auth)
+                assert status == 421 and first is None, name
+            status, _, first = await handshake(f"ws://localhost:{c.ws_port}/ws", host="127.0.0.1", port=c.ws_port,
+                                               origin=f"http://localhost:{c.ws_port}", **auth)
+            assert status is None and first["type"] == "snapshot"
+            status, _, first = await handshake(f"ws://ops.example.com:{c.ws_port}/ws", host="127.0.0.1",
+                                               port=c.ws_port, origin=f"http://ops.example.com:{c.ws_port}", **auth)
+            assert status is None and first["type"] == "snapshot"
+
+        asyncio.run(websockets_side())
+        _, _, text = get(c.http_port, "/metrics", token=TOKEN)
+        refused = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                   for line in text.decode().splitlines() if line.startswith("hazardctl_consume_refused_total{")}
+        assert refused["host"] == 2 * 3 * 4 + 2 and refused["origin"] == 2
+
+
+def test_host_names_a_wildcard_listener_answers_to():
+    """Bound to 0.0.0.0, clients reach consume by any of the machine's addresses: IP literals pass
+    (a rebinding page always sends its own name, never an address); names still need --allow-host."""
+    from stages.consume_auth import AccessPolicy, Guard, host_name, parse_hosts
+
+    g = Guard(AccessPolicy(allow_hosts=parse_hosts(["Ops.Example.com."])), lambda: 0)
+    g.listen_hosts = {"0.0.0.0"}
+    assert all(g.host_ok(h) for h in ("10.1.2.3:8765", "[fe80::1]:8765", "localhost", "ops.example.com:80", None))
+    assert not any(g.host_ok(h) for h in ("evil.example:8765", "10.1.2.3.evil.example", "camhost:8765"))
+    g.listen_hosts = {"10.1.2.3"}  # bound to one address: that one only
+    assert g.host_ok("10.1.2.3:8765") and not g.host_ok("10.1.2.4:8765")
+    assert host_name("[::1]:8765") == "::1" and host_name("Name.:80") == "name"
+
+
+def test_bad_allow_host_is_a_one_line_error():
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for bad in ("https://ops.example.com", "ops.example.com:8080", ""):
+        p = subprocess.run([*HAZARDCTL, "consume", "--ws", "127.0.0.1:0", "--exit-on-eof", "--allow-host", bad],
+                           env=env, cwd=ROOT, input=b"", capture_output=True, timeout=30)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and "--allow-host" in err and "Traceback" not in err, (bad, err)
+
+
+def test_healthz_without_the_token_says_only_its_status(tmp_path):
+    """/healthz is open (load balancers, systemd) but its counts are the token's: without it, only
+    {"status": …}; with it, the whole report. Same on both listeners."""
+    token_file = tmp_path / "consume.token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    with ConsumeProcess("--http", "127.0.0.1:0", "--token-file", str(token_file)) as c:
+        c.send(risk_result("cam-1", "g1", 1, time.time(), level="high"))
+        for port in (c.ws_port, c.http_port):
+            status, _, body = get(port, "/healthz")
+            assert status == 200 and json.loads(body) == {"status": "ok"}
+            assert json.loads(get(port, "/healthz", token="wrong-" + TOKEN)[2]) == {"status": "ok"}
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and json.loads(get(port, "/healthz", token=TOKEN)[2])["cameras"] < 1:
+                time.sleep(0.05)
+            full = json.loads(get(port, "/healthz", token=TOKEN)[2])
+            assert full["status"] == "ok" and full["cameras"] == 1 and "clients" in full and "uptime_s" in full

@@ -7,6 +7,11 @@ Pure geometry (numpy only, no clock, no OpenCV) so every rule is unit-tested in 
   (single linkage). The old system linked box centres within 150 absolute pixels, which merged a
   whole 4K junction and split a 480p pair; a size-relative gap behaves the same at any resolution
   and any distance from the camera (a far car is small, and so is the gap to its neighbour).
+* **Current OR predicted proximity.** `find_groups(..., predicted=pairs)` also links pairs that
+  will come within the linking distance inside the cue horizon (hazardctl/cues.py,
+  `FramePairs.predicted_links`), so a car approaching a pedestrian is in the pedestrian's group
+  before it arrives. Those links survive the split of an oversized cluster (only bisection can
+  cut them). Objects without motion have no predicted links: grouping is as before.
 * **Oversized clusters are split**, first by re-clustering with a tighter `link_k`, then — if a
   dense crowd still exceeds `max_size` — by bisecting it at the median along its longer axis, so
   every group stays a crop an LLM can judge. Parts smaller than `min_size` are not groups.
@@ -126,12 +131,13 @@ def _components(adjacent: np.ndarray) -> list[list[int]]:
     return sorted(comps.values(), key=lambda c: c[0])
 
 
-def link_components(b: np.ndarray, k: float) -> list[list[int]]:
-    """Single-linkage clusters: i–j linked when gap ≤ k × mean(diagonal_i, diagonal_j)."""
+def link_components(b: np.ndarray, k: float, extra: np.ndarray | None = None) -> list[list[int]]:
+    """Single-linkage clusters: i–j linked when gap ≤ k × mean(diagonal_i, diagonal_j), or extra[i, j]."""
     if len(b) == 0:
         return []
     d = diagonals(b)
-    return _components(pairwise_gaps(b) <= k * (d[:, None] + d[None, :]) / 2.0)
+    adjacent = pairwise_gaps(b) <= k * (d[:, None] + d[None, :]) / 2.0
+    return _components(adjacent if extra is None else adjacent | extra)
 
 
 def _bisect(b: np.ndarray, idx: list[int], max_size: int) -> list[list[int]]:
@@ -146,15 +152,17 @@ def _bisect(b: np.ndarray, idx: list[int], max_size: int) -> list[list[int]]:
     return _bisect(b, sorted(order[:half]), max_size) + _bisect(b, sorted(order[half:]), max_size)
 
 
-def split_oversized(b: np.ndarray, idx: list[int], cfg: GroupingConfig, k: float) -> list[list[int]]:
+def split_oversized(b: np.ndarray, idx: list[int], cfg: GroupingConfig, k: float,
+                    extra: np.ndarray | None = None) -> list[list[int]]:
     """Parts of a cluster, none larger than cfg.max_size (tighter linkage first, then bisection)."""
     if len(idx) <= cfg.max_size:
         return [idx]
     k = k * cfg.tighten
     if k < cfg.min_link_k:
         return _bisect(b, idx, cfg.max_size)
-    parts = [[idx[i] for i in comp] for comp in link_components(b[idx], k)]
-    return [p for part in parts for p in split_oversized(b, part, cfg, k)]
+    sub_extra = None if extra is None else extra[np.ix_(idx, idx)]
+    parts = [[idx[i] for i in comp] for comp in link_components(b[idx], k, sub_extra)]
+    return [p for part in parts for p in split_oversized(b, part, cfg, k, extra)]
 
 
 # --- features -------------------------------------------------------------------------------
@@ -186,14 +194,24 @@ def spatial_features(b: np.ndarray, classes: Sequence[str]) -> SpatialFeatures:
     )
 
 
-def find_groups(objects: Sequence[Located], cfg: GroupingConfig = GroupingConfig()) -> list[Cluster]:
-    """Groups of road users in one frame, ordered by their first member."""
+def find_groups(objects: Sequence[Located], cfg: GroupingConfig = GroupingConfig(),
+                predicted: Iterable[tuple[int, int]] = ()) -> list[Cluster]:
+    """Groups of road users in one frame, ordered by their first member.
+
+    `predicted`: pairs of object indices to link whatever their gap now (predicted proximity)."""
     users = [i for i, o in enumerate(objects) if o.class_name in cfg.road_users]
     if len(users) < cfg.min_size:
         return []
     b = _as_array(objects[i].bbox for i in users)
-    parts = [p for comp in link_components(b, cfg.link_k) if len(comp) >= cfg.min_size
-             for p in split_oversized(b, comp, cfg, cfg.link_k)]
+    extra = None
+    position = {o: u for u, o in enumerate(users)}
+    for i, j in predicted:
+        if i in position and j in position and i != j:
+            if extra is None:
+                extra = np.zeros((len(users), len(users)), dtype=bool)
+            extra[position[i], position[j]] = extra[position[j], position[i]] = True
+    parts = [p for comp in link_components(b, cfg.link_k, extra) if len(comp) >= cfg.min_size
+             for p in split_oversized(b, comp, cfg, cfg.link_k, extra)]
     clusters = []
     for part in sorted((p for p in parts if len(p) >= cfg.min_size), key=lambda p: p[0]):
         sub = b[part]

@@ -16,16 +16,19 @@ from hazardctl.errors import ConfigError
     "Example: hazardctl detect --source tests/data/bus.jpg\n\n"
     "Example: hazardctl detect --source rtsp://10.0.0.5/stream1 --camera-id cam-01 --source lobby.mp4 "
     "--camera-id cam-02 --out kafka://detection-results --metrics-port 9101\n\n"
-    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results",
+    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results\n\n"
+    "Example (replay MOT-Challenge boxes, no model): hazardctl detect --source mot:MOT17-09 --as-fast-as-possible",
 )
 def detect_cmd(
     source: Optional[list[str]] = typer.Option(
-        None, "--source", metavar="URL|FILE|DEVICE|DIR", help="rtsp:// or http(s):// URL, video file, device index, image folder or image; "
+        None, "--source", metavar="URL|FILE|DEVICE|DIR", help="rtsp:// or http(s):// URL, video file, device index, image folder or image, or "
+        "mot:PATH (a MOT-Challenge sequence folder or box .txt, replayed without a model; docs/detect.md); "
         "repeat for several cameras."),
     camera_id: Optional[list[str]] = typer.Option(
         None, "--camera-id", metavar="ID", help="Id of the --source in the same position (default: from the source's name)."),
     cameras: Optional[str] = typer.Option(None, "--cameras", help="Cameras YAML (see config/cameras.yaml)."),
-    fps: Optional[float] = typer.Option(None, help="Frames analysed per second per camera (default: 2)."),
+    fps: Optional[float] = typer.Option(None, help="Frames analysed per second per camera (default: 2; mot: the "
+                                        "sequence's frameRate, and a bare box file's frame rate)."),
     model: str = typer.Option(".cache/models/centernet-coco.onnx", help="Detector: .onnx (onnxruntime) or .pt "
                               "(ultralytics)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
@@ -50,9 +53,22 @@ def detect_cmd(
     crop_max_side: int = typer.Option(768, help="Longest side of a group crop, pixels."),
     jpeg_quality: int = typer.Option(85, help="JPEG quality of crops."),
     track: bool = typer.Option(True, "--track/--no-track", help="Track objects (ByteTrack) for stable group ids."),
+    motion: bool = typer.Option(True, "--motion/--no-motion",
+                                help="Motion of tracked objects, pair cues (TTC, closing speed) and grouping on "
+                                "predicted proximity."),
+    horizon: float = typer.Option(3.0, help="Seconds ahead the smallest gap of a pair is predicted (cues, grouping)."),
+    min_closing: float = typer.Option(8.0, help="Closing speed (px/s) below which a pair is not approaching "
+                                      "(also at least 0.1 × the pair's size per second)."),
+    motion_window: float = typer.Option(1.5, help="Seconds of a track's boxes behind its velocity (least squares)."),
+    mot_ids: str = typer.Option("keep", help="mot: sources: 'keep' the file's ids as track ids, or 'track' "
+                                "them with ByteTrack like a camera."),
+    dlq: Optional[str] = typer.Option(None, "--dlq", help="Dead letters (bad mot: lines): default stderr, "
+                                      "kafka://dead-letters when --out is Kafka."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
 ) -> None:
+    from hazardctl.cues import CueConfig
     from hazardctl.grouping import GroupingConfig
+    from hazardctl.kinematics import KinematicsConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
 
@@ -72,13 +88,16 @@ def detect_cmd(
         if len(ids) > len(source):
             raise ConfigError(f"{len(ids)} --camera-id for {len(source)} --source")
         ids += [None] * (len(source) - len(ids))
-        specs = unique_ids([make_spec(s, i, fps or 2.0, loop) for s, i in zip(source, ids)],
+        specs = unique_ids([make_spec(s, i, fps, loop) for s, i in zip(source, ids)],
                            {i for i in ids if i})
     class_list = None if classes.strip().lower() == "all" else tuple(c.strip() for c in classes.split(",") if c.strip())
     for name, value, ok in (("--batch", batch, batch >= 1), ("--link-k", link_k, link_k > 0),
                             ("--max-group", max_group, max_group >= 2), ("--buffer-mb", buffer_mb, buffer_mb > 0),
                             ("--crop-max-side", crop_max_side, crop_max_side >= 64),
-                            ("--jpeg-quality", jpeg_quality, 1 <= jpeg_quality <= 100)):
+                            ("--jpeg-quality", jpeg_quality, 1 <= jpeg_quality <= 100),
+                            ("--horizon", horizon, 0 < horizon <= 60), ("--min-closing", min_closing, min_closing >= 0),
+                            ("--motion-window", motion_window, 0 < motion_window <= 30),
+                            ("--mot-ids", mot_ids, mot_ids in ("keep", "track"))):
         if not ok:
             raise ConfigError(f"{name} {value}: out of range")
     cfg = detect.DetectConfig(
@@ -88,6 +107,8 @@ def detect_cmd(
         grouping=GroupingConfig(link_k=link_k, max_size=max_group),
         crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
         reader=ReaderSettings(realtime=not as_fast_as_possible),
+        motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
+        cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
     )
     serve_metrics(metrics_port)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

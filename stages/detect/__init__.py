@@ -1,8 +1,13 @@
 """detect: cameras in; detection results with tracked, size-aware groups and their crops out (spec §4).
 
     camera readers (a thread each, newest frame wins) → the frames ready across cameras, as one batch
-    → detector → tracker (per camera) → groups (size-relative) → stable group ids → crops within
-    the message size → outbox (bounded; never blocks a camera) → output, keyed by camera id
+    → detector → tracker (per camera) → kinematics (per camera: motion of each track) → pair cues
+    → groups (size-relative, current OR predicted proximity) → stable group ids → group cues
+    → crops within the message size → outbox (bounded; never blocks a camera) → output, keyed by camera id
+
+A MOT replay (`--source mot:PATH`, stages/detect/mot.py) is a reader whose frames carry boxes
+instead of an image: it skips the detector (and the crops) and joins the pipeline at the tracker;
+its bad lines go to the dead-letter output.
 
 detect is a source stage: nothing upstream to commit, so a result that cannot be delivered is
 counted, not fatal — except on a pipe or file, where a closed reader means nobody is listening and
@@ -20,13 +25,19 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hazardctl import metrics as shared_metrics
+from hazardctl.cues import CueConfig, FramePairs, frame_pairs
+from hazardctl.deadletter import dead_letter
 from hazardctl.errors import ConfigError
 from hazardctl.grouping import Cluster, GroupIds, GroupingConfig, cluster_tracks, find_groups
+from hazardctl.kinematics import CameraKinematics, KinematicsConfig
 from hazardctl.messages import DetectedObject, DetectionResult, DetectorInfo, Group, SpatialFeatures, StageTimes
+from hazardctl.transports.base import Record
 from hazardctl.runner import StopSignal
 from stages.detect import metrics as m
 from stages.detect.camera_state import LIVE, STALE, STATES, Transition
 from stages.detect.crops import Crop, CropConfig, fit_crops
+from stages.detect.mot import BoxFrame, MotReader
+from stages.detect.mot_format import BadLine
 from stages.detect.outbox import Outbox
 from stages.detect.sources import CameraReader, Frame, ReaderSettings, SourceSpec
 
@@ -74,6 +85,14 @@ class DetectConfig:
     group_min_iou: float = 0.3
     status_every_s: float = 10.0
     drain_timeout_s: float = 10.0
+    motion: bool = True
+    """motion of tracked objects, pair cues and predicted-proximity grouping (needs track ids)"""
+    kinematics: KinematicsConfig = KinematicsConfig()
+    cues: CueConfig = CueConfig()
+    mot_ids: str = "keep"
+    """MOT replays: 'keep' the file's ids as track ids, or 'track' (ByteTrack) as for a camera"""
+    dlq: str | None = None
+    """dead letters (bad MOT lines); None: kafka://dead-letters when --out is Kafka, else stderr"""
 
 
 @dataclass
@@ -83,9 +102,13 @@ class CameraRun:
     reader: CameraReader
     group_ids: GroupIds
     tracker: Tracker | None
+    kinematics: CameraKinematics = field(default_factory=CameraKinematics)
+    info: DetectorInfo | None = None
+    """what found the boxes, when not the stage's detector (a MOT replay)"""
     transitions: list[Transition] = field(default_factory=list)
     reset_tracker: bool = False
     """set when the camera comes back from stale: old tracks mean nothing after a gap"""
+    frame_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -101,6 +124,8 @@ class DetectStats:
     delivery_failures: int = 0
     dropped_backpressure: int = 0
     max_buffered_bytes: int = 0
+    dead_letters: int = 0
+    motion_rejected: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -124,7 +149,8 @@ def to_objects(boxes: Sequence[Box], width: int, height: int) -> list[DetectedOb
     return out
 
 
-def to_groups(objects: list[DetectedObject], clusters: list[Cluster], ids: list[str]) -> list[Group]:
+def to_groups(objects: list[DetectedObject], clusters: list[Cluster], ids: list[str],
+              pairs: FramePairs | None = None) -> list[Group]:
     groups = []
     for c, gid in zip(clusters, ids):
         mem = [objects[i] for i in c.members]
@@ -133,25 +159,32 @@ def to_groups(objects: list[DetectedObject], clusters: list[Cluster], ids: list[
             classes=sorted({o.class_name for o in mem}),
             mean_confidence=sum(o.confidence for o in mem) / len(mem),
             features=SpatialFeatures(**asdict(c.features)),
+            cues=None if pairs is None else pairs.group_cues(c.members),
         ))
     return groups
 
 
-def _tracker_factory(detector: Detector, cfg: DetectConfig) -> Callable[[SourceSpec], Tracker | None]:
-    """One tracker per camera, unless the backend tracks by itself (ultralytics) or tracking is off."""
-    if not cfg.track or getattr(detector, "tracks", False):
-        return lambda spec: None
+def _tracker_factory(detector: Detector | None, cfg: DetectConfig) -> Callable[[SourceSpec], Tracker | None]:
+    """One tracker per camera, unless the backend tracks by itself (ultralytics) or tracking is off.
+
+    A MOT replay keeps the file's ids (`mot_ids='keep'`) or is tracked like a camera ('track')."""
+    def wanted(spec: SourceSpec) -> bool:
+        if spec.kind == "mot":
+            return cfg.mot_ids == "track"
+        return cfg.track and not getattr(detector, "tracks", False)
+
     try:
         from stages.detect.tracking import Tracker as ByteTracker
     except ImportError as e:
         log.warning("tracking unavailable (%s): group ids come from IoU matching", e)
         return lambda spec: None
-    return lambda spec: ByteTracker(fps=spec.fps)
+    return lambda spec: ByteTracker(fps=spec.fps) if wanted(spec) else None
 
 
 class DetectStage:
-    def __init__(self, cfg: DetectConfig, detector: Detector, outbox_output, *, max_message_bytes: int,
-                 stop_on_delivery_failure: bool, make_tracker: Callable[[SourceSpec], Tracker | None] | None = None):
+    def __init__(self, cfg: DetectConfig, detector: Detector | None, outbox_output, *, max_message_bytes: int,
+                 stop_on_delivery_failure: bool, make_tracker: Callable[[SourceSpec], Tracker | None] | None = None,
+                 dlq_output=None):
         self.cfg = cfg
         self.detector = detector
         self.max_message_bytes = max_message_bytes
@@ -162,7 +195,9 @@ class DetectStage:
         self._lock = threading.Lock()
         self._rr = 0
         self._failure_logged = 0.0
-        self._info = DetectorInfo(model=detector.model_name, version=detector.model_version)
+        self._info = DetectorInfo(model=detector.model_name, version=detector.model_version) if detector else None
+        self.dlq = dlq_output
+        self._bad_lines: list[tuple[str, BadLine]] = []
         self._m_out = shared_metrics.MESSAGES_OUT.labels(STAGE)
         self._hops = shared_metrics.Hops(STAGE)
         self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
@@ -171,16 +206,27 @@ class DetectStage:
         make_tracker = make_tracker or _tracker_factory(detector, cfg)
         self.cameras: dict[str, CameraRun] = {}
         for spec in cfg.cameras:
-            reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event)
+            info = None
+            if spec.kind == "mot":
+                reader: CameraReader = MotReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event,
+                                                 classes=frozenset(cfg.classes) if cfg.classes else None)
+                info = DetectorInfo(model="mot", version=spec.mot.name if spec.mot else "")
+            elif detector is None:
+                raise ConfigError(f"camera {spec.camera_id}: no detector")
+            else:
+                reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event)
             self.cameras[spec.camera_id] = CameraRun(
                 reader, GroupIds(prefix=f"{session}-", min_iou=cfg.group_min_iou, memory_s=cfg.group_memory_s),
-                make_tracker(spec))
+                make_tracker(spec), CameraKinematics(cfg.kinematics), info)
             self._set_state_metric(spec.camera_id, STALE)
 
     # --- events from reader threads ---
     def _on_camera_event(self, camera_id: str, kind: str, value: object) -> None:
         if kind == "read":
             m.FRAMES_READ.labels(camera_id).inc(value)  # type: ignore[arg-type]
+        elif kind == "bad_line":
+            with self._lock:
+                self._bad_lines.append((camera_id, value))  # type: ignore[arg-type]
         elif kind == "drop":
             m.FRAMES_DROPPED.labels(camera_id, str(value)).inc()
         elif kind == "transition":
@@ -233,6 +279,7 @@ class DetectStage:
                     now = time.monotonic()
                     for r in readers:
                         r.check(now)
+                    self._emit_dead_letters()
                     frames = self._take_ready(readers)
                     if frames:
                         self._process_batch(frames)
@@ -249,6 +296,9 @@ class DetectStage:
             finally:
                 for r in readers:
                     r.stop()
+                self._emit_dead_letters()
+                if self.dlq is not None:
+                    self.dlq.flush(self.cfg.drain_timeout_s)
                 left = self.outbox.drain(self.cfg.drain_timeout_s, time.monotonic)
                 if left:
                     log.error("detect: %d results not delivered after %.0fs", left, self.cfg.drain_timeout_s)
@@ -273,50 +323,88 @@ class DetectStage:
         self._rr = (self._rr + 1) % n
         return frames
 
-    def _process_batch(self, frames: list[Frame]) -> None:
+    def _emit_dead_letters(self) -> None:
+        """Bad lines reported by MOT readers → dead letters (main thread: the only DLQ writer)."""
+        if not self._bad_lines:
+            return
+        with self._lock:
+            bad, self._bad_lines = self._bad_lines, []
+        for camera_id, b in bad:
+            spec = self.cameras[camera_id].reader.spec
+            record = Record(b.text.encode(), camera_id.encode(), f"mot:{spec.mot.boxes_path if spec.mot else spec.uri}",
+                            line=b.line)
+            letter = dead_letter(record, STAGE, b.reason, "bad_mot_line")
+            shared_metrics.DEAD_LETTERS.labels(STAGE, "bad_mot_line").inc()
+            self.stats.dead_letters += 1
+            if self.dlq is None:
+                log.warning("detect: %s line %d: %s (no dead-letter output)", record.source, b.line, b.reason)
+            else:
+                self.dlq.send(letter.model_dump_json().encode(), record.key)
+        if self.dlq is not None:
+            self.dlq.poll(0)
+
+    def _process_batch(self, frames: list[Frame | BoxFrame]) -> None:
+        replayed = [f for f in frames if isinstance(f, BoxFrame)]
+        if replayed:
+            done = time.time()
+            for frame in replayed:
+                self._publish_one(frame, frame.boxes, done)
+        images = [f for f in frames if not isinstance(f, BoxFrame)]
+        if not images or self.detector is None:
+            return
         t0 = time.perf_counter()
         try:
-            results = self.detector.detect([f.image for f in frames])
+            results = self.detector.detect([f.image for f in images])
         except Exception:
-            log.exception("detect: detector failed on a batch of %d frames", len(frames))
+            log.exception("detect: detector failed on a batch of %d frames", len(images))
             m.ERRORS.labels("detector").inc()
-            self.stats.errors += len(frames)
+            self.stats.errors += len(images)
             return
         detect_done = time.time()
         m.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
-        m.BATCH_SIZE.observe(len(frames))
+        m.BATCH_SIZE.observe(len(images))
         self.stats.batches += 1
-        for frame, boxes in zip(frames, results):
-            cam = self.cameras[frame.camera_id]
-            cam.reader.counters.processed += 1
-            m.FRAMES_PROCESSED.labels(frame.camera_id).inc()
-            self.stats.frames += 1
-            try:
-                self._publish(cam, frame, boxes, detect_done)
-            except Exception:
-                log.exception("detect: camera %s frame %d failed after detection", frame.camera_id, frame.frame_id)
-                m.ERRORS.labels("publish").inc()
-                self.stats.errors += 1
+        for frame, boxes in zip(images, results):
+            self._publish_one(frame, boxes, detect_done)
 
-    def _publish(self, cam: CameraRun, frame: Frame, boxes: list[Box], detect_done: float) -> None:
-        image = frame.image
-        h, w = image.shape[:2]
+    def _publish_one(self, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> None:
+        cam = self.cameras[frame.camera_id]
+        cam.reader.counters.processed += 1
+        m.FRAMES_PROCESSED.labels(frame.camera_id).inc()
+        self.stats.frames += 1
+        try:
+            self._publish(cam, frame, boxes, detect_done)
+        except Exception:
+            log.exception("detect: camera %s frame %d failed after detection", frame.camera_id, frame.frame_id)
+            m.ERRORS.labels("publish").inc()
+            self.stats.errors += 1
+
+    def _publish(self, cam: CameraRun, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> None:
+        image = None if isinstance(frame, BoxFrame) else frame.image
+        h, w = (frame.height, frame.width) if image is None else image.shape[:2]
+        reset = cam.reset_tracker or (cam.frame_size is not None and cam.frame_size != (h, w))
+        cam.reset_tracker, cam.frame_size = False, (h, w)
+        if reset:
+            cam.kinematics.reset()  # track ids restart with the tracker (which resets itself on a new size)
         if cam.tracker is not None:
-            if cam.reset_tracker and hasattr(cam.tracker, "reset"):
+            if reset and hasattr(cam.tracker, "reset"):
                 cam.tracker.reset()
-            cam.reset_tracker = False
             boxes = cam.tracker.update(boxes, (h, w))
         objects = to_objects(boxes, w, h)
-        clusters = find_groups(objects, self.cfg.grouping)
+        pairs, predicted = None, []
+        if self.cfg.motion:
+            pairs = self._motion(cam, frame.camera_id, objects, frame.capture_ts)
+            predicted = pairs.predicted_links(self.cfg.grouping.link_k)
+        clusters = find_groups(objects, self.cfg.grouping, predicted)
         ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], frame.capture_ts)
-        groups = to_groups(objects, clusters, ids)
+        groups = to_groups(objects, clusters, ids, pairs)
         result = DetectionResult(
             message_id=message_id(frame.camera_id, frame.frame_id, frame.capture_ts),
             camera_id=frame.camera_id, frame_id=frame.frame_id, frame_ts=frame.capture_ts,
-            frame_width=w, frame_height=h, detector=self._info, objects=objects, groups=groups,
+            frame_width=w, frame_height=h, detector=cam.info or self._info, objects=objects, groups=groups,
             times=StageTimes(capture=frame.capture_ts, detect=detect_done),
         )
-        if groups:
+        if groups and image is not None:
             skeleton = len(result.model_dump_json()) + RECORD_OVERHEAD
 
             def size_of(crops: list[Crop | None]) -> int:  # base64 needs no JSON escaping
@@ -342,6 +430,17 @@ class DetectStage:
         self.stats.published += 1
         self._m_out.inc()
         self.outbox.put(frame.camera_id.encode(), value, frame.camera_id)
+
+    def _motion(self, cam: CameraRun, camera_id: str, objects: list[DetectedObject], ts: float) -> FramePairs:
+        """Each tracked object's motion (set on it), and the frame's pair cues."""
+        for o, motion in zip(objects, cam.kinematics.observe(objects, ts)):
+            o.motion = motion
+        if cam.kinematics.rejected:
+            for reason, n in cam.kinematics.rejected.items():
+                m.MOTION_REJECTED.labels(camera_id, reason).inc(n)
+                self.stats.motion_rejected[reason] = self.stats.motion_rejected.get(reason, 0) + n
+            cam.kinematics.rejected.clear()
+        return frame_pairs(objects, self.cfg.cues)
 
     def _note_buffer(self) -> None:
         b = self.outbox.buffered_bytes
@@ -414,15 +513,24 @@ def run(cfg: DetectConfig, *, endpoints: Endpoints, detector: Detector | None = 
 
     if not cfg.cameras:
         raise ConfigError("no camera: give --source or --cameras")
-    detector = detector or load_detector_for(cfg)
-    endpoints.wait_ready([cfg.out], connect_timeout)
+    if cfg.mot_ids not in ("keep", "track"):
+        raise ConfigError(f"--mot-ids {cfg.mot_ids}: use keep or track")
+    if detector is None and any(spec.kind != "mot" for spec in cfg.cameras):
+        detector = load_detector_for(cfg)  # a MOT replay alone needs no model
+    dlq_spec = None
+    if any(spec.kind == "mot" for spec in cfg.cameras):
+        dlq_spec = cfg.dlq or endpoints.default_dlq(cfg.out)
+    endpoints.wait_ready([cfg.out] + ([dlq_spec] if dlq_spec else []), connect_timeout)
     max_bytes = resolve_max_message_bytes(cfg, endpoints)
     output = endpoints.output(cfg.out)
+    dlq = None if dlq_spec is None else endpoints.output(dlq_spec)
     stage = DetectStage(cfg, detector, output, max_message_bytes=max_bytes,
-                        stop_on_delivery_failure=not is_kafka(cfg.out), make_tracker=make_tracker)
+                        stop_on_delivery_failure=not is_kafka(cfg.out), make_tracker=make_tracker, dlq_output=dlq)
     if on_start:
         on_start(stage)
     try:
         return stage.run()
     finally:
         output.close()
+        if dlq is not None:
+            dlq.close()

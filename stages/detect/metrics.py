@@ -35,3 +35,9 @@ CROPS_DROPPED = Counter("hazardctl_detect_crops_dropped_total",
                         "Crops left out because the message would not fit under the size limit")
 BUFFERED_BYTES = Gauge("hazardctl_detect_buffered_bytes", "Detection results held undelivered (bounded)")
 ERRORS = Counter("hazardctl_detect_errors_total", "Frames that failed in the stage (detector or bug)", ["where"])
+MOTION_REJECTED = Counter(
+    "hazardctl_detect_motion_samples_rejected_total",
+    "Track boxes left out of motion estimates: bad_box (non-finite, inverted, huge), bad_time, "
+    "time_backwards, jump (faster than any road user: an id switch)",
+    ["camera", "reason"],
+)

@@ -25,9 +25,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -36,11 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from hazardctl.errors import ConfigError
 from stages.detect.camera_state import ENDED, CameraHealth, Transition, reconnect_delay
 
+if TYPE_CHECKING:
+    from stages.detect.mot_format import MotInfo
+
 log = logging.getLogger("hazardctl.detect.sources")
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-SourceKind = Literal["live", "device", "video", "images"]
+SourceKind = Literal["live", "device", "video", "images", "mot"]
 #: FFmpeg options for network streams unless the user set OPENCV_FFMPEG_CAPTURE_OPTIONS:
 #: RTSP over TCP, so lost UDP packets do not turn into smeared or grey frames.
 DEFAULT_FFMPEG_OPTIONS = "rtsp_transport;tcp"
@@ -54,6 +57,8 @@ class SourceSpec:
     fps: float = 2.0
     loop: bool = False
     images: tuple[str, ...] = ()
+    mot: MotInfo | None = None
+    """a MOT box file replayed instead of a camera (stages/detect/mot.py): boxes, no image"""
 
     @property
     def is_live(self) -> bool:
@@ -86,6 +91,8 @@ class Frame:
 # --- sources from the command line or cameras.yaml -----------------------------------------------
 
 def classify(uri: str) -> SourceKind:
+    if uri.startswith("mot:"):
+        return "mot"
     if uri.lower().startswith(LIVE_SCHEMES):
         return "live"
     if re.fullmatch(r"\d+", uri):
@@ -119,11 +126,16 @@ def list_images(uri: str) -> tuple[str, ...]:
     return (uri,)
 
 
-def make_spec(uri: str, camera_id: str | None, fps: float, loop: bool) -> SourceSpec:
-    """Classify and check one source; a missing file is a one-line ConfigError here, not later."""
-    if fps <= 0:
+def make_spec(uri: str, camera_id: str | None, fps: float | None, loop: bool) -> SourceSpec:
+    """Classify and check one source; a missing file is a one-line ConfigError here, not later.
+
+    `fps` None: 2 for cameras and files, the sequence's own frame rate for a MOT replay."""
+    if fps is not None and fps <= 0:
         raise ConfigError(f"--fps {fps}: must be > 0")
     kind = classify(uri)
+    if kind == "mot":
+        return _mot_spec(uri, camera_id, fps, loop)
+    fps = fps or 2.0
     images: tuple[str, ...] = ()
     if kind == "images":
         images = list_images(uri)
@@ -144,8 +156,19 @@ def unique_ids(specs: list[SourceSpec], explicit: set[str]) -> list[SourceSpec]:
             seen[cid] += 1
             cid = f"{cid}-{seen[s.camera_id]}"
         seen.setdefault(cid, 1)
-        out.append(SourceSpec(cid, s.uri, s.kind, s.fps, s.loop, s.images))
+        out.append(replace(s, camera_id=cid))
     return out
+
+
+def _mot_spec(uri: str, camera_id: str | None, fps: float | None, loop: bool) -> SourceSpec:
+    from stages.detect.mot_format import mot_info
+
+    info = mot_info(uri)
+    if info.frame_rate is None:
+        if fps is None:
+            raise ConfigError(f"--source {uri}: no seqinfo.ini beside the box file; give --fps (its frame rate)")
+        info = replace(info, frame_rate=fps)
+    return SourceSpec(camera_id or info.name[:128] or "mot", uri, "mot", fps or info.frame_rate, loop, mot=info)
 
 
 # --- frame checks ---------------------------------------------------------------------------------
@@ -285,15 +308,19 @@ class CameraReader:
             t = self.health.failed(time.monotonic(), reason)
         self._transition(t)
 
+    def _read(self) -> str | None:
+        """Read the source until it ends (the reason, None for a plain end) or the reader stops."""
+        if self.spec.is_live:
+            self._run_live()
+            return None
+        if self.spec.kind == "images":
+            return self._run_images()
+        return self._run_video()
+
     def _run(self) -> None:
         reason: str | None = None
         try:
-            if self.spec.is_live:
-                self._run_live()
-            elif self.spec.kind == "images":
-                reason = self._run_images()
-            else:
-                reason = self._run_video()
+            reason = self._read()
         except _Stopped:
             pass
         except Exception as e:  # a bug in one camera must not take the process down silently
@@ -455,7 +482,8 @@ def load_cameras(path: str, fps: float | None = None, loop: bool | None = None) 
         if not cam.enabled:
             continue
         try:
-            specs.append(make_spec(cam.source, cam.id, cam.fps or fps or cf.fps,
+            default_fps = None if classify(cam.source) == "mot" else cf.fps  # a replay keeps its own rate
+            specs.append(make_spec(cam.source, cam.id, cam.fps or fps or default_fps,
                                    cam.loop if cam.loop is not None else bool(loop or cf.loop)))
         except ConfigError as e:
             raise ConfigError(f"{path}: cameras.{i} ({cam.id}): {e}") from None

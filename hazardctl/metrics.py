@@ -5,7 +5,9 @@ All series carry a `stage` label so one Grafana panel can show the whole pipelin
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from hazardctl.errors import ConfigError
 
@@ -85,11 +87,44 @@ class Hops:
         m.observe(max(0.0, seconds))
 
 
-def serve_metrics(port: int | None, host: str = "0.0.0.0") -> None:
-    """Expose /metrics on `port` (no-op when None)."""
+METRICS_BIND_HELP = ("Address the --metrics-port listener binds (default 127.0.0.1, this host only); "
+                     "0.0.0.0 or an interface address when Prometheus scrapes from another host.")
+
+
+def serve_metrics(port: int | None, host: str = "127.0.0.1", token: str | None = None) -> int | None:
+    """Expose /metrics on `host`:`port` (no-op when `port` is None); returns the bound port.
+
+    Loopback by default: metrics have no authentication of their own, so widening the address is a
+    decision (`--metrics-bind`). With `token` every request must carry `Authorization: Bearer TOKEN`
+    (consume's --token-file), else 401."""
     if port is None:
-        return
+        return None
+    import hmac
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import REGISTRY, make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _get_best_family, _SilentHandler
+
+    app = make_wsgi_app(REGISTRY)
+    if token is not None:
+        expected, metrics_app = f"Bearer {token}".encode(), app
+
+        def app(environ, start_response):  # noqa: F811 — the same app behind the token
+            presented = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+            if hmac.compare_digest(presented, expected):
+                return metrics_app(environ, start_response)
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                ("WWW-Authenticate", 'Bearer realm="hazardctl"')])
+            return [b"a bearer token is required (Authorization: Bearer TOKEN)\n"]
+
     try:
-        start_http_server(port, addr=host)
+        family, _addr = _get_best_family(host, port)  # IPv6 for "::1"; a name resolved
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        httpd = make_server(host, port, app, Server, handler_class=_SilentHandler)
     except OSError as e:
-        raise ConfigError(f"--metrics-port {port}: cannot listen ({e.strerror})") from None
+        raise ConfigError(f"--metrics-port {port} (--metrics-bind {host}): cannot listen ({e.strerror})") from None
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd.server_port

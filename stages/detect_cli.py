@@ -39,6 +39,8 @@ def detect_cmd(
     imgsz: int = typer.Option(640, help="Detector input size (YOLO models)."),
     out: str = typer.Option("-", "--out", help=OUT_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
+                                     "(default: this host only; 0.0.0.0 when Prometheus scrapes from another host)."),
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible",
                                              help="Files: do not pace at real time, lose no sampled frame."),
     loop: bool = typer.Option(False, "--loop", help="Files: start again at the end."),
@@ -110,5 +112,5 @@ def detect_cmd(
         motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
     )
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

@@ -42,6 +42,8 @@ def expand_cmd(
     group_id: str = typer.Option("hazardctl-expand", "--group", help="Kafka consumer group."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
+                                     "(default: this host only; 0.0.0.0 when Prometheus scrapes from another host)."),
 ) -> None:
     from hazardctl.gating import GateConfig
     from hazardctl.metrics import serve_metrics
@@ -67,7 +69,7 @@ def expand_cmd(
         refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou, mode=gate, calm_refresh_s=calm_refresh,  # type: ignore[arg-type]
         suspect_ttc_s=suspect_ttc, suspect_gap_ratio=suspect_gap, suspect_flags=flags_list,
         suspect_worse=suspect_worse, suspect_cooldown_s=suspect_cooldown), deadline_s=deadline)
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_bind)
     expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
 
 

@@ -49,6 +49,8 @@ def schedule_cmd(
     group_id: str = typer.Option("hazardctl-schedule", "--group", help="Kafka consumer group."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
+    metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
+                                     "(default: this host only; 0.0.0.0 when Prometheus scrapes from another host)."),
     simulate: bool = typer.Option(
         True, help="With no --keys and no usable config/api_keys.yaml, start the simulated LLM instead of failing."),
     language: Optional[str] = typer.Option(
@@ -90,7 +92,7 @@ def schedule_cmd(
             cfg = cfg.shard(*parts)
         if not cfg.keys:
             raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
-        serve_metrics(metrics_port)
+        serve_metrics(metrics_port, metrics_bind)
         schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
                      cfg=schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn))
     finally:

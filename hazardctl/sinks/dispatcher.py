@@ -215,7 +215,7 @@ class SinkDispatcher:
         now = time.time()
         first = not self.queue.failing.get(e.sink)
         f = self.queue.failed(e, now, error, permanent=permanent, rand=random.random())
-        if first:
+        if first and not f.dead:
             log.warning("sinks: %s failed (%s); retrying with backoff", e.sink, error)
         if not f.dead:
             ATTEMPTS.labels(self.stage, e.sink, "failed").inc()

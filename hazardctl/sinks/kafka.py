@@ -48,7 +48,7 @@ class KafkaSink:
         try:
             await asyncio.wait_for(fut, self.timeout_s)
         except asyncio.TimeoutError:
-            raise SinkError(f"not confirmed by the broker within {self.timeout_s:.0f}s") from None
+            raise SinkError(f"not confirmed by the broker within {self.timeout_s:g}s") from None
 
     async def close(self) -> None:
         if self._poller is not None:

@@ -107,7 +107,7 @@ class MqttSink:
             await asyncio.wait_for(fut, self.timeout_s)
         except asyncio.TimeoutError:
             self._waiting.pop(info.mid, None)
-            raise SinkError(f"no PUBACK within {self.timeout_s:.0f}s") from None
+            raise SinkError(f"no PUBACK within {self.timeout_s:g}s") from None
 
     async def close(self) -> None:
         if self._client is not None:

@@ -73,7 +73,7 @@ class WebhookSink:
         except aiohttp.ClientConnectorError as e:
             raise SinkError(f"cannot connect ({e.strerror or type(e).__name__})") from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            raise SinkError(f"no answer within {self._timeout.total:.0f}s") from None
+            raise SinkError(f"no answer within {self._timeout.total:g}s") from None
         except aiohttp.ClientError as e:
             raise SinkError(f"{type(e).__name__}: {_short(e)}") from None
 

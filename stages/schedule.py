@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import DeliveryError
-from hazardctl.keypool import REFRESH, URGENT, AsyncKeyPool, KeyPool, KeyState, NoKeyInTime, Outcome, should_retry
+from hazardctl.keypool import AsyncKeyPool, Displaced, KeyPool, KeyState, NoKeyInTime, Outcome, rank, should_retry
 from hazardctl.keys import KeysConfig, LLMKey
 from hazardctl.answer_watch import AnswerWatch
 from hazardctl.llm_client import Call, call_llm, estimate_tokens, open_clients
@@ -263,20 +263,29 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (task.deadline - time.time())
         place = self.pool.ticket()  # keep our place in the queue across retries
-        # new/changed groups go first when the keys are the bottleneck; refreshes absorb the shortfall
-        priority = REFRESH if task.reason == "refresh" else URGENT
+        # suspect > new > changed > refresh when the keys are the bottleneck; refreshes absorb the shortfall
+        priority = rank(task.reason)
         cost = estimate_tokens(task, self.cfg.max_tokens, self.language) if self.count_tokens else 0
         out = Assessed(Call(Outcome.ABANDONED))
         avoid: set[str] = set()
         bad_responses = 0
+        # read past a full stage (see _receive): someone ranked below this task gives way, or this refresh does
+        if len(self._active) > self.cfg.workers and not self.pool.make_room(priority):
+            out.shed, out.error_class = True, "shed"
+            out.call.error = "shed: the stage is full of tasks that rank at least as high"
+            return out
         while out.attempts < self.keys.max_attempts:
             t0 = loop.time()
             # a key is only worth having while a call of the usual length still ends before the deadline
             try:
                 lease = await self.pool.acquire(deadline, frozenset(avoid), place, priority, cost,
                                                 reserve=out.attempts == 0)
-            except NoKeyInTime:
+            except NoKeyInTime as e:
                 out.key_wait_s += loop.time() - t0
+                if isinstance(e, Displaced):
+                    out.shed, out.error_class = True, "shed"
+                    out.call.error = "shed: gave way to a task that ranks higher while the stage was full"
+                    return out
                 if out.attempts == 0 and self.pool.pool.any_open(loop.time()):
                     out.shed, out.error_class = True, "shed"  # overload: the keys are busy, not broken
                     out.call.error = "shed: no key in time for a call to end before the deadline"
@@ -465,6 +474,10 @@ class Scheduler:
         paused = False
         while not self._stop.is_set():
             room = cfg.workers - len(self._active)
+            if room <= 0:
+                # full, but refreshes wait for a key: read on, so a suspect behind them in the input is
+                # not kept out by them; each task read past the cap makes one refresh give way (`assess`)
+                room = self.pool.queue.displaceable() + room
             full = room <= 0 or inp.pending >= cfg.max_pending
             if full != paused:
                 paused = full

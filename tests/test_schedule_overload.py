@@ -44,3 +44,53 @@ def test_an_account_over_claimed_by_its_keys_is_reported_at_start(tmp_path, capl
             results, _, _ = run_stage(tmp_path, keys, tasks(3))
     assert all(r["status"] == "ok" for r in results)
     assert "keys of account acct claim 10 qps, account allows 6: the pool will do <= 6/s" in caplog.text
+
+
+def _ranked(items, reasons):
+    return [t.model_copy(update={"reason": r}) for t, r in zip(items, reasons)]
+
+
+def test_the_key_serves_suspect_then_new_then_changed_then_refresh(tmp_path):
+    """One 5-qps key, 3 s deadlines, the most urgent tasks last in the input: after the first call (it
+    goes out before the rest is queued) the provider sees them strictly by rank; suspects and new
+    groups are all answered, the shortfall falls on refreshes first."""
+    reasons = ["refresh"] * 10 + ["changed"] * 6 + ["new"] * 4 + ["suspect"] * 4
+    items = _ranked(tasks(len(reasons), deadline_s=3.0), reasons)
+    with SimServer(SimConfig(keys=[SimKey(name="k0", api_key="secret-0", qps=5)], latency="fixed:0.1", port=0,
+                             limiter="sliding-window")) as sim:
+        keys = KeysConfig(keys=[LLMKey(name="k0", api_key="secret-0", qps_limit=5, base_url=sim.base_url)])
+        results, dead, stats = run_stage(tmp_path, keys, items)
+        refused = sim.stats()["totals"]["rate_limited_429"]
+    reason = {t.task_id: t.reason for t in items}
+    assert sorted(r["task_id"] for r in results) == sorted(reason)  # every task answered exactly once
+    called = sorted((r for r in results if r["attempts"]), key=lambda r: r["times"]["llm_start"])
+    order = ["suspect", "new", "changed", "refresh"]
+    ranks = [order.index(reason[r["task_id"]]) for r in called[1:]]
+    assert ranks == sorted(ranks) and ranks[0] == 0  # by rank, suspects first
+    status = {o: [r["status"] for r in results if reason[r["task_id"]] == o] for o in order}
+    assert set(status["suspect"]) == set(status["new"]) == {"ok"}
+    assert "stale" in status["refresh"]
+    shed_share = [status[o].count("stale") / len(status[o]) for o in order]
+    assert shed_share == sorted(shed_share)  # the lower the rank, the larger the share shed
+    assert not dead and refused == 0
+
+
+def test_a_full_stage_reads_past_its_refreshes_so_suspects_behind_them_are_served(tmp_path):
+    """Six workers, 30 refreshes ahead of 5 suspects in the input, one 5-qps key, 4 s deadlines. Paused
+    behind the refreshes, the suspects would be read only when ~24 refreshes had gone (~5 s at 5/s):
+    stale. The stage reads on while refreshes wait for a key; each task read past the cap makes a
+    refresh give way (a suspect takes a waiting refresh's place, a refresh gives way itself)."""
+    reasons = ["refresh"] * 30 + ["suspect"] * 5
+    items = _ranked(tasks(len(reasons), deadline_s=4.0), reasons)
+    with SimServer(SimConfig(keys=[SimKey(name="k0", api_key="secret-0", qps=5)], latency="fixed:0.1", port=0,
+                             limiter="sliding-window")) as sim:
+        keys = KeysConfig(keys=[LLMKey(name="k0", api_key="secret-0", qps_limit=5, base_url=sim.base_url)])
+        results, dead, stats = run_stage(tmp_path, keys, items, workers=6)
+    reason = {t.task_id: t.reason for t in items}
+    assert sorted(r["task_id"] for r in results) == sorted(reason)
+    suspects = [r for r in results if reason[r["task_id"]] == "suspect"]
+    assert [r["status"] for r in suspects] == ["ok"] * 5
+    refreshes = [r for r in results if reason[r["task_id"]] == "refresh"]
+    given_way = [r for r in refreshes if r["status"] == "stale"]
+    assert len(given_way) >= 20 and all(r["error_class"] == "shed" and r["attempts"] == 0 for r in given_way)
+    assert stats.stale == len(given_way) and not dead

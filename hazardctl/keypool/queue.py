@@ -11,8 +11,18 @@ from dataclasses import dataclass
 from hazardctl.keypool.pool import KeyPool, Lease
 
 
-#: Waiter priorities: tasks for new or changed groups go before refreshes of unchanged ones.
-URGENT, REFRESH = 0, 1
+#: Waiter priorities, most urgent first (issue 16): a motion cue crossed its threshold (`suspect`), a
+#: group first seen, a group that changed, a refresh of an unchanged one.
+SUSPECT, NEW, CHANGED, REFRESH = 0, 1, 2, 3
+#: the task reasons of `messages.TaskReason`, ranked
+RANKS = {"suspect": SUSPECT, "new": NEW, "changed": CHANGED, "refresh": REFRESH}
+#: before issue 16 there were two classes, new/changed vs refresh; kept for callers of that time
+URGENT = NEW
+
+
+def rank(reason: str) -> int:
+    """The waiter priority of a task's reason; an unknown reason ranks with `new`."""
+    return RANKS.get(reason, NEW)
 
 
 @dataclass(eq=False)
@@ -28,8 +38,10 @@ class Waiter:
 
 class AcquireQueue:
     """Hands keys to waiting tasks: a key goes to the first waiter, by (priority, arrival), that can
-    use it. When the keys are the bottleneck, urgent tasks are served first and refreshes wait; a
-    waiter that cannot get a key before its deadline is expired at once (the caller sheds it).
+    use it. When the keys are the bottleneck, suspects are served first, then new, then changed
+    groups, and refreshes wait; a waiter that cannot get a key before its deadline is expired at once
+    (the caller sheds it). Served strictly by rank, a lower rank is never served, so never shed,
+    before a higher one that waits; when the stage is full, `victim` picks who gives way.
 
     `dispatch(now)` grants what can be granted, expires waiters that cannot be served before their
     deadline (past it, or no key back in time), and says when to call it again.
@@ -53,6 +65,25 @@ class AcquireQueue:
 
     def __len__(self) -> int:
         return len(self.waiters)
+
+    def displaceable(self) -> int:
+        """Refreshes waiting for their first key: how many tasks a full stage may still read, since each
+        arrival either outranks one of them (which gives way) or is a refresh that gives way itself."""
+        return sum(1 for w in self.waiters if w.priority == REFRESH and w.reserve and w.lease is None)
+
+    def victim(self, priority: int) -> Waiter | None:
+        """The waiter that gives way when the stage is full and a task of `priority` arrives: the last
+        in service order (lowest rank, latest arrival) still waiting for its first key, if it ranks below
+        the arrival; removed from the queue (the caller sheds it). None: nobody ranks below the arrival
+        (a refresh arriving then is the one shed). A retry is never displaced: it already spent a call."""
+        for i in range(len(self.waiters) - 1, -1, -1):
+            w = self.waiters[i]
+            if w.priority <= priority:
+                return None
+            if w.reserve and w.lease is None:
+                del self.waiters[i]
+                return w
+        return None
 
     def dispatch(self, now: float) -> tuple[list[Waiter], list[Waiter], float | None]:
         granted: list[Waiter] = []

@@ -6,11 +6,15 @@ import asyncio
 import itertools
 
 from hazardctl.keypool.pool import KeyPool, Lease, Outcome
-from hazardctl.keypool.queue import URGENT, AcquireQueue, Waiter
+from hazardctl.keypool.queue import REFRESH, URGENT, AcquireQueue, Waiter
 
 
 class NoKeyInTime(Exception):
     """No key can take the task before its deadline (all cooling, disabled or saturated)."""
+
+
+class Displaced(NoKeyInTime):
+    """The task gave way, while waiting for its first key, to one that ranks higher (the stage was full)."""
 
 
 class AsyncKeyPool:
@@ -51,6 +55,20 @@ class AsyncKeyPool:
             if waiter.lease is not None:
                 self.release(waiter.lease, Outcome.ABANDONED)
             raise
+
+    def make_room(self, priority: int) -> bool:
+        """The stage is full and a task of `priority` arrived: the waiter that ranks below it (see
+        `AcquireQueue.victim`) is told `Displaced`. True: the arrival may wait for a key (someone gave
+        way, or it outranks refreshes and none was left to take); False: it is a refresh and nobody
+        ranks below it, so it gives way itself."""
+        victim = self.queue.victim(priority)
+        if victim is None:
+            return priority < REFRESH
+        fut = self._futures.pop(victim, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(Displaced())
+        self._dispatch()
+        return True
 
     def release(self, lease: Lease, outcome: Outcome, retry_after: float | None = None, error: str | None = None,
                 usage: float | None = None) -> None:

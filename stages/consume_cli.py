@@ -41,6 +41,8 @@ def consume_cmd(
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Also serve Prometheus /metrics on this port "
                                                "(it is always on the HTTP API's /metrics)."),
+    metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
+                                     "(default: this host only; 0.0.0.0 when Prometheus scrapes from another host)."),
     token_file: Optional[str] = typer.Option(
         None, "--token-file", help="Require this bearer token (the file's one line) on the HTTP API, /metrics and "
         "the WebSocket; the page asks for it. Default: $HAZARDCTL_CONSUME_TOKEN, else no token."),
@@ -71,5 +73,5 @@ def consume_cmd(
         client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
         access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
                             max_clients=max_clients, allow_hosts=parse_hosts(allow_host)))
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_bind, token=opts.access.token)  # the API's token guards it too
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)

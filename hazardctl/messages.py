@@ -244,3 +244,28 @@ def task_id_for(detection_id: str, group_id: str) -> str:
 
 
 _NS_BYTES = TASK_ID_NAMESPACE.bytes
+
+
+#: a camera's health as detect sees it: frozen = the same frame again and again, blank = black/uniform frames
+CameraHealthState = Literal["live", "stale", "frozen", "blank", "ended"]
+
+
+class CameraStatus(Message):
+    """A camera's health from detect (issue 18.6): sent on every change of state and as a heartbeat.
+
+    It travels on its own topic (`detect --status-out`, e.g. kafka://camera-status), keyed by camera
+    id, never on detection-results: expand would dead-letter it there (it is not a detection).
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["camera-status"] = "camera-status"
+    camera_id: str = Field(min_length=1, max_length=128)
+    state: CameraHealthState
+    previous: CameraHealthState | None = Field(default=None, description="the state before; None for a heartbeat")
+    reason: str = Field(default="", max_length=500)
+    since: float = Field(description="when the camera entered this state")
+    ts: float = Field(description="when this status was sent")
+    last_frame_ts: float | None = Field(default=None, description="capture time of the last usable frame")
+    reconnects: int = Field(default=0, ge=0)
+    heartbeat_s: float | None = Field(default=None, gt=0, description="detect re-sends the status this often; "
+                                      "a camera unheard of for 3× this is reported as not reporting")

@@ -260,3 +260,47 @@ def test_iou():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+
+
+# --- current OR predicted proximity (issue 16) ----------------------------------------------
+
+def test_a_predicted_link_groups_an_approaching_car_with_a_pedestrian_while_still_far():
+    """The car is 600 px from the pedestrian: far beyond link_k × size; the cues predict it will be
+    close within the horizon, so the pair is one group now."""
+    objs = [person(1000, 300), car(200, 300)]
+    assert find_groups(objs) == []
+    (g,) = find_groups(objs, predicted=[(1, 0)])
+    assert g.members == (0, 1) and g.bbox == (200.0, 300.0, 1040.0, 400.0)
+    assert g.features.min_pedestrian_vehicle_distance == 600.0  # the features still describe now
+
+
+def test_predicted_links_from_cues_end_to_end():
+    from hazardctl.cues import frame_pairs
+    from hazardctl.messages import DetectedObject, Motion
+
+    def wire(i, o, vx):
+        m = Motion(vx=vx, vy=0.0, speed=abs(vx), heading_deg=0.0 if vx >= 0 else 180.0, stopped_s=0.0, samples=3)
+        return DetectedObject(object_id=i, class_name=o.class_name, class_id=0, confidence=0.9, bbox=o.bbox,
+                              track_id=i + 1, motion=m)
+
+    objs = [wire(0, person(1000, 300), 0.0), wire(1, car(200, 300), 250.0)]  # 600 px at 250 px/s: contact in 2.4 s
+    links = frame_pairs(objs).predicted_links(GroupingConfig().link_k)
+    assert links == [(1, 0)]
+    assert members(find_groups(objs, predicted=links)) == [(0, 1)]
+    objs[1].motion = objs[1].motion.model_copy(update={"vx": 100.0, "speed": 100.0})  # 300 px in 3 s: too far
+    assert frame_pairs(objs).predicted_links(GroupingConfig().link_k) == []
+
+
+def test_predicted_links_to_non_road_users_or_themselves_are_ignored():
+    objs = [person(0, 0), Obj("traffic light", (900, 0, 920, 60)), person(2000, 0)]
+    assert find_groups(objs, predicted=[(0, 1), (2, 2), (5, 0)]) == []
+
+
+def test_a_predicted_link_survives_the_split_of_an_oversized_crowd():
+    """Ten people shoulder to shoulder plus a car predicted to reach person 9: after the split the
+    car is still in the group of the person it approaches."""
+    crowd = [person(45 * i, 0) for i in range(10)]
+    objs = crowd + [car(2000, 0)]
+    groups = find_groups(objs, GroupingConfig(max_size=8), predicted=[(10, 9)])
+    assert all(len(g.members) <= 8 for g in groups)
+    assert any({9, 10} <= set(g.members) for g in groups)

@@ -1,0 +1,145 @@
+"""Camera health as operators see it (issue 18.6) — pure logic: a `camera` incident while a camera is down.
+
+`CameraWatch.apply(status, now)` folds one CameraStatus from detect in; `tick(now)` notices a
+camera whose detect went silent. Both return incident events shaped like the board's
+(hazardctl/incidents.py), with `type: "camera"`, so the WebSocket push, the page and the alert
+sinks carry them unchanged. No I/O, no clock.
+
+Rules, and why:
+- stale, frozen and blank are *down*: the camera gives nothing usable, which is not the same as a
+  quiet camera (frames arrive, nothing dangerous in them). One incident per outage: it opens on
+  the first down status, is updated when the kind of outage changes (stale → frozen), and ends when
+  the camera is live again.
+- ended is not down: a file finished, or detect stopped on purpose; an open incident ends.
+- A camera whose statuses stop (detect killed, its host gone) is down once nothing came for
+  `silent_factor` × its heartbeat: state `silent`.
+- Statuses are applied in order of their `ts`; an older one than the last seen is ignored
+  (redelivery after a restart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from hazardctl.incidents import Event
+from hazardctl.messages import CameraStatus
+
+DOWN = frozenset({"stale", "frozen", "blank", "silent"})
+INCIDENT_TYPE = "camera"
+
+
+def camera_incident_id(camera_id: str, since: float) -> str:
+    """Stable for one outage: the same status replayed reopens the same id."""
+    digest = hashlib.sha1(f"camera\x1f{camera_id}\x1f{since:.3f}".encode()).hexdigest()
+    return f"cam-{digest[:16]}"
+
+
+@dataclass(slots=True)
+class CameraHealthView:
+    camera_id: str
+    state: str
+    reason: str
+    since: float
+    last_status_at: float
+    """`ts` of the newest status applied"""
+    heard_at: float
+    """when (our clock) the newest status arrived"""
+    heartbeat_s: float | None = None
+    last_frame_ts: float | None = None
+    incident: dict | None = None
+    ended_incidents: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"camera_id": self.camera_id, "state": self.state, "reason": self.reason, "since": self.since,
+                "last_status_at": self.last_status_at, "last_frame_ts": self.last_frame_ts,
+                "down": self.state in DOWN, "incident_id": self.incident["incident_id"] if self.incident else None}
+
+
+class CameraWatch:
+    def __init__(self, silent_factor: float = 3.0, min_silence_s: float = 15.0):
+        self.silent_factor = silent_factor
+        self.min_silence_s = min_silence_s
+        self.cameras: dict[str, CameraHealthView] = {}
+
+    def apply(self, s: CameraStatus, now: float) -> list[Event]:
+        cam = self.cameras.get(s.camera_id)
+        if cam is None:
+            cam = self.cameras[s.camera_id] = CameraHealthView(s.camera_id, s.state, s.reason, s.since, s.ts, now)
+        elif s.ts < cam.last_status_at:
+            return []
+        else:
+            cam.last_status_at = s.ts
+            cam.heard_at = now
+        cam.heartbeat_s = s.heartbeat_s
+        cam.last_frame_ts = s.last_frame_ts
+        if s.state != cam.state or s.previous is not None:
+            cam.state, cam.reason = s.state, s.reason
+            cam.since = s.since
+        return self._incident_events(cam, now)
+
+    def tick(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        for cam in self.cameras.values():
+            if cam.state in ("ended", "silent") or not cam.heartbeat_s:
+                continue
+            silence = max(self.min_silence_s, self.silent_factor * cam.heartbeat_s)
+            if now - cam.heard_at >= silence:
+                cam.state = "silent"
+                cam.reason = f"no status from detect for {now - cam.heard_at:.0f}s (detect stopped or unreachable)"
+                cam.since = cam.heard_at
+                events += self._incident_events(cam, now)
+        return events
+
+    def _incident_events(self, cam: CameraHealthView, now: float) -> list[Event]:
+        inc = cam.incident
+        if cam.state in DOWN:
+            if inc is None:
+                cam.incident = inc = _incident(cam, now)
+                return [Event("incident", "new", cam.camera_id, dict(inc))]
+            if inc["camera_state"] != cam.state:
+                inc.update(camera_state=cam.state, description=_describe(cam), updated_at=now,
+                           risk_types=[f"camera {cam.state}"], results=inc["results"] + 1)
+                return [Event("incident", "update", cam.camera_id, dict(inc))]
+            return []
+        if inc is not None:
+            inc.update(state="ended", ended_at=cam.since if cam.state == "live" else now, updated_at=now,
+                       description=_describe(cam, back=True))
+            cam.incident = None
+            cam.ended_incidents = (cam.ended_incidents + [inc])[-10:]
+            return [Event("incident", "end", cam.camera_id, dict(inc))]
+        return []
+
+    def open_incidents(self, cameras: frozenset[str] | None = None) -> list[dict]:
+        return [dict(c.incident) for c in self.cameras.values()
+                if c.incident is not None and (cameras is None or c.camera_id in cameras)]
+
+    def find(self, incident_id: str) -> dict | None:
+        for c in self.cameras.values():
+            for inc in ([c.incident] if c.incident else []) + c.ended_incidents:
+                if inc["incident_id"] == incident_id:
+                    return dict(inc)
+        return None
+
+    def down(self) -> int:
+        return sum(1 for c in self.cameras.values() if c.state in DOWN)
+
+    def views(self, cameras: frozenset[str] | None = None) -> list[dict]:
+        return [c.as_dict() for c in sorted(self.cameras.values(), key=lambda c: c.camera_id)
+                if cameras is None or c.camera_id in cameras]
+
+
+def _describe(cam: CameraHealthView, back: bool = False) -> str:
+    if back:
+        return f"camera {cam.state} again ({cam.reason})" if cam.reason else f"camera {cam.state} again"
+    return f"camera {cam.state}: {cam.reason}" if cam.reason else f"camera {cam.state}"
+
+
+def _incident(cam: CameraHealthView, now: float) -> dict:
+    """An incident body with the fields of a scene incident (incidents.Incident.as_dict), typed `camera`."""
+    return {"incident_id": camera_incident_id(cam.camera_id, cam.since), "type": INCIDENT_TYPE,
+            "camera_id": cam.camera_id, "group_id": "camera", "state": "open", "camera_state": cam.state,
+            "level": "none", "peak_level": "none", "risk_types": [f"camera {cam.state}"],
+            "description": _describe(cam), "confidence": None, "opened_at": cam.since, "updated_at": now,
+            "last_hot_at": now, "ended_at": None, "frame_id": -1, "frame_ts": cam.last_frame_ts or cam.since,
+            "task_id": None, "results": 1, "times": {}}

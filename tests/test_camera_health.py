@@ -1,0 +1,82 @@
+"""Camera health, pure rules with a fake clock (hazardctl/camera_watch.py) and detect's status messages
+(stages/detect/camera_status.py); a CameraStatus that reaches expand by mistake is a dead letter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hazardctl.camera_watch import CameraWatch, camera_incident_id
+from hazardctl.messages import CameraStatus
+from hazardctl.synthetic import detection
+from tests.conftest import ROOT
+
+
+def st(state: str, ts: float, previous: str | None = "live", reason: str = "", since: float | None = None,
+       camera: str = "cam-1", heartbeat: float | None = 10.0) -> CameraStatus:
+    return CameraStatus(camera_id=camera, state=state, previous=previous, reason=reason,
+                        since=ts if since is None else since, ts=ts, heartbeat_s=heartbeat)
+
+
+def test_a_camera_down_opens_one_incident_updated_by_the_kind_of_outage_and_ended_when_live():
+    w = CameraWatch()
+    assert w.apply(st("live", 0.0, previous=None), 0.0) == []
+    (new,) = w.apply(st("stale", 5.0, reason="read failed"), 5.0)
+    assert (new.kind, new.action) == ("incident", "new")
+    assert new.body["type"] == "camera" and new.body["camera_state"] == "stale" and new.body["opened_at"] == 5.0
+    assert new.body["incident_id"] == camera_incident_id("cam-1", 5.0)
+    assert w.apply(st("stale", 15.0, previous=None, since=5.0), 15.0) == []  # a heartbeat: nothing new
+    (upd,) = w.apply(st("frozen", 20.0, previous="stale", reason="same frame"), 20.0)
+    assert upd.action == "update" and upd.body["camera_state"] == "frozen"
+    assert upd.body["incident_id"] == new.body["incident_id"]
+    assert w.down() == 1 and [i["incident_id"] for i in w.open_incidents()] == [new.body["incident_id"]]
+    (end,) = w.apply(st("live", 30.0, previous="frozen"), 30.0)
+    assert end.action == "end" and end.body["ended_at"] == 30.0 and end.body["state"] == "ended"
+    assert w.down() == 0 and w.open_incidents() == []
+    assert w.find(new.body["incident_id"])["state"] == "ended"
+
+
+def test_a_quiet_live_camera_and_an_ended_file_are_not_down():
+    w = CameraWatch()
+    assert w.apply(st("live", 0.0, previous=None), 0.0) == []
+    assert w.apply(st("live", 100.0, previous=None), 100.0) == []
+    assert w.apply(st("ended", 101.0, previous="live", reason="end of input", camera="file-cam"), 101.0) == []
+    assert w.down() == 0
+    # hours later without a word from detect: the live camera is silent (down), the ended one is not
+    assert [(e.camera_id, e.action) for e in w.tick(10_000.0)] == [("cam-1", "new")]
+
+
+def test_silence_from_detect_is_down_and_a_status_ends_it():
+    w = CameraWatch(silent_factor=3.0, min_silence_s=15.0)
+    w.apply(st("live", 0.0, previous=None, heartbeat=10.0), 0.0)
+    assert w.tick(29.0) == []
+    (new,) = w.tick(30.0)
+    assert new.action == "new" and new.body["camera_state"] == "silent" and "no status from detect" in new.body["description"]
+    assert w.tick(60.0) == []  # one incident per outage
+    (end,) = w.apply(st("live", 61.0, previous=None), 61.0)
+    assert end.action == "end"
+
+
+def test_an_older_status_than_the_last_is_ignored():
+    w = CameraWatch()
+    w.apply(st("stale", 10.0), 10.0)
+    assert w.apply(st("live", 5.0, previous="stale"), 11.0) == []  # redelivered from before the outage
+    assert w.down() == 1
+
+
+def test_expand_dead_letters_a_camera_status_on_its_input_and_goes_on(tmp_path):
+    """If detect's status topic is pointed at expand by mistake: one dead letter per status, no crash,
+    the detections around it still become tasks."""
+    det = detection("cam-1", 1, 1_700_000_000.0, groups=2).model_dump_json()
+    status = st("stale", 1_700_000_001.0, reason="read failed").model_dump_json()
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join([det, status, det.replace('"frame_id":1', '"frame_id":2')]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "hazardctl.cli", "expand", "--in", str(src),
+                        "--dlq", str(tmp_path / "dlq.jsonl")], cwd=ROOT, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    tasks = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    dead = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_text().splitlines()]
+    assert len(tasks) >= 2 and {t["camera_id"] for t in tasks} == {"cam-1"}
+    assert len(dead) == 1 and dead[0]["stage"] == "expand" and dead[0]["line"] == 2
+    assert dead[0]["error_class"] == "validation" and json.loads(dead[0]["payload"])["type"] == "camera-status"

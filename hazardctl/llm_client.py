@@ -39,6 +39,8 @@ class Call:
     error: str | None = None
     http_s: float = 0.0
     """time inside the HTTP request alone (not building the body, not parsing the reply)"""
+    window: tuple[float, float] | None = None
+    """the HTTP exchange itself, (sent, answered) in Unix seconds: `times.llm_start/llm_end` (issue 17.3)"""
     normalized: tuple[str, ...] = ()
     """rules of the tolerant reader the answer needed (`hazardctl.answers`); empty: strict"""
     reject_reason: str | None = None
@@ -156,19 +158,21 @@ def response_format(kind: str) -> dict | None:
 
 async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask, timeout: float, *,
                    temperature: float = 0.1, max_tokens: int = 400, language: str = "en") -> Call:
-    """One call with one key. `Call.http_s` is the HTTP request alone, so what the scheduler reports
-    as its own overhead includes building the body (data URL, JSON) and parsing the reply."""
+    """One call with one key. `Call.http_s` and `Call.window` are the HTTP exchange alone, so building
+    the body (prompt, data URL, JSON) and reading the reply count as our own time, not the LLM's."""
     request = {"model": key.model, "messages": chat_messages(task, language), "temperature": temperature,
                "max_tokens": max_tokens}
     fmt = response_format(getattr(key, "response_format", "none"))
     if fmt is not None:
         request["response_format"] = fmt
     body = orjson.dumps(request)
+    sent = time.time()
     t0 = time.perf_counter()
     reply = await _post(client, body, timeout)
     http_s = time.perf_counter() - t0
+    window = (sent, sent + http_s)  # one clock for both ends: the window is exactly http_s long
     if isinstance(reply, Call):
-        reply.http_s = http_s
+        reply.http_s, reply.window = http_s, window
         return reply
     try:
         text, finish_reason = reply_message(reply.content)
@@ -179,7 +183,7 @@ async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask
     except (AttributeError, TypeError, ValueError, RecursionError) as e:  # e.g. content as a list of parts
         call = Call(Outcome.BAD_RESPONSE, error=f"bad response: unexpected shape ({type(e).__name__})",
                     reject_reason="not_a_completion")
-    call.http_s = http_s
+    call.http_s, call.window = http_s, window
     call.usage = usage_tokens(reply.content)
     return call
 

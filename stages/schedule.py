@@ -87,6 +87,8 @@ class Assessed:
     attempts: int = 0
     llm_start: float | None = None
     llm_end: float | None = None
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    """every attempt's HTTP exchange (sent, answered), the last attempt last: `times.llm_attempts`"""
     llm_s: float = 0.0
     key_wait_s: float = 0.0
     error_class: str | None = None
@@ -299,7 +301,6 @@ class Scheduler:
             out.key_wait_s += t1 - t0
             out.attempts += 1
             out.key = key
-            out.llm_start = time.time()
             timeout = min(key.timeout, deadline - t1)  # the deadline caps the call, not only the retries
             try:
                 call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
@@ -308,9 +309,11 @@ class Scheduler:
             except BaseException:  # cancelled, or a bug: give the lease back, no verdict on the key
                 self.pool.release(lease, Outcome.ABANDONED)
                 raise
-            out.llm_end = time.time()
             took = loop.time() - t1
             out.llm_s += call.http_s  # the request alone: body building and reply parsing are our overhead
+            if call.window is not None:  # the HTTP exchange itself, not the prompt building or the reading
+                out.windows.append(call.window)
+                out.llm_start, out.llm_end = call.window
             out.call = call
             if call.outcome is Outcome.OK:
                 self.call_times.observe(took)
@@ -351,8 +354,8 @@ class Scheduler:
 
     def result(self, task: AssessmentTask, status: str, a: Assessed, dequeued: float) -> RiskAssessmentResult:
         ra = a.call.assessment
-        times = task.times.model_copy(update={"dequeue": dequeued, "llm_start": a.llm_start,
-                                              "llm_end": a.llm_end, "result": time.time()})
+        times = task.times.model_copy(update={"dequeue": dequeued, "llm_start": a.llm_start, "llm_end": a.llm_end,
+                                              "llm_attempts": list(a.windows) or None, "result": time.time()})
         return RiskAssessmentResult(
             task_id=task.task_id, detection_id=task.detection_id, camera_id=task.camera_id,
             group_id=task.group.group_id, frame_id=task.frame_id, frame_ts=task.frame_ts, status=status,
@@ -416,10 +419,15 @@ class Scheduler:
 
     def observe_hops(self, t: StageTimes, a: Assessed) -> None:
         """The hops of the `times` record this stage closed, and capture → result with and without the
-        LLM's HTTP time and the wait for a key (pacing is queueing, not overhead): docs/latency.md."""
+        LLM's HTTP time and the wait for a key (pacing is queueing, not overhead): docs/latency.md.
+        A retried task's earlier attempts are retry time, a hop of its own (first attempt's start →
+        the last attempt's start), never our overhead."""
         hop = self._hops.hop
+        first = a.windows[0][0] if a.windows else t.llm_start
         hop("expand", "dequeue", t.expand, t.dequeue)
-        hop("dequeue", "llm_start", t.dequeue, t.llm_start)
+        hop("dequeue", "llm_start", t.dequeue, first)  # to the first attempt: validation, prompt, the key wait
+        if len(a.windows) > 1:
+            hop("llm_first_start", "llm_start", first, t.llm_start)  # retry time: failed attempts, the next key
         hop("llm_start", "llm_end", t.llm_start, t.llm_end)
         hop("llm_end", "result", t.llm_end, t.result)
         if t.capture is not None and t.result is not None:

@@ -39,8 +39,10 @@ from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
 from stages.consume_auth import AccessPolicy, Guard, select_subprotocol
+from stages.consume_history import IncidentApi
 from stages.consume_http import HttpApi, load_page
 from stages.consume_listeners import start_http, websocket_port_http
+from stages.consume_store import IncidentRecorder, StoreOptions
 from stages.consume_ws import Hub, subscription_json
 
 STAGE = "consume"
@@ -78,6 +80,8 @@ class ConsumeOptions:
     max_in_flight: int = 5000
     access: AccessPolicy = field(default_factory=AccessPolicy)
     """bearer token, allowed origins, client limit (stages.consume_auth.Guard)"""
+    store: StoreOptions | None = None
+    """the incident store (stages.consume_store); None: incidents live in memory only"""
 
 
 def parse_address(spec: str, flag: str) -> tuple[str, int]:
@@ -229,7 +233,10 @@ class ConsumeService:
         self.replayed = 0
         self.pump: InputPump | None = None
         self._events = {k: EVENTS.labels(STAGE, k) for k in
-                        ("camera_update", "camera_removed", "incident_new", "incident_update", "incident_end")}
+                        ("camera_update", "camera_removed", "incident_new", "incident_update", "incident_end",
+                         "incident_ack", "incident_resolve", "incident_false_positive")}
+        self.recorder: IncidentRecorder | None = None
+        """the incident store's side (None: no store): every decision of the board is handed to it"""
         self._results = {k: RESULTS.labels(STAGE, k) for k in ("applied", "duplicate", "late", "failed")}
         self._out = metrics.MESSAGES_OUT.labels(STAGE)
         self._fanout = FANOUT.labels(STAGE)
@@ -271,6 +278,10 @@ class ConsumeService:
                 hops.hop("alert", "ws_send", now, sent)
                 if t.capture is not None:
                     hops.span("capture_to_ws_send", sent - t.capture)
+            if self.recorder is not None:  # after the push: the store's writer thread takes it from here
+                self.recorder.applied(result, applied, now)
+        if self.recorder is not None:
+            self.recorder.offsets(batch)
         self._latency.observe((time.perf_counter() - t0) / len(batch))
         if self.pump is not None:
             self.pump.done([b[0] for b in batch])
@@ -283,14 +294,33 @@ class ConsumeService:
         self.hub.publish(ev.camera_id, data)
         self._events[f"{ev.kind}_{ev.action}"].inc()
         self._out.inc()
-        if ev.kind == "incident" and ev.action != "end":
+        if ev.kind == "incident" and ev.action in ("new", "update"):
             capture = ev.body["times"].get("capture")
             if capture:
                 self._alert.observe(now - capture)
 
     def tick(self) -> None:
-        for ev in self.board.tick(time.time()):
+        now = time.time()
+        events = self.board.tick(now)
+        for ev in events:
             self.publish(ev)
+        if self.recorder is not None:
+            self.recorder.events(events)
+            self.recorder.maybe_prune(now)
+
+    def act(self, incident_id: str, action: str, note: str | None) -> dict | None:
+        """An operator's action on an incident the board holds: applied, pushed to every client of its
+        camera (`incident` event `ack` / `resolve` / `false_positive`) and recorded; the incident as
+        shown, or None when the board does not hold it (stages.consume_actions asks the store)."""
+        now = time.time()
+        inc, events = self.board.act(incident_id, action, now)
+        if inc is None:
+            return None
+        for ev in events:
+            self.publish(ev)
+        if self.recorder is not None:
+            self.recorder.action(incident_id, action, note, now, inc)
+        return inc.as_dict(crop=False)
 
     def health(self) -> dict:
         ok = self.input_state != "failed"
@@ -299,7 +329,8 @@ class ConsumeService:
                 "clients": len(self.hub.clients), "clients_dropped": self.hub.dropped,
                 "results_cached": len(self.recent), "replayed": self.replayed,
                 "dead_letters": self.pump.dead_letters if self.pump else 0,
-                "uptime_s": round(time.time() - self.started, 1)}
+                "uptime_s": round(time.time() - self.started, 1),
+                **(self.recorder.health() if self.recorder is not None else {})}
 
 
 def metrics_response() -> tuple[bytes, str]:
@@ -309,23 +340,41 @@ def metrics_response() -> tuple[bytes, str]:
 # ---- start, serve, stop -------------------------------------------------------------------------
 
 
-def replay_into(board: IncidentBoard, endpoints: Endpoints, topic: str, window_s: float) -> tuple[dict, int]:
-    """Rebuild the board from the last `window_s` seconds of `topic`; returns (end offsets, count)."""
+def replay_into(board: IncidentBoard, endpoints: Endpoints, topic: str, window_s: float,
+                recorder: IncidentRecorder | None = None) -> tuple[dict, int]:
+    """Rebuild the board from the last `window_s` seconds of `topic`; returns (end offsets, count).
+    With a store: only the gap since the store's offsets (partitions it has none for: the window), and
+    what is applied is recorded."""
     t0 = time.monotonic()
-    replay = endpoints.kafka.replay(topic, time.time() - window_s)
+    window_start = time.time() - window_s
+    since, stored = (recorder.replay_plan(topic, window_s, time.time()) if recorder is not None
+                     else (window_start, {}))
+    replay = endpoints.kafka.replay(topic, since)
     n = 0
     try:
         for records in replay.batches():
+            batch = []
             for r in records:
+                ts = r.extra.get("ts") or time.time()
+                start = stored.get(r.partition)
+                if (r.offset < start) if start is not None else ts < window_start:
+                    continue  # stored already (or older than the window where the store has no offset)
                 try:
                     result = parse_result(r)
                 except BadInput:
                     continue  # it became a dead letter when it was first consumed
-                board.apply(result, r.extra.get("ts") or time.time())
+                applied = board.apply(result, ts)
+                if recorder is not None:
+                    recorder.applied(result, applied, ts, block=True)
+                    batch.append((r, result))
                 n += 1
+            if recorder is not None and batch:
+                recorder.offsets(batch, block=True)
     finally:
         replay.close()
-    board.tick(time.time())  # end what went quiet while we were down; events are not pushed
+    ended = board.tick(time.time())  # end what went quiet while we were down; events are not pushed
+    if recorder is not None:
+        recorder.events(ended, block=True)
     log.info("consume: rebuilt state from %d results of the last %.0fs of %s in %.2fs (%d cameras, %d open incidents)",
              n, window_s, topic, time.monotonic() - t0, len(board.cameras), len(board.open))
     return replay.ends, n
@@ -377,6 +426,8 @@ async def _serve(service: ConsumeService, pump: InputPump, stop: asyncio.Event, 
     opts = service.opts
     loop = asyncio.get_running_loop()
     api = HttpApi(service, b"", metrics_response)
+    api.incidents = IncidentApi(service)  # history over the store, actions (POST and the WebSocket's "action")
+    service.hub.on_action = api.incidents.on_ws_message
     guard = Guard(opts.access, lambda: len(service.hub.clients), STAGE)
     try:
         ws_server = await ws_serve(service.hub.handler, opts.ws_host, opts.ws_port,
@@ -437,9 +488,19 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
     dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
     endpoints.wait_ready([in_spec, dlq_spec], connect_timeout)
     service = ConsumeService(IncidentBoard(opts.board), opts)
-    skip_before: dict = {}
-    if is_kafka(in_spec) and opts.replay_s > 0:
-        skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec), opts.replay_s)
-    asyncio.run(serve(service, endpoints.input(in_spec, group_id, STAGE), endpoints.output(dlq_spec),
-                      skip_before=skip_before))
+    recorder = None
+    if opts.store is not None:  # exit 3 with one line when the database cannot be reached
+        recorder = service.recorder = IncidentRecorder(opts.store)
+        recorder.restore(service.board)
+        recorder.start()
+    try:
+        skip_before: dict = {}
+        if is_kafka(in_spec) and (opts.replay_s > 0 or recorder is not None):
+            skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec),
+                                                        opts.replay_s, recorder)
+        asyncio.run(serve(service, endpoints.input(in_spec, group_id, STAGE), endpoints.output(dlq_spec),
+                          skip_before=skip_before))
+    finally:
+        if recorder is not None:
+            recorder.stop(10.0)
     return service

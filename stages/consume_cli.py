@@ -54,17 +54,30 @@ def consume_cmd(
         [], "--allow-host", help="A Host name (ops.example.com) the API and the WebSocket answer to besides "
         "localhost, 127.0.0.1, [::1] and the bound addresses; repeatable; other names get 421 (DNS rebinding). "
         "'*' allows any (not advised)."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Keep incidents, their results, evidence and operators' actions in a database: "
+        "sqlite:///PATH (embedded, WAL) or postgresql://USER:PASSWORD@HOST:PORT/DB. Default: "
+        "sqlite:///DATA_DIR/incidents.db when --data-dir is given, else memory only."),
+    data_dir: Optional[str] = typer.Option(
+        None, "--data-dir", help="Where the embedded store and the evidence files (crops, by content hash) live."),
+    retention_days: Optional[float] = typer.Option(
+        None, "--retention-days", help="Delete incidents that ended more than this many days ago (default: keep)."),
+    store_queue: int = typer.Option(20_000, min=1, help="Store writes queued in memory while the database is "
+                                    "away; more are dropped and counted (hazardctl_store_writes_total)."),
+    evidence_max_mb: float = typer.Option(1024.0, help="Most MiB of evidence files; the oldest go first."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
-    from stages import consume
+    from stages import consume, consume_store
     from stages.consume_auth import AccessPolicy, load_token, parse_hosts, parse_origins
 
     if min_level not in ("low", "medium", "high"):
         raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
     if quiet_period <= 0 or group_ttl <= 0 or replay < 0:
         raise ConfigError("--quiet-period and --group-ttl must be > 0, --replay >= 0")
+    if retention_days is not None and retention_days <= 0 or evidence_max_mb <= 0:
+        raise ConfigError("--retention-days and --evidence-max-mb must be > 0")
     ws_host, ws_port = consume.parse_address(ws, "--ws")
     http_host, http_port = consume.parse_address(http, "--http") if http else (None, None)
     opts = consume.ConsumeOptions(
@@ -72,6 +85,8 @@ def consume_cmd(
         board=BoardConfig(min_level=min_level, quiet_period_s=quiet_period, group_ttl_s=group_ttl),
         client_queue=client_queue, replay_s=replay, cache_size=cache_size, exit_on_eof=exit_on_eof,
         access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
-                            max_clients=max_clients, allow_hosts=parse_hosts(allow_host)))
+                            max_clients=max_clients, allow_hosts=parse_hosts(allow_host)),
+        store=consume_store.store_options(store, data_dir, retention_days=retention_days, max_pending=store_queue,
+                                          evidence_max_mb=evidence_max_mb))
     serve_metrics(metrics_port, metrics_bind, token=opts.access.token)  # the API's token guards it too
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)

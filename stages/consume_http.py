@@ -54,6 +54,20 @@ class HttpApi:
         self.state = state  # .board, .recent, .health() — the running ConsumeService
         self.page = page
         self.metrics = metrics
+        self.incidents: Any = None
+        """stages.consume_history.IncidentApi: the store's history routes and the actions (POST)"""
+
+    async def respond(self, method: str, path: str, query: Mapping[str, str], *, authorized: bool = True,
+                      body: bytes = b"", content_type: str | None = None) -> HttpResponse:
+        """Any request: the history and action routes (stages.consume_history) when they are ours,
+        else `handle` (GET/HEAD only)."""
+        parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+        if self.incidents is not None and self.incidents.wants(method, parts, query):
+            return await self.incidents.handle(method, parts, dict(query), body, content_type)
+        if method not in ("GET", "HEAD"):
+            return HttpResponse(405, orjson.dumps({"error": f"{method} is not allowed here"}), JSON,
+                                (("Allow", "GET, HEAD"),))
+        return self.handle(path, query, authorized)
 
     def handle(self, path: str, query: Mapping[str, str], authorized: bool = True) -> HttpResponse:
         """`authorized`: the request carried the token (or none is required); without it the open
@@ -98,7 +112,10 @@ class HttpApi:
             return _json(200, {"results": self.state.recent.latest(query.get("camera"), _limit(query, 100, 10_000))})
         return _json(404, {"error": f"no such path {path!r}",
                            "paths": ["/", "/healthz", "/metrics", "/cameras", "/cameras/{id}",
-                                     "/incidents?open=true", "/incidents/{id}", "/results?camera=ID&limit=N", "/ws"]})
+                                     "/incidents?open=true", "/incidents/{id}", "/results?camera=ID&limit=N", "/ws",
+                                     "/incidents?camera=&since=&until=&level=&state=&limit=&cursor= (store)",
+                                     "/incidents/{id}/evidence/{n}", "/incidents.csv", "/incidents.jsonl",
+                                     "POST /incidents/{id}/ack|resolve|false-positive"]})
 
 
 def single_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

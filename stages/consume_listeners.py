@@ -27,7 +27,7 @@ def websocket_port_http(api: HttpApi, guard: Guard | None = None) -> Callable[[S
                            ("Cache-Control", "no-store"), ("Connection", "close"), *r.headers])
         return Response(r.status, reason, headers, r.body)
 
-    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         target = guard.check_target(request.path)
         if isinstance(target, HttpResponse):
             return respond(connection, target)
@@ -36,7 +36,7 @@ def websocket_port_http(api: HttpApi, guard: Guard | None = None) -> Callable[[S
             refusal = guard.check_websocket(request.headers)
             return None if refusal is None else respond(connection, refusal)
         r = (guard.check_http(path, request.headers)
-             or api.handle(path, query, authorized=guard.request_authorized(request.headers)))
+             or await api.respond("GET", path, query, authorized=guard.request_authorized(request.headers)))
         return respond(connection, r)
 
     return process_request
@@ -54,14 +54,19 @@ async def start_http(api: HttpApi, host: str, port: int, guard: Guard | None = N
             r = target
         else:
             path, query = target
-            r = (guard.check_http(path, request.headers)
-                 or api.handle(path, query, authorized=guard.request_authorized(request.headers)))
+            r = guard.check_http(path, request.headers)
+            if r is None:
+                body = await request.read() if request.can_read_body else b""
+                r = await api.respond(request.method, path, query, body=body,
+                                      content_type=request.headers.get("Content-Type"),
+                                      authorized=guard.request_authorized(request.headers))
         ctype, _, charset = r.content_type.partition("; charset=")
         return web.Response(status=r.status, body=r.body, content_type=ctype, charset=charset or None,
                             headers={"Cache-Control": "no-store", **dict(r.headers)})
 
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_get("/{tail:.*}", handle)
+    app.router.add_post("/{tail:.*}", handle)  # operators' actions (stages.consume_history)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -82,6 +82,8 @@ class Hub:
         self.dropped = 0
         self._overflowed: list[Client] = []
         self._closing: set[asyncio.Task] = set()
+        self.on_action: Callable[["Hub", Client, dict], bytes | None] | None = None
+        """handles a client's `action` message (stages.consume_history.IncidentApi.on_ws_message)"""
 
     # ---- registry ------------------------------------------------------------------------------
 
@@ -231,7 +233,9 @@ class Hub:
                 return None
             if kind == "ping":
                 return orjson.dumps({"type": "pong", "id": msg.get("id")})
-            raise ValueError(f"unknown message type {kind!r} (expected 'subscribe' or 'ping')")
+            if kind == "action" and self.on_action is not None:  # an operator's ack/resolve/false positive
+                return self.on_action(self, c, msg)
+            raise ValueError(f"unknown message type {kind!r} (expected 'subscribe', 'ping' or 'action')")
         except (ValueError, orjson.JSONDecodeError) as e:
             return orjson.dumps({"type": "error", "error": str(e)[:200]})
 

@@ -329,10 +329,12 @@ class GroupGate:
         return reason
 
     def restore(self, camera_id: str, group_id: str, entry: GateEntry) -> None:
-        """Put back an entry rebuilt from the output (a restart); the camera's clock moves to it."""
+        """Put back an entry rebuilt from the output (a restart); the camera's clock moves to it.
+
+        Never sweeps: the rebuild reads partitions one after another, so a camera's clock (from its
+        latest task) can be ahead of sightings of its groups not folded in yet."""
         self._state[(camera_id, group_id)] = entry
         self._watermark[camera_id] = max(self._watermark.get(camera_id, entry.seen_ts), entry.seen_ts)
-        self._tick()
 
     def entry(self, camera_id: str, group_id: str) -> GateEntry | None:
         return self._state.get((camera_id, group_id))

@@ -25,18 +25,42 @@ FLINK_LOCAL = ["bash", str(ROOT / "scripts" / "flink-local.sh")]
 BAD = [b'{"truncated": ', b"\xff\xfe not json", b'{"schema_version": 1, "camera_id": "cam-bad"}']
 
 
-def detections(cameras: int, frames: int, first: int = 0, bad_every: int = 0) -> list[tuple[bytes, bytes]]:
+def detections(cameras: int, frames: int, first: int = 0, bad_every: int = 0,
+               cues: bool = False) -> list[tuple[bytes, bytes]]:
     """Frames interleaved across cameras; the synthetic groups keep their tracks and drift slowly,
-    so the gate suppresses most frames (new, then refresh every 10 s, changed when a box jumps)."""
+    so the gate suppresses most frames (new, then refresh every 10 s, changed when a box jumps).
+    With `cues`, groups carry motion cues (`with_cues`): calm ones, approaching pairs, and none."""
     out = []
     for f in range(first, first + frames):
         for c in range(cameras):
             d = detection(f"cam-{c:03d}", f, T0 + f * 0.5, groups=3, seed=c)
+            if cues:
+                with_cues(d, f, c)
             out.append((d.camera_id.encode(), d.model_dump_json().encode()))
     if bad_every:
         for i, bad in enumerate(BAD):
             out.insert(min(len(out), (i + 1) * bad_every), (b"cam-bad", bad))
     return out
+
+
+def with_cues(d, frame: int, camera: int) -> None:
+    """Motion cues on the synthetic groups (hand-made `GroupCues`, as detect's cues would be):
+    g1 is calm (a crowd: no possible conflict) on two cameras in three, else untracked (no cues);
+    g2 is a car approaching a pedestrian every 10 s: TTC falls 4.0 → 0.25 s in 0.125 s steps a frame
+    (suspect at 1.5 s, again when markedly worse), then the car has passed (opening, no TTC);
+    g3 closes slowly, never near (conflict possible, nothing crossed)."""
+    from hazardctl.messages import GroupCues
+
+    g1, g2, g3 = d.groups
+    if camera % 3 != 2:
+        g1.cues = GroupCues(conflict_possible=False)
+    phase = (frame + camera) % 20
+    if phase < 16:
+        t = 4.0 - 0.25 * phase
+        g2.cues = GroupCues(conflict_possible=True, min_ttc_s=t, max_closing_speed=140.0, min_gap_ratio=t / 3)
+    else:
+        g2.cues = GroupCues(conflict_possible=True, max_closing_speed=-50.0, min_gap_ratio=1.0)
+    g3.cues = GroupCues(conflict_possible=True, min_ttc_s=9.0, max_closing_speed=10.0, min_gap_ratio=2.0)
 
 
 def expected_tasks(items: list[tuple[bytes, bytes]], cfg: ExpandConfig = ExpandConfig()) -> dict[str, dict]:

@@ -1,5 +1,6 @@
 """expand --engine flink on a local mini-cluster, against the real broker: parity with the local engine
-(same task ids, equal payloads, per-camera order), dead letters, SIGTERM; and the preflight lines."""
+(same task ids and reasons — suspect and calm groups included —, equal payloads, per-camera order), dead
+letters, SIGTERM; and the preflight lines."""
 
 from __future__ import annotations
 
@@ -28,10 +29,12 @@ def test_parity_local_and_flink_minicluster(kafka_bootstrap, make_topic, hazardc
     src = make_topic("det", 4)
     dst_l, dst_f = make_topic("tasks-local", 4), make_topic("tasks-flink", 4)
     dlq_l, dlq_f = make_topic("dlq-local", 1), make_topic("dlq-flink", 1)
-    items = detections(cameras=6, frames=120, bad_every=200)  # 720 detections, gated; 3 broken records
+    # 720 detections, gated, with motion cues (suspect, calm, none); 3 broken records
+    items = detections(cameras=6, frames=120, bad_every=200, cues=True)
     expected = expected_tasks(items)
     reasons = {t["reason"] for t in expected.values()}
-    assert reasons == {"new", "changed", "refresh"} and 80 < len(expected) < 720 * 3 / 2, "gate must be exercised"
+    assert reasons == {"suspect", "new", "changed", "refresh"} and 80 < len(expected) < 720 * 3 / 2, \
+        "gate must be exercised"
     produce(kafka_bootstrap, src, items)
 
     cfg = flink_yaml(tmp_path / "flink.yaml", tmp_path / "checkpoints")

@@ -35,6 +35,31 @@ def test_same_decisions_as_the_local_gate():
     assert {t["reason"] for t in got.values()} == {"new", "changed", "refresh"}
 
 
+def test_same_decisions_as_the_local_gate_with_motion_cues():
+    """Suspect (with its cooldown and `worse`) and calm groups survive the pickled state like the rest."""
+    items = detections(cameras=6, frames=160, cues=True)
+    got, states = run(items)
+    want = expected_tasks(items)
+    assert {i: t["reason"] for i, t in got.items()} == {i: t["reason"] for i, t in want.items()}
+    assert {t["reason"] for t in got.values()} == {"suspect", "new", "changed", "refresh"}
+    entry = states[b"cam-000"]["cam-000"][1]["cam-000-g2"]
+    assert entry.suspect_ts is not None and entry.suspect_cues.min_ttc_s is not None, "suspect memory is in the state"
+    calm = [t for t in got.values() if t["group"]["group_id"].endswith("-g1") and int(t["camera_id"][-3:]) % 3 != 2]
+    assert {t["reason"] for t in calm} == {"new", "refresh"}, "a calm group: new, then only the calm refresh"
+    assert len(calm) <= 4 * 2, "4 calm groups × (new + at most one calm refresh in 80 s)"
+    untracked = [t for t in got.values() if t["group"]["group_id"].endswith("-g1") and t not in calm]
+    assert "changed" in {t["reason"] for t in untracked}, "the same group without cues: its drift is a change"
+
+
+def test_classic_mode_ignores_the_cues():
+    items = detections(cameras=3, frames=60, cues=True)
+    cfg = ExpandConfig(GateConfig(mode="classic"))
+    got, _ = run(items, cfg)
+    assert {i: t["reason"] for i, t in got.items()} == {
+        i: t["reason"] for i, t in expected_tasks(detections(cameras=3, frames=60), cfg).items()}
+    assert "suspect" not in {t["reason"] for t in got.values()}
+
+
 def test_groups_not_seen_for_ttl_are_dropped():
     cfg = ExpandConfig(GateConfig(ttl_s=5.0))
     # every frame shows a group id never seen before (group ids are not stable): the value stays bounded

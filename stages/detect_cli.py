@@ -66,6 +66,11 @@ def detect_cmd(
                                 "them with ByteTrack like a camera."),
     dlq: Optional[str] = typer.Option(None, "--dlq", help="Dead letters (bad mot: lines): default stderr, "
                                       "kafka://dead-letters when --out is Kafka."),
+    status_out: Optional[str] = typer.Option(
+        None, "--status-out", help="Send each camera's health (live, stale, frozen, blank, ended) here on every "
+        "change and as a heartbeat, e.g. kafka://camera-status; consume --camera-status reads it and opens a "
+        "camera incident while a camera is down. Default: not sent."),
+    heartbeat: float = typer.Option(10.0, help="Seconds between two camera-status heartbeats (--status-out)."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
 ) -> None:
     from hazardctl.cues import CueConfig
@@ -99,7 +104,8 @@ def detect_cmd(
                             ("--jpeg-quality", jpeg_quality, 1 <= jpeg_quality <= 100),
                             ("--horizon", horizon, 0 < horizon <= 60), ("--min-closing", min_closing, min_closing >= 0),
                             ("--motion-window", motion_window, 0 < motion_window <= 30),
-                            ("--mot-ids", mot_ids, mot_ids in ("keep", "track"))):
+                            ("--mot-ids", mot_ids, mot_ids in ("keep", "track")),
+                            ("--heartbeat", heartbeat, heartbeat > 0)):
         if not ok:
             raise ConfigError(f"{name} {value}: out of range")
     cfg = detect.DetectConfig(
@@ -111,6 +117,7 @@ def detect_cmd(
         reader=ReaderSettings(realtime=not as_fast_as_possible),
         motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
+        status_out=status_out, heartbeat_s=heartbeat,
     )
     serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

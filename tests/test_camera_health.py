@@ -80,3 +80,52 @@ def test_expand_dead_letters_a_camera_status_on_its_input_and_goes_on(tmp_path):
     assert len(tasks) >= 2 and {t["camera_id"] for t in tasks} == {"cam-1"}
     assert len(dead) == 1 and dead[0]["stage"] == "expand" and dead[0]["line"] == 2
     assert dead[0]["error_class"] == "validation" and json.loads(dead[0]["payload"])["type"] == "camera-status"
+
+
+class Camera:
+    """A reader's face as the publisher sees it: its state and its real CameraHealth."""
+
+    def __init__(self):
+        from stages.detect.camera_state import CameraHealth
+
+        self.health = CameraHealth(stale_after_s=2.0)
+
+    @property
+    def state(self) -> str:
+        return self.health.state
+
+
+def test_detect_publishes_changes_heartbeats_frozen_and_a_final_ended(tmp_path):
+    from hazardctl.transports import open_line_output
+    from stages.detect.camera_status import CameraStatusPublisher
+
+    clock = [1000.0]
+    out_path = tmp_path / "status.jsonl"
+    out = open_line_output(str(out_path))
+    pub = CameraStatusPublisher(out, heartbeat_s=10.0, first_grace_s=5.0, clock=lambda: clock[0])
+    cams = {"a": Camera(), "never": Camera()}
+
+    def step(dt: float) -> None:
+        clock[0] += dt
+        pub.pump(cams)
+
+    step(1.0)  # both still connecting: nothing yet
+    cams["a"].health.frame(0.0)
+    pub.note("a", "transition", None)
+    step(0.1)  # a: live
+    step(5.0)  # "never" never connected: stale after the grace
+    step(5.0)  # a's heartbeat (10 s after its first status)
+    cams["a"].health.failed(0.0, "read failed")
+    pub.note("a", "transition", None)
+    step(0.1)  # a: stale
+    pub.note("a", "drop", "repeated")  # the same frame keeps coming
+    step(0.1)  # a: frozen
+    pub.close(cams, 1.0)
+    out.close()
+    sent = [CameraStatus.model_validate_json(line) for line in out_path.read_text().splitlines()]
+    seen = [(s.camera_id, s.state, s.previous) for s in sent]
+    assert seen == [("a", "live", "stale"), ("never", "stale", None), ("a", "live", None), ("a", "stale", "live"),
+                    ("a", "frozen", "stale"), ("a", "ended", "frozen"), ("never", "ended", "stale")]
+    assert sent[2].since == sent[0].since == 1001.1  # a heartbeat keeps the time the state began
+    assert sent[3].reason == "read failed" and sent[4].reason == "the same frame again and again"
+    assert sent[5].reason == "detect stopped" and all(s.heartbeat_s == 10.0 for s in sent)

@@ -34,6 +34,7 @@ from hazardctl.messages import DetectedObject, DetectionResult, DetectorInfo, Gr
 from hazardctl.transports.base import Record
 from hazardctl.runner import StopSignal
 from stages.detect import metrics as m
+from stages.detect.camera_status import CameraStatusPublisher
 from stages.detect.camera_state import LIVE, STALE, STATES, Transition
 from stages.detect.crops import Crop, CropConfig, fit_crops
 from stages.detect.mot import BoxFrame, MotReader
@@ -93,6 +94,9 @@ class DetectConfig:
     """MOT replays: 'keep' the file's ids as track ids, or 'track' (ByteTrack) as for a camera"""
     dlq: str | None = None
     """dead letters (bad MOT lines); None: kafka://dead-letters when --out is Kafka, else stderr"""
+    status_out: str | None = None
+    """camera health (CameraStatus on change and as a heartbeat), e.g. kafka://camera-status; None: not sent"""
+    heartbeat_s: float = 10.0
 
 
 @dataclass
@@ -184,7 +188,7 @@ def _tracker_factory(detector: Detector | None, cfg: DetectConfig) -> Callable[[
 class DetectStage:
     def __init__(self, cfg: DetectConfig, detector: Detector | None, outbox_output, *, max_message_bytes: int,
                  stop_on_delivery_failure: bool, make_tracker: Callable[[SourceSpec], Tracker | None] | None = None,
-                 dlq_output=None):
+                 dlq_output=None, status_output=None):
         self.cfg = cfg
         self.detector = detector
         self.max_message_bytes = max_message_bytes
@@ -202,6 +206,7 @@ class DetectStage:
         self._hops = shared_metrics.Hops(STAGE)
         self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
         self.outbox = Outbox(outbox_output, cfg.buffer_bytes, on_dropped=self._on_dropped, on_failed=self._on_failed)
+        self.camera_status = CameraStatusPublisher(status_output, heartbeat_s=cfg.heartbeat_s)
         session = _base36(int(time.time() * 10) % 36 ** 6)
         make_tracker = make_tracker or _tracker_factory(detector, cfg)
         self.cameras: dict[str, CameraRun] = {}
@@ -222,6 +227,7 @@ class DetectStage:
 
     # --- events from reader threads ---
     def _on_camera_event(self, camera_id: str, kind: str, value: object) -> None:
+        self.camera_status.note(camera_id, kind, value)
         if kind == "read":
             m.FRAMES_READ.labels(camera_id).inc(value)  # type: ignore[arg-type]
         elif kind == "bad_line":
@@ -269,6 +275,7 @@ class DetectStage:
     # --- the loop ---
     def run(self) -> DetectStats:
         readers = [c.reader for c in self.cameras.values()]
+        by_id = {cid: c.reader for cid, c in self.cameras.items()}
         next_status = time.monotonic() + self.cfg.status_every_s
         with self.stop:
             for r in readers:
@@ -290,12 +297,14 @@ class DetectStage:
                         self._ready.wait(0.05)
                     self.outbox.pump()
                     self._note_buffer()
+                    self.camera_status.pump(by_id)
                     if self.cfg.status_every_s and now >= next_status:
                         next_status = now + self.cfg.status_every_s
                         log.info(self.status_line())
             finally:
                 for r in readers:
                     r.stop()
+                self.camera_status.close(by_id, self.cfg.drain_timeout_s)
                 self._emit_dead_letters()
                 if self.dlq is not None:
                     self.dlq.flush(self.cfg.drain_timeout_s)
@@ -520,12 +529,15 @@ def run(cfg: DetectConfig, *, endpoints: Endpoints, detector: Detector | None = 
     dlq_spec = None
     if any(spec.kind == "mot" for spec in cfg.cameras):
         dlq_spec = cfg.dlq or endpoints.default_dlq(cfg.out)
-    endpoints.wait_ready([cfg.out] + ([dlq_spec] if dlq_spec else []), connect_timeout)
+    endpoints.wait_ready([cfg.out] + ([dlq_spec] if dlq_spec else []) + ([cfg.status_out] if cfg.status_out else []),
+                         connect_timeout)
     max_bytes = resolve_max_message_bytes(cfg, endpoints)
     output = endpoints.output(cfg.out)
     dlq = None if dlq_spec is None else endpoints.output(dlq_spec)
+    status = None if not cfg.status_out else endpoints.output(cfg.status_out)
     stage = DetectStage(cfg, detector, output, max_message_bytes=max_bytes,
-                        stop_on_delivery_failure=not is_kafka(cfg.out), make_tracker=make_tracker, dlq_output=dlq)
+                        stop_on_delivery_failure=not is_kafka(cfg.out), make_tracker=make_tracker, dlq_output=dlq,
+                        status_output=status)
     if on_start:
         on_start(stage)
     try:
@@ -534,3 +546,5 @@ def run(cfg: DetectConfig, *, endpoints: Endpoints, detector: Detector | None = 
         output.close()
         if dlq is not None:
             dlq.close()
+        if status is not None:
+            status.close()

@@ -279,3 +279,66 @@ def test_unchanged_results_are_refreshed_now_and_then_not_per_result():
     inc = next(e.body for e in events if e.kind == "incident")
     assert cam["frame_id"] == 7 and cam["results"] == 8 and inc["results"] == 8
     assert board.tick(112.0) == [], "nothing new since: nothing re-sent"
+
+
+# ---- operators' actions and restore (issue 18) -----------------------------------------------------
+
+
+def test_ack_keeps_an_incident_open_and_resolve_ends_it_so_a_flare_up_opens_a_new_one():
+    b = board()
+    b.apply(risk_result("cam-1", "g1", 1, T0, level="high"), T0)
+    (inc,) = b.open.values()
+    got, events = b.act(inc.incident_id, "ack", T0 + 2)
+    assert got is inc and kinds(events) == [("incident", "ack")]
+    assert (inc.disposition, inc.acked_at, inc.is_open) == ("acked", T0 + 2, True)
+    b.act(inc.incident_id, "ack", T0 + 3)
+    assert inc.acked_at == T0 + 2  # the first ack's time is kept
+    _, events = b.act(inc.incident_id, "resolve", T0 + 4)
+    assert kinds(events) == [("incident", "resolve"), ("camera", "update")]
+    assert (inc.disposition, inc.ended_at, inc.resolved_at) == ("resolved", T0 + 4, T0 + 4)
+    assert not b.open and b.cameras["cam-1"].open_incidents == 0 and b.ended[-1] is inc
+    b.act(inc.incident_id, "ack", T0 + 5)
+    assert inc.disposition == "resolved"  # an ack never overrides a resolve
+    # still hot a second later: the same group opens a new incident with its own id
+    applied = b.apply(risk_result("cam-1", "g1", 2, T0 + 5, level="high"), T0 + 5)
+    assert ("incident", "new") in kinds(applied.events)
+    assert applied.incident is not None and applied.incident.incident_id != inc.incident_id
+    assert b.act("inc-unknown", "ack", T0 + 6) == (None, [])
+
+
+def test_false_positive_of_an_ended_incident_labels_it_without_reopening():
+    b = board()
+    b.apply(risk_result("cam-1", "g1", 1, T0, level="high"), T0)
+    b.tick(T0 + 31)
+    (inc,) = b.ended
+    _, events = b.act(inc.incident_id, "false_positive", T0 + 100)
+    assert kinds(events) == [("incident", "false_positive")]
+    assert (inc.disposition, inc.ended_at) == ("false_positive", T0 + 30)  # it ended when it went quiet
+
+
+def test_applied_names_the_incident_each_result_went_into():
+    b = board()
+    first = b.apply(risk_result("cam-1", "g1", 1, T0, level="high"), T0)
+    calm = b.apply(risk_result("cam-1", "g1", 2, T0 + 1, level="high"), T0 + 1)  # nothing visible changed
+    other = b.apply(risk_result("cam-1", "g2", 1, T0 + 1, level="low"), T0 + 1)  # no incident
+    assert first.incident is calm.incident is not None and calm.events == []
+    assert calm.incident.results == 2 and other.incident is None
+
+
+def test_restore_puts_stored_incidents_back_with_their_ids():
+    b = board()
+    b.apply(risk_result("cam-1", "g1", 1, T0, level="high"), T0)
+    b.apply(risk_result("cam-2", "g1", 1, T0, level="medium"), T0)
+    b.tick(T0 + 31)
+    b.apply(risk_result("cam-1", "g1", 2, T0 + 40, level="high"), T0 + 40)
+    stored_open = [type(i).from_dict(i.as_dict(crop=False)) for i in b.open.values()]
+    stored_ended = [type(i).from_dict(i.as_dict(crop=False)) for i in b.ended]
+    fresh = board()
+    fresh.restore(stored_open, stored_ended)
+    assert {i.incident_id for i in fresh.open.values()} == {i.incident_id for i in b.open.values()}
+    assert [i.incident_id for i in fresh.ended] == [i.incident_id for i in b.ended]
+    assert fresh.cameras["cam-1"].open_incidents == 1 and fresh.cameras["cam-1"].level == "high"
+    # the next result of the group continues the restored incident
+    applied = fresh.apply(risk_result("cam-1", "g1", 3, T0 + 45, level="medium"), T0 + 45)
+    assert applied.incident.incident_id == stored_open[0].incident_id and applied.incident.results == 2
+    assert kinds(applied.events)[0] == ("incident", "update")

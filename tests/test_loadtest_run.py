@@ -7,6 +7,10 @@ over HTTP, the report's counts checked against each other.
   flight, expand produced exactly the tasks the cameras' gate predicted, every task is one line of
   tasks.jsonl, the revoked key got no request after its first 401s, consume's incidents reached a
   WebSocket client, the PNG was written, and every stage stopped with exit 0 on SIGTERM.
+- Kafka, expand SIGKILLed and restarted mid-run with a gate the prediction does not share (a wrong task
+  count on purpose): `produced_vs_expected==1` fails, exit 1, the unpredicted tasks named by reason.
+- Pipes, the real detect stage on a generated video (`--cameras-from`): end to end starts at the
+  video frame's capture, so it includes inference; expand produced exactly the predicted tasks.
 - Pipes, 4 s, with an assert that cannot hold: exit 1 and the assert reported as FAIL.
 - A kill chaos over pipes is refused with one line and exit 2, before anything starts.
 """
@@ -56,8 +60,9 @@ def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
     assert s["identity"]["holds"], s["identity"]
     assert c["offered"] == c["ok"] + c["failed"] + c["stale"] + c["shed"] + c["dead_letter"] + c["in_flight"]
     assert c["in_flight"] == 0 and c["unknown"] == 0
-    # 12 cameras × 0.5/s × 15 s ≈ 90 tasks, and exactly what the same gate predicted from the frames sent
-    assert c["offered"] == s["cameras"]["tasks_predicted_total"]
+    # 12 cameras × 0.5/s × 15 s ≈ 90 tasks, and exactly the ones the same gate predicted from the frames sent
+    assert c["offered"] == s["cameras"]["tasks_predicted_total"] == s["production"]["expected"]
+    assert s["production"]["unexpected"] == 0 and s["production"]["never_produced"] == 0
     assert 75 <= c["offered"] <= 105, c
     assert s["success"] >= 0.97  # schedule was SIGKILLed and restarted mid-run: nothing lost, little late
     assert (out / "logs" / "schedule.2.log").is_file()  # the second incarnation ran
@@ -77,7 +82,9 @@ def test_kafka_loadtest_counts_add_up(kafka_bootstrap, hazardctl_env, tmp_path):
     assert lat["e2e"]["p95"] >= lat["llm"]["p50"]  # end to end includes the LLM call
     assert (out / "loadtest.png").stat().st_size > 10_000
     assert s["exit_codes"] == {"expand": 0, "schedule": 0, "consume": 0}
-    assert "identity: offered" in report and "holds" in report
+    assert "produced_vs_expected 1.000" in report and "as predicted" in report and "holds" in report
+    assert s["production"]["exact"] and s["lost"]["total"] == 0
+    assert "everything but the LLM, per task: P95" in report and "difference of percentiles" in report
     assert {"schedule", "expand", "consume", "llm-sim"} <= set(s["cpu"]["processes"])
 
 
@@ -138,3 +145,54 @@ def test_sigterm_stops_every_process_it_started(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.kafka
+def test_kafka_kill_expand_with_a_wrong_task_count_fails_the_assert(kafka_bootstrap, hazardctl_env, tmp_path):
+    """The accounting check can fail: expand runs (and is restarted) with a 3 s refresh while the
+    loadtest predicts with its own 9.75 s, so expand sends refreshes nobody predicted."""
+    out = tmp_path / "run"
+    p = loadtest("--cameras", "8", "--duration", "14", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
+                 "--chaos", "kill-expand@7", "--expand-arg=--refresh", "--expand-arg=3", "--out", str(out),
+                 "--assert", "produced_vs_expected==1", "--assert", "offered>=1", env=hazardctl_env)
+    report = p.stdout + p.stderr
+    keep_artifacts(out, "loadtest-wrong-count", report)
+    assert p.returncode == 1, report[-6000:]
+    s = json.loads((out / "summary.json").read_text())
+    prod = s["production"]
+    assert prod["produced"] > prod["expected"] > 0 and prod["produced_vs_expected"] > 1.0, prod
+    assert not prod["exact"] and prod["unexpected"] > 0 and set(prod["unexpected_by_reason"]) <= {"refresh", "new",
+                                                                                                  "changed"}
+    assert prod["unexpected_by_reason"].get("refresh", 0) > 0, prod
+    assert [a["ok"] for a in s["asserts"]] == [False, True]  # the count is wrong, not the bookkeeping
+    assert s["counts"]["in_flight"] == 0 and s["identity"]["holds"]  # which could never have told
+    assert [c["name"] for c in s["chaos"]] == ["kill-expand"] and (out / "logs" / "expand.2.log").is_file()
+    assert "NOT AS PREDICTED" in report and "assert produced_vs_expected==1: FAIL" in report
+
+
+@pytest.mark.timeout(120)
+def test_cameras_from_video_runs_the_real_detect_stage(tmp_path):
+    from tests.detect_scenes import walk, write_video
+
+    model = ROOT / ".cache" / "models" / "centernet-coco.onnx"
+    if not model.is_file():
+        pytest.skip("run `make models` first (make test does)")
+    video = write_video(walk(), tmp_path / "walk.mp4")
+    out = tmp_path / "run"
+    p = loadtest("--cameras", "2", "--fps", "2", "--duration", "8", "--transport", "pipes", "--cameras-from",
+                 str(video), "--out", str(out), "--assert", "produced_vs_expected==1", "--assert", "lost==0")
+    report = p.stdout + p.stderr
+    keep_artifacts(out, "loadtest-video", report)
+    assert p.returncode == 0, report[-6000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["mode"].startswith("real detect stage") and "mode: real detect stage" in report
+    assert s["config"]["cameras_from"] == str(video)
+    # the detections came from detect (its message ids, not the simulated cameras'), through the gate
+    assert s["cameras"]["frames"] >= 10 and s["production"]["expected"] >= 2 and s["production"]["exact"]
+    assert s["counts"]["ok"] == s["counts"]["offered"] >= 2
+    lat = s["latency"]
+    # capture is the video frame's: capture → detect is decoding + inference (simulated cameras: ~1 ms)
+    assert lat["stages"]["camera lag"]["p50"] > 0.01, lat["stages"]["camera lag"]
+    assert lat["e2e"]["p50"] > lat["llm"]["p50"] and s["alerts"]["incident_events"] >= 1
+    assert s["cpu"]["processes"]["detect"]["cpu_s"] > 1.0  # the detector really ran
+    assert s["exit_codes"] == {"expand": 0, "schedule": 0, "consume": 0}

@@ -48,6 +48,13 @@ def loadtest_cmd(
     jitter_allowance_ms: Optional[float] = typer.Option(
         None, help="The key pool's pacing margin for network jitter (default: the pool's, 40 ms = 3.8 % of each "
         "key's rate); loopback to the simulator jitters ~1 ms."),
+    cameras_from: Optional[str] = typer.Option(
+        None, "--cameras-from", metavar="VIDEO", help="Run the real detect stage (CenterNet ONNX from make models) "
+        "on VIDEO, one looping copy per camera, instead of simulated detections: end to end then includes "
+        "inference. Keep --cameras small on a laptop (each camera is a CPU inference per frame)."),
+    expand_arg: list[str] = typer.Option([], "--expand-arg", help="Extra flag for hazardctl expand, repeatable "
+                                         "(e.g. --expand-arg=--gate --expand-arg=classic). The loadtest's prediction "
+                                         "does not see it: a gate setting here makes produced_vs_expected differ."),
 ) -> None:
     from pathlib import Path
 
@@ -58,7 +65,8 @@ def loadtest_cmd(
                             chaos=chaos, asserts=asserts, out=Path(out) if out else None, fps=fps, refresh=refresh,
                             deadline=deadline, kafka_config=Path(kafka_config) if kafka_config else None,
                             bootstrap=bootstrap, keep_topics=keep_topics, live=live,
-                            jitter_allowance_ms=jitter_allowance_ms)
+                            jitter_allowance_ms=jitter_allowance_ms,
+                            cameras_from=Path(cameras_from) if cameras_from else None, expand_args=expand_arg)
     if sweep is not None:
         if sweep != "cameras":
             raise ConfigError(f"--sweep {sweep!r}: only 'cameras' can be swept")

@@ -3,8 +3,9 @@
 Modules: `crops` (real JPEG crops), `scene` (one camera's road, pure), `cameras` (open-loop
 generator), `kafka_io` (fresh topics, readers), `procs` (child processes, CPU), `pipeline` (the
 simulator and the stages), `chaos` (faults at a chosen second), `ledger` (every task's outcome),
-`report` (figures, identity, asserts), `live` (live view), `show` (console report), `plot` (PNG),
-`sweep` (largest camera count meeting the asserts), `run` (one run, top to bottom).
+`report` (figures, produced vs expected, identity, asserts), `live` (live view), `show` (console report), `plot` (PNG),
+`sweep` (largest camera count meeting the asserts), `video` (cameras from a real video through the
+real detect stage), `run` (one run, top to bottom).
 """
 
 from tools.loadtest.run import Options, run

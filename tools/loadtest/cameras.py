@@ -137,11 +137,16 @@ class Cameras:
             heapq.heappush(due, (start + self.phases[i] + (k + 1) * period, i, k + 1))
 
     def _predict(self, msg: dict) -> list[tuple[str, str]]:
-        """(task id, reason) of each group of this frame the gate passes: the tasks expand must produce."""
-        tracks = {o["object_id"]: o["track_id"] for o in msg["objects"]}
-        out = []
-        for g in msg["groups"]:
-            reason = self.gate.check(msg["camera_id"], g["group_id"], gate_view(g, tracks), msg["frame_ts"])
-            if reason is not None:
-                out.append((task_id_for(msg["message_id"], g["group_id"]), reason))
-        return out
+        return predict_tasks(self.gate, msg)
+
+
+def predict_tasks(gate: GroupGate, msg: dict) -> list[tuple[str, str]]:
+    """(task id, reason) of each group of this detection the gate passes: the tasks expand must produce
+    (also for the real detect stage's detections, tools/loadtest/video.py)."""
+    tracks = {o["object_id"]: o["track_id"] for o in msg["objects"]}
+    out = []
+    for g in msg["groups"]:
+        reason = gate.check(msg["camera_id"], g["group_id"], gate_view(g, tracks), msg["frame_ts"])
+        if reason is not None:
+            out.append((task_id_for(msg["message_id"], g["group_id"]), reason))
+    return out

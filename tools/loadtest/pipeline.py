@@ -135,7 +135,7 @@ class Pipeline:
 
     def __init__(self, transport: str, logdir: Path, env: dict, *, keys_file: Path, engine: str, refresh: float,
                  deadline: float, kafka_config: Path | None, topics: dict[str, str] | None, run_id: str,
-                 ledger: Ledger):
+                 ledger: Ledger, expand_extra: list[str] | None = None):
         self.transport, self.logdir, self.env, self.ledger = transport, logdir, env, ledger
         self.procs: dict[str, Proc] = {}
         self.metrics_port = {"expand": free_port(), "schedule": free_port()}
@@ -148,7 +148,7 @@ class Pipeline:
                                                                f"loadtest-{run_id}-{stage}"))]
 
         expand_args = ["--engine", engine, "--refresh", f"{refresh:g}", "--deadline", f"{deadline:g}",
-                       "--metrics-port", str(self.metrics_port["expand"])]
+                       "--metrics-port", str(self.metrics_port["expand"]), *(expand_extra or [])]
         schedule_args = ["--keys", str(keys_file), "--metrics-port", str(self.metrics_port["schedule"])]
         consume_args = ["--ws", "127.0.0.1:0", "--min-level", "low", "--replay", "0"]
         if transport == "kafka":
@@ -267,6 +267,10 @@ class Pipeline:
         codes = {}
         for name in ("expand", "schedule", "consume"):
             if name in self.procs:
+                if self.transport == "pipes" and name != "consume":
+                    # their input has ended (close_input): let them finish on EOF rather than race a SIGTERM
+                    # into their shutdown
+                    wait_for(lambda p=self.procs[name]: not p.alive(), 10.0)
                 codes[name] = self.procs[name].terminate()
         for t in self._threads:
             t.join(5)

@@ -56,6 +56,10 @@ class Options:
     live: bool | None = None
     plot: bool = True
     jitter_allowance_ms: float | None = None
+    cameras_from: Path | None = None
+    """a video file: the real detect stage reads one looping copy per camera (tools/loadtest/video.py)"""
+    expand_args: list[str] = field(default_factory=list)
+    """extra flags for `hazardctl expand` (e.g. a gate setting the prediction does not share)"""
 
 
 def sim_latency(spec: str) -> str:
@@ -83,7 +87,19 @@ def validate(o: Options) -> tuple[SceneConfig, list, list]:
         raise ConfigError(problem)
     plan = [chaos_mod.parse(c, o.transport, o.duration) for c in o.chaos]
     asserts = [report.parse_assert(a) for a in o.asserts]
+    if o.cameras_from is not None:
+        from tools.loadtest.video import check_video
+
+        check_video(Path(o.cameras_from))
     return scene, plan, asserts
+
+
+def mode(o: Options) -> str:
+    """Which cameras ran, in words (the report says it first)."""
+    if o.cameras_from is None:
+        return "simulated cameras (detections generated; detect's inference is not in end to end)"
+    return (f"real detect stage on {o.cameras_from} (one looping copy per camera, CenterNet ONNX on CPU; "
+            "end to end includes decoding and inference)")
 
 
 def key_states(metrics_text: str | None) -> dict[str, str]:
@@ -112,15 +128,16 @@ class CpuMeter:
 
     BROKER = "kafka broker (all its clients)"
 
-    def __init__(self, pipeline: Pipeline, sim: Simulator, broker_home: Path | None):
+    def __init__(self, pipeline: Pipeline, sim: Simulator, broker_home: Path | None, extra: dict | None = None):
         self.pipeline, self.sim, self.broker_home = pipeline, sim, broker_home
+        self.extra = extra or {}  # name → Proc started outside the pipeline (the video mode's detect)
         self.broker_last: int | None = None
         self.broker_cpu: dict[int, float] = {}  # per pid: a broker-restart starts a new JVM
         self.t0 = self.m0 = None
 
     def sample(self) -> dict:
         kids = process_tree()
-        d = {name: p.sample_cpu(kids) for name, p in self.pipeline.procs.items()}
+        d = {name: p.sample_cpu(kids) for name, p in {**self.pipeline.procs, **self.extra}.items()}
         d["llm-sim"] = self.sim.proc.sample_cpu(kids)
         d["loadtest (cameras, readers)"] = sum(os.times()[:2])
         pid = broker_pid(self.broker_home)
@@ -138,7 +155,7 @@ class CpuMeter:
     def end(self) -> dict:
         wall = time.time() - self.t0
         c1, m1 = self.sample(), machine_busy()
-        pids = {name: p.pid for name, p in self.pipeline.procs.items()}
+        pids = {name: p.pid for name, p in {**self.pipeline.procs, **self.extra}.items()}
         pids["llm-sim"], pids["loadtest (cameras, readers)"] = self.sim.proc.pid, os.getpid()
         if self.broker_cpu:
             pids[self.BROKER] = self.broker_last
@@ -204,7 +221,7 @@ def run(o: Options, console: Console | None = None) -> dict:
         gate = gate_config(o)
         pipeline = Pipeline(o.transport, logdir, env, keys_file=keys_file, engine=o.engine,
                             refresh=gate.refresh_interval_s, deadline=o.deadline, kafka_config=o.kafka_config,
-                            topics=topics, run_id=run_id, ledger=ledger)
+                            topics=topics, run_id=run_id, ledger=ledger, expand_extra=o.expand_args)
         if o.transport == "kafka":
             from hazardctl.transports import Endpoints
             from tools.loadtest.kafka_io import TopicReader
@@ -225,7 +242,8 @@ def run(o: Options, console: Console | None = None) -> dict:
         else:
             output, delivery_errors = None, [0]
             send = pipeline.send_pipe
-        console.print(f"[bold]hazardctl loadtest[/] {o.cameras} cameras × {o.rate:g} groups/s, {o.duration:g} s, "
+        console.print(f"[bold]hazardctl loadtest[/] {o.cameras} cameras"
+                      f"{' from ' + str(o.cameras_from) if o.cameras_from else f' × {o.rate:g} groups/s'}, {o.duration:g} s, "
                       f"{o.keys} keys × {o.qps_per_key:g} qps, LLM {o.llm_latency}, {o.transport}"
                       f"{', chaos ' + ', '.join(map(str, plan)) if plan else ''}; out {out}", highlight=False)
         phase("start_processes_s")
@@ -239,10 +257,26 @@ def run(o: Options, console: Console | None = None) -> dict:
         status_cmd = pipeline.status_command()
         (out / "status-command.txt").write_text(status_cmd + "\n")
         console.print(f"watch it: {status_cmd}", highlight=False, soft_wrap=True)
-        cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
+        if o.cameras_from is None:
+            cameras = Cameras(o.cameras, scene_cfg, crops, gate, send, run_id=run_id, seed=o.seed)
+        else:
+            from tools.loadtest.video import VideoCameras
+
+            kafka = o.transport == "kafka"
+            cameras = VideoCameras(o.cameras, Path(o.cameras_from), o.fps, gate, logdir, env,
+                                   out=f"kafka://{topics['detections']}" if kafka else "-",
+                                   kafka_config=o.kafka_config, forward=None if kafka else send)
+            if kafka:
+                from tools.loadtest.kafka_io import TopicReader
+
+                readers.append(TopicReader(settings, topics["detections"], cameras.on_detection).start())
+            console.print(f"starting hazardctl detect on {o.cameras_from} for {o.cameras} cameras …", highlight=False)
+            cameras.launch()
+            phase("detect_first_detection_s")
         chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
                                       script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))
-        cpu = CpuMeter(pipeline, sim, _broker_home(settings) if settings else None)
+        cpu = CpuMeter(pipeline, sim, _broker_home(settings) if settings else None,
+                       {"detect": cameras.proc} if getattr(cameras, "proc", None) else None)
         start = time.time() + 0.5
         cameras.start(start, o.duration)
         cpu.begin()
@@ -369,11 +403,13 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
     lat = report.latencies(rows)
     return {
         "run_id": run_id,
+        "mode": mode(o),
         "config": {"cameras": o.cameras, "rate": o.rate, "duration_s": o.duration, "keys": o.keys,
                    "qps_per_key": o.qps_per_key, "llm_latency": o.llm_latency, "transport": o.transport,
                    "engine": o.engine, "fps": o.fps, "refresh_s": o.refresh, "deadline_s": o.deadline,
                    "chaos": o.chaos, "sim_args": o.sim_args, "topics": topics,
-                   "jitter_allowance_ms": o.jitter_allowance_ms},
+                   "jitter_allowance_ms": o.jitter_allowance_ms,
+                   "cameras_from": str(o.cameras_from) if o.cameras_from else None, "expand_args": o.expand_args},
         "cameras": {"frames": frames, "detections_per_s": round(frames / o.duration, 2),
                     "groups_shown": groups, "groups_shown_per_s": round(groups / o.duration, 2),
                     "late": late, "late_threshold_s": 0.1, "lag": report.dist(lags),

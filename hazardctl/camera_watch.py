@@ -14,7 +14,8 @@ Rules, and why:
 - A camera whose statuses stop (detect killed, its host gone) is down once nothing came for
   `silent_factor` × its heartbeat: state `silent`.
 - Statuses are applied in order of their `ts`; an older one than the last seen is ignored
-  (redelivery after a restart).
+  (redelivery after a restart), and so is one older than `max_age_s` (a new consumer reading a
+  topic's history must not replay last week's outages as alerts: the next heartbeat says the truth).
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ class CameraHealthView:
 
 
 class CameraWatch:
-    def __init__(self, silent_factor: float = 3.0, min_silence_s: float = 15.0):
+    def __init__(self, silent_factor: float = 3.0, min_silence_s: float = 15.0, max_age_s: float = 60.0):
         self.silent_factor = silent_factor
         self.min_silence_s = min_silence_s
+        self.max_age_s = max_age_s
+        self.too_old = 0
         self.cameras: dict[str, CameraHealthView] = {}
 
     def apply(self, s: CameraStatus, now: float) -> list[Event]:
+        if now - s.ts > self.max_age_s:
+            self.too_old += 1
+            return []
         cam = self.cameras.get(s.camera_id)
         if cam is None:
             cam = self.cameras[s.camera_id] = CameraHealthView(s.camera_id, s.state, s.reason, s.since, s.ts, now)

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import ConfigError, DeliveryError, ServiceUnavailable
+from hazardctl.camera_watch import CameraWatch
 from hazardctl.incidents import BoardConfig, Event, IncidentBoard, RecentResults, result_summary
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket, is_kafka, kafka_topic
@@ -42,6 +43,7 @@ from stages.consume_auth import AccessPolicy, Guard, select_subprotocol
 from stages.consume_history import IncidentApi
 from stages.consume_http import HttpApi, load_page
 from stages.consume_listeners import start_http, websocket_port_http
+from stages.consume_sinks import SinkOptions
 from stages.consume_store import IncidentRecorder, StoreOptions
 from stages.consume_ws import Hub, subscription_json
 
@@ -57,6 +59,8 @@ CLIENTS_DROPPED = Counter("hazardctl_consume_clients_dropped_total", "WebSocket 
                           ["stage"])
 INCIDENTS_OPEN = Gauge("hazardctl_consume_incidents_open", "Incidents open now", ["stage"])
 CAMERAS = Gauge("hazardctl_consume_cameras", "Cameras with state", ["stage"])
+CAMERAS_DOWN = Gauge("hazardctl_consume_cameras_down", "Cameras down now by detect's camera status (stale, frozen, "
+                     "blank, or detect silent): each has an open camera incident", ["stage"])
 FANOUT = Histogram("hazardctl_consume_fanout_seconds", "From a result read to its events written to every "
                    "client's socket (or backlog)", ["stage"], buckets=metrics.LATENCY_BUCKETS)
 ALERT_LATENCY = Histogram("hazardctl_consume_alert_latency_seconds", "Frame capture to incident event pushed "
@@ -82,6 +86,10 @@ class ConsumeOptions:
     """bearer token, allowed origins, client limit (stages.consume_auth.Guard)"""
     store: StoreOptions | None = None
     """the incident store (stages.consume_store); None: incidents live in memory only"""
+    sinks: SinkOptions | None = None
+    """alert sinks (stages.consume_sinks); None: incidents go to WebSocket clients only"""
+    camera_status: str | None = None
+    """detect's camera-status input (stages.consume_cameras), e.g. kafka://camera-status; None: not read"""
 
 
 def parse_address(spec: str, flag: str) -> tuple[str, int]:
@@ -246,13 +254,24 @@ class ConsumeService:
         CLIENTS.labels(STAGE).set_function(lambda: len(self.hub.clients))
         INCIDENTS_OPEN.labels(STAGE).set_function(lambda: len(self.board.open))
         CAMERAS.labels(STAGE).set_function(lambda: len(self.board.cameras))
+        self.camera_watch = CameraWatch()
+        self.camera_inbox: deque = deque()
+        """CameraStatus messages from their input thread, applied by the tick (stages.consume_cameras)"""
+        CAMERAS_DOWN.labels(STAGE).set_function(self.camera_watch.down)
+        self.sinks = None
+        """the alert sinks' dispatcher (stages.consume_sinks): every pushed event is offered to it"""
 
     def snapshot(self, cameras: frozenset[str] | None) -> bytes:
         return orjson.dumps({"type": "snapshot", "seq": self.seq, "ts": time.time(),
                              "subscription": subscription_json(cameras),
                              "config": {"min_level": self.board.cfg.min_level,
                                         "quiet_period_s": self.board.cfg.quiet_period_s},
-                             **self.board.snapshot(cameras)})
+                             **self._with_camera_health(self.board.snapshot(cameras), cameras)})
+
+    def _with_camera_health(self, snap: dict, cameras: frozenset[str] | None) -> dict:
+        snap["incidents"] += self.camera_watch.open_incidents(cameras)
+        snap["camera_health"] = self.camera_watch.views(cameras)
+        return snap
 
     def on_batch(self, batch: list[Parsed]) -> None:
         """Apply a batch of results (event loop thread), push the events, mark the records done."""
@@ -292,6 +311,8 @@ class ConsumeService:
         data = orjson.dumps({"type": ev.kind, "event": ev.action, "seq": self.seq, "ts": now,
                              "consumed_at": consumed_at, ev.kind: ev.body})
         self.hub.publish(ev.camera_id, data)
+        if self.sinks is not None:  # one hand-over to the sinks' thread; a slow receiver never slows this
+            self.sinks.offer(ev.kind, ev.action, ev.body, now)
         self._events[f"{ev.kind}_{ev.action}"].inc()
         self._out.inc()
         if ev.kind == "incident" and ev.action in ("new", "update"):
@@ -303,6 +324,11 @@ class ConsumeService:
         now = time.time()
         events = self.board.tick(now)
         for ev in events:
+            self.publish(ev)
+        while self.camera_inbox:
+            for ev in self.camera_watch.apply(self.camera_inbox.popleft(), now):
+                self.publish(ev)
+        for ev in self.camera_watch.tick(now):
             self.publish(ev)
         if self.recorder is not None:
             self.recorder.events(events)
@@ -493,7 +519,18 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
         recorder = service.recorder = IncidentRecorder(opts.store)
         recorder.restore(service.board)
         recorder.start()
+    close_sinks = camera_pump = None
     try:
+        if opts.sinks is not None:
+            from stages.consume_sinks import start_dispatcher
+
+            service.sinks, close_sinks = start_dispatcher(opts.sinks, endpoints=endpoints, dlq_spec=dlq_spec,
+                                                          store_url=opts.store.url if opts.store else None)
+        if opts.camera_status:
+            from stages.consume_cameras import start_camera_status
+
+            camera_pump = start_camera_status(opts.camera_status, endpoints=endpoints, dlq_spec=dlq_spec,
+                                              group_id=group_id, deliver=service.camera_inbox.extend)
         skip_before: dict = {}
         if is_kafka(in_spec) and (opts.replay_s > 0 or recorder is not None):
             skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec),
@@ -501,6 +538,10 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
         asyncio.run(serve(service, endpoints.input(in_spec, group_id, STAGE), endpoints.output(dlq_spec),
                           skip_before=skip_before))
     finally:
+        if camera_pump is not None:
+            camera_pump.stop()
+        if close_sinks is not None:
+            close_sinks()
         if recorder is not None:
             recorder.stop(10.0)
     return service

@@ -65,6 +65,28 @@ def consume_cmd(
     store_queue: int = typer.Option(20_000, min=1, help="Store writes queued in memory while the database is "
                                     "away; more are dropped and counted (hazardctl_store_writes_total)."),
     evidence_max_mb: float = typer.Option(1024.0, help="Most MiB of evidence files; the oldest go first."),
+    sink: list[str] = typer.Option(
+        [], "--sink", help="Send incident events (new/update/end, operators' actions) to webhook:https://HOST/PATH "
+        "(signed JSON POST), mqtt://HOST:PORT/PREFIX (QoS 1 on PREFIX/CAMERA/incident; mqtts:// for TLS) or "
+        "kafka://TOPIC (keyed by camera); repeatable. Through an outbox in --store: retried with backoff, in order "
+        "per incident, dead letters after --sink-max-attempts."),
+    sink_min_level: str = typer.Option("medium", help="Lowest incident level sent to the sinks (camera incidents "
+                                       "always are): low, medium or high."),
+    sink_cooldown: float = typer.Option(0.0, help="Seconds after a camera's incident went to the sinks during which "
+                                        "its further new incidents are held back (0 = off)."),
+    sink_secret_file: Optional[str] = typer.Option(
+        None, help="Key of the webhooks' X-Hazardctl-Signature (HMAC-SHA256 of the body). Default: "
+        "$HAZARDCTL_SINK_SECRET, else requests are not signed."),
+    sink_timeout: float = typer.Option(5.0, help="Seconds one delivery attempt waits for the receiver."),
+    sink_ca_file: Optional[str] = typer.Option(None, help="Extra CA certificates (PEM) trusted for https webhooks "
+                                               "and mqtts, besides the system's."),
+    sink_max_attempts: int = typer.Option(12, min=1, help="Attempts before an event is a dead letter (with the "
+                                          "default backoff: about 7 minutes)."),
+    sink_retry_base: float = typer.Option(1.0, help="First retry after this many seconds; doubles each time."),
+    sink_retry_cap: float = typer.Option(60.0, help="Longest wait between two attempts, seconds."),
+    camera_status: Optional[str] = typer.Option(
+        None, "--camera-status", help="Read detect's camera health (detect --status-out), e.g. "
+        "kafka://camera-status: a camera incident opens while a camera is down and ends when it is back."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
@@ -78,6 +100,11 @@ def consume_cmd(
         raise ConfigError("--quiet-period and --group-ttl must be > 0, --replay >= 0")
     if retention_days is not None and retention_days <= 0 or evidence_max_mb <= 0:
         raise ConfigError("--retention-days and --evidence-max-mb must be > 0")
+    from stages.consume_sinks import sink_options
+
+    sinks = sink_options(sink, min_level=sink_min_level, cooldown_s=sink_cooldown, secret_file=sink_secret_file,
+                         timeout_s=sink_timeout, ca_file=sink_ca_file, max_attempts=sink_max_attempts,
+                         retry_base_s=sink_retry_base, retry_cap_s=sink_retry_cap)
     ws_host, ws_port = consume.parse_address(ws, "--ws")
     http_host, http_port = consume.parse_address(http, "--http") if http else (None, None)
     opts = consume.ConsumeOptions(
@@ -87,6 +114,7 @@ def consume_cmd(
         access=AccessPolicy(token=load_token(token_file), allow_origins=parse_origins(allow_origin),
                             max_clients=max_clients, allow_hosts=parse_hosts(allow_host)),
         store=consume_store.store_options(store, data_dir, retention_days=retention_days, max_pending=store_queue,
-                                          evidence_max_mb=evidence_max_mb))
+                                          evidence_max_mb=evidence_max_mb),
+        sinks=sinks, camera_status=camera_status)
     serve_metrics(metrics_port, metrics_bind, token=opts.access.token)  # the API's token guards it too
     consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)

@@ -58,11 +58,13 @@ def test_silence_from_detect_is_down_and_a_status_ends_it():
     assert end.action == "end"
 
 
-def test_an_older_status_than_the_last_is_ignored():
-    w = CameraWatch()
+def test_an_older_status_than_the_last_is_ignored_and_so_is_history():
+    w = CameraWatch(max_age_s=60.0)
     w.apply(st("stale", 10.0), 10.0)
     assert w.apply(st("live", 5.0, previous="stale"), 11.0) == []  # redelivered from before the outage
     assert w.down() == 1
+    assert w.apply(st("stale", 100.0, camera="cam-2"), 161.0) == []  # last week's outage, read from the topic
+    assert "cam-2" not in w.cameras and w.too_old == 1
 
 
 def test_expand_dead_letters_a_camera_status_on_its_input_and_goes_on(tmp_path):

@@ -45,30 +45,23 @@ def expand_cmd(
     metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
                                      "(default: this host only; 0.0.0.0 when Prometheus scrapes from another host)."),
 ) -> None:
-    from hazardctl.gating import GateConfig
     from hazardctl.metrics import serve_metrics
     from hazardctl.transports import Endpoints
     from stages import expand
+    from stages.expand import flink_cli
 
-    if gate not in ("danger", "classic"):
-        raise ConfigError(f"--gate {gate}: use 'danger' or 'classic'")
-    flags_list = tuple(f.strip() for f in suspect_flags.split(",") if f.strip())
+    # one mapping for both engines: flag → config/flink.yaml's gate setting (flink_cli.GATE_FLAGS), validated
+    flags = {"gate": gate, "refresh": refresh, "ttl": ttl, "min_iou": min_iou, "calm_refresh": calm_refresh,
+             "suspect_ttc": suspect_ttc, "suspect_gap": suspect_gap, "suspect_cooldown": suspect_cooldown,
+             "suspect_worse": suspect_worse, "suspect_flags": suspect_flags, "deadline": deadline}
+    cfg = flink_cli.expand_config(flags)
     if engine == "flink":
-        from stages.expand import flink_cli
-
-        flags = {"gate": gate, "refresh": refresh, "ttl": ttl, "min_iou": min_iou, "calm_refresh": calm_refresh,
-                 "suspect_ttc": suspect_ttc, "suspect_gap": suspect_gap, "suspect_cooldown": suspect_cooldown,
-                 "suspect_worse": suspect_worse, "suspect_flags": ",".join(flags_list), "deadline": deadline}
         given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
         raise typer.Exit(flink_cli.run_expand(in_spec, out_spec, dlq, group_id=group_id, gate_flags=given,
                                               jobmanager=jobmanager, flink_config=flink_config,
                                               from_savepoint=from_savepoint, kafka_config=kafka_config))
     if engine != "local":
         raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
-    cfg = expand.ExpandConfig(GateConfig(
-        refresh_interval_s=refresh, ttl_s=ttl, min_iou=min_iou, mode=gate, calm_refresh_s=calm_refresh,  # type: ignore[arg-type]
-        suspect_ttc_s=suspect_ttc, suspect_gap_ratio=suspect_gap, suspect_flags=flags_list,
-        suspect_worse=suspect_worse, suspect_cooldown_s=suspect_cooldown), deadline_s=deadline)
     serve_metrics(metrics_port, metrics_bind)
     expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
 

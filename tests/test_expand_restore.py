@@ -10,6 +10,7 @@ folds the tasks of the last `tasks_window_s` and the detections [.., k - r) of t
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import orjson
@@ -49,12 +50,21 @@ def multiset(tasks) -> Counter:
     return Counter((t["task_id"], t["reason"]) for t in tasks)
 
 
+@functools.lru_cache(maxsize=None)
+def fleet() -> list:
+    return detections(cameras=6, frames=300, cues=True)  # 150 s: longer than every window
+
+
+@functools.lru_cache(maxsize=None)
+def uninterrupted(mode: str) -> list[dict]:
+    return run(Expander(ExpandConfig(GateConfig(mode=mode))), fleet())  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("mode", ["danger", "classic"])
 @pytest.mark.parametrize("k", [37, 700, 1333])
 def test_a_restart_sends_exactly_what_an_uninterrupted_run_sends(mode, k):
     cfg = ExpandConfig(GateConfig(mode=mode))  # type: ignore[arg-type]
-    items = detections(cameras=6, frames=300, cues=True)  # 150 s: longer than every window
-    want = run(Expander(cfg), items)
+    items, want = fleet(), uninterrupted(mode)
     first, second, rebuilt = restarted(items, k, redelivered=9, cfg=cfg)
     assert rebuilt.tasks > 0 and rebuilt.skipped == 0
     assert multiset(first + second) == multiset(want), "no task lost, none re-sent, same reasons"

@@ -169,6 +169,19 @@ GATE_FLAGS = {"gate": "gate.mode", "refresh": "gate.refresh_interval_s", "ttl": 
               "deadline": "gate.deadline_s"}
 
 
+def expand_config(flags: dict[str, float | str]):
+    """The local engine's `ExpandConfig` from `hazardctl expand`'s gate flags, through the same mapping and
+    validation as the Flink job's settings (a bad value is one ConfigError line naming the setting)."""
+    from stages.expand.tasks import ExpandConfig
+
+    try:
+        gate = flink_conf.with_overrides(flink_conf.FlinkSettings(),
+                                         [f"{GATE_FLAGS[k]}={v}" for k, v in flags.items()]).gate
+    except ValueError as e:
+        raise ConfigError(f"expand: {e}") from None
+    return ExpandConfig(gate.gate_config(), deadline_s=gate.deadline_s)
+
+
 def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, gate_flags: dict[str, float | str],
                jobmanager: str | None, flink_config: str | None, from_savepoint: str | None,
                kafka_config: str | None) -> int:

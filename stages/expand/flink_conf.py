@@ -141,6 +141,26 @@ def redacted(props: dict[str, str]) -> dict[str, str]:
     return {k: ("<redacted>" if k == "sasl.jaas.config" or "password" in k else v) for k, v in props.items()}
 
 
+def with_overrides(settings: FlinkSettings, items: list[str]) -> FlinkSettings:
+    """`settings` with SECTION.KEY=VALUE overrides applied and validated (the job's `--set`, and how the
+    CLI's gate flags reach both engines); a bad value raises ValueError with one line."""
+    if not items:
+        return settings
+    data = settings.model_dump()
+    for item in items:
+        path, _, value = item.partition("=")
+        *parents, leaf = path.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    try:
+        return FlinkSettings.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ValueError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+
+
 def load(path: str | Path | None = None) -> FlinkSettings:
     """Settings from YAML (default config/flink.yaml); a bad file raises ValueError with one line."""
     import yaml

@@ -279,17 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a raw Flink option, e.g. python.fn-execution.bundle.time=100")
     ap.add_argument("--name", default=JOB_NAME)
     a = ap.parse_args(argv)
-    settings = flink_conf.load(a.config)
-    if a.set:
-        data = settings.model_dump()
-        for item in a.set:
-            path, _, value = item.partition("=")
-            *parents, leaf = path.split(".")
-            node = data
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
-        settings = flink_conf.FlinkSettings.model_validate(data)
+    settings = flink_conf.with_overrides(flink_conf.load(a.config), a.set)
     from hazardctl.config import load_kafka_settings
 
     # the password comes from the file or the environment, never from the command line (ps, logs)

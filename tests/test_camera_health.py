@@ -131,3 +131,41 @@ def test_detect_publishes_changes_heartbeats_frozen_and_a_final_ended(tmp_path):
     assert sent[2].since == sent[0].since == 1001.1  # a heartbeat keeps the time the state began
     assert sent[3].reason == "read failed" and sent[4].reason == "the same frame again and again"
     assert sent[5].reason == "detect stopped" and all(s.heartbeat_s == 10.0 for s in sent)
+
+
+def test_the_shipped_camera_down_rule_fires_after_a_minute_and_resolves(tmp_path):
+    """deploy/prometheus/alerts.yml's HazardctlCameraDown evaluated by Prometheus' own rule engine
+    (`promtool test rules`, Debian's prometheus package) on a series like consume's."""
+    import shutil
+
+    import pytest
+    import yaml
+
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool missing: bash scripts/install-prometheus.sh")
+    rules = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    labels = {"stage": "consume", "instance": "ops:9104"}
+    series = 'hazardctl_consume_cameras_down{stage="consume", instance="ops:9104"}'
+    test = {"rule_files": [str(rules)], "evaluation_interval": "15s", "tests": [{
+        "interval": "15s",
+        # up at 0, one camera down from 1m to 3m45s (16 samples of 1), two at 4m, none from 5m
+        "input_series": [{"series": series, "values": "0x3 1x15 2x3 0x8"}],
+        "alert_rule_test": [
+            {"eval_time": "1m30s", "alertname": "HazardctlCameraDown", "exp_alerts": []},  # pending, not firing yet
+            {"eval_time": "2m30s", "alertname": "HazardctlCameraDown",
+             "exp_alerts": [{"exp_labels": {**labels, "severity": "warning"}, "exp_annotations": {
+                 "summary": "1 camera(s) down (seen by consume at ops:9104)",
+                 "description": _camera_down_rule(rules)["annotations"]["description"]}}]},
+            {"eval_time": "6m", "alertname": "HazardctlCameraDown", "exp_alerts": []},  # resolved
+        ]}]}
+    path = tmp_path / "camera_down_test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    r = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def _camera_down_rule(path) -> dict:
+    import yaml
+
+    return next(r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]
+                if r.get("alert") == "HazardctlCameraDown")

@@ -7,6 +7,13 @@ and the four level values (none/low/medium/high) stay the same in every language
 `version` (a short hash of its system prompt and template, language included) that every result
 carries, so a change in answers can be tied to a change in the prompt. The answer is read by
 `hazardctl.answers.read_answer` (strict first, then named rules; `BadResponse` if unreadable).
+
+The model is told the motion (issue 16.6): a task whose group carries motion cues (`Group.cues`) or
+whose members carry kinematics (`DetectedObject.motion`) is asked with the motion prompt of its
+language, which states them in words and numbers ("object 3 (car) approaches object 1 (person) at
+140 px/s, time to collision 1.2 s") before the object list. Its version differs from the plain
+prompt's (its template and wording are hashed); a task without motion gets the plain prompt,
+unchanged. The answer schema is the same for both.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from typing import Literal
 from hazardctl.answers import BadResponse, read_answer
 from hazardctl.messages import AssessmentTask, RiskAssessment
 
-__all__ = ["BadResponse", "LANGUAGES", "Prompt", "chat_messages", "parse_assessment", "prompt_for"]
+__all__ = ["BadResponse", "LANGUAGES", "Prompt", "chat_messages", "describe_motion", "has_motion", "parse_assessment",
+           "prompt_for", "prompt_for_task"]
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -67,17 +75,84 @@ INSTRUCTIONS_ZH = """\
  "danger_object_ids": [上面列表中与危险有关的目标 id；没有则为空列表]}}"""
 
 
+#: The motion prompt: the plain one with the motion, in words and numbers, before the object list
+#: (ids refer to the list below it), and one line on how to weigh it.
+_MOTION_INTRO = "The image is a crop of a traffic-camera frame around one group of road users.\n"
+_MOTION_SECTION = ("Motion measured by tracking over the last frames (image pixels and seconds; ids refer to the "
+                   "list below):\n{motion}\n")
+_MOTION_ADVICE = ('Ordinary congestion, parked or queued vehicles, and cases where you are not sure are "low" or "none".\n',
+                  'Ordinary congestion, parked or queued vehicles, and cases where you are not sure are "low" or "none".\n'
+                  "The motion is an estimate from tracking: a short time to collision while closing is a sign of\n"
+                  "danger, but judge by what the image shows.\n")
+assert INSTRUCTIONS.startswith(_MOTION_INTRO) and _MOTION_ADVICE[0] in INSTRUCTIONS
+INSTRUCTIONS_MOTION = (_MOTION_INTRO + _MOTION_SECTION + INSTRUCTIONS[len(_MOTION_INTRO):]).replace(*_MOTION_ADVICE)
+
+_MOTION_INTRO_ZH = "图片是交通监控画面中围绕一组道路使用者的裁剪图。\n"
+_MOTION_SECTION_ZH = "跟踪在最近几帧测得的运动（图像像素与秒；id 对应下面的列表）：\n{motion}\n"
+_MOTION_ADVICE_ZH = ('普通拥堵、停放或排队的车辆，以及你不确定的情况，属于 "low" 或 "none"。\n',
+                     '普通拥堵、停放或排队的车辆，以及你不确定的情况，属于 "low" 或 "none"。\n'
+                     "运动是跟踪得出的估计：正在接近且碰撞时间很短是危险的迹象，但请以画面为准。\n")
+assert INSTRUCTIONS_ZH.startswith(_MOTION_INTRO_ZH) and _MOTION_ADVICE_ZH[0] in INSTRUCTIONS_ZH
+INSTRUCTIONS_MOTION_ZH = (_MOTION_INTRO_ZH + _MOTION_SECTION_ZH
+                          + INSTRUCTIONS_ZH[len(_MOTION_INTRO_ZH):]).replace(*_MOTION_ADVICE_ZH)
+
+#: How one motion line is worded, per language (part of the motion prompt's version).
+MOTION_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "closing": "- object {a} ({a_cls}) approaches object {b} ({b_cls}) at {v:.0f} px/s{ttc}{gap}",
+        "opening": "- object {a} ({a_cls}) moves away from object {b} ({b_cls}) at {v:.0f} px/s{gap}",
+        "steady": "- object {a} ({a_cls}) keeps its distance to object {b} ({b_cls}){gap}",
+        "ttc": ", time to collision {ttc:.1f} s",
+        "gap": "; gap now {gap:.0f} px, smallest predicted gap {min_gap:.0f} px in {min_gap_in_s:.1f} s",
+        "worst": "- in the whole group: smallest time to collision {ttc}, fastest closing speed {v}",
+        "none": "none",
+        "seconds": "{:.1f} s",
+        "speed": "{:.0f} px/s",
+        "calm": "- no conflict possible: no vehicle is closing on another road user",
+        "flags": "- cues: {flags}",
+        "flag_sep": ", ",
+        "moving": "- object {id} ({cls}): moving {v:.0f} px/s toward the {dir} (heading {deg:.0f} deg)",
+        "stopped": "- object {id} ({cls}): stopped for {s:.1f} s",
+        "directions": "right|lower right|bottom|lower left|left|upper left|top|upper right",
+    },
+    "zh": {
+        "closing": "- 目标 {a}（{a_cls}）正以 {v:.0f} 像素/秒 接近目标 {b}（{b_cls}）{ttc}{gap}",
+        "opening": "- 目标 {a}（{a_cls}）正以 {v:.0f} 像素/秒 远离目标 {b}（{b_cls}）{gap}",
+        "steady": "- 目标 {a}（{a_cls}）与目标 {b}（{b_cls}）保持距离{gap}",
+        "ttc": "，碰撞时间 {ttc:.1f} 秒",
+        "gap": "；当前间距 {gap:.0f} 像素，预计 {min_gap_in_s:.1f} 秒后最小间距 {min_gap:.0f} 像素",
+        "worst": "- 整组：最小碰撞时间 {ttc}，最大接近速度 {v}",
+        "none": "无",
+        "seconds": "{:.1f} 秒",
+        "speed": "{:.0f} 像素/秒",
+        "calm": "- 不可能发生冲突：没有车辆在接近其他道路使用者",
+        "flags": "- 线索：{flags}",
+        "flag_sep": "、",
+        "moving": "- 目标 {id}（{cls}）：以 {v:.0f} 像素/秒 向{dir}移动（航向 {deg:.0f} 度）",
+        "stopped": "- 目标 {id}（{cls}）：已停止 {s:.1f} 秒",
+        "directions": "右|右下|下|左下|左|左上|上|右上",
+    },
+}
+#: |closing speed| below this (px/s) reads as keeping the distance; below this speed an object is standing
+STEADY_PX_S = 1.0
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """The system prompt and user template of one language, and their short version hash."""
+    """The system prompt and user template of one language, the motion wording when the template has
+    a {motion} section, and their short version hash."""
 
     language: str
     system: str
     template: str
+    words: tuple[tuple[str, str], ...] = ()
 
     @property
     def version(self) -> str:
-        h = hashlib.sha256(f"{self.language}\x00{self.system}\x00{self.template}".encode()).hexdigest()
+        text = f"{self.language}\x00{self.system}\x00{self.template}"
+        if self.words:  # the plain prompts hash as they always did: their version is unchanged
+            text += "\x00" + "\x00".join(f"{k}={v}" for k, v in self.words)
+        h = hashlib.sha256(text.encode()).hexdigest()
         return f"{self.language}-{h[:8]}"
 
 
@@ -85,13 +160,68 @@ PROMPTS: dict[str, Prompt] = {
     "en": Prompt("en", SYSTEM_PROMPT, INSTRUCTIONS),
     "zh": Prompt("zh", SYSTEM_PROMPT_ZH, INSTRUCTIONS_ZH),
 }
+MOTION_PROMPTS: dict[str, Prompt] = {
+    "en": Prompt("en", SYSTEM_PROMPT, INSTRUCTIONS_MOTION, tuple(sorted(MOTION_WORDS["en"].items()))),
+    "zh": Prompt("zh", SYSTEM_PROMPT_ZH, INSTRUCTIONS_MOTION_ZH, tuple(sorted(MOTION_WORDS["zh"].items()))),
+}
 
 
-def prompt_for(language: str = "en") -> Prompt:
+def prompt_for(language: str = "en", motion: bool = False) -> Prompt:
     try:
-        return PROMPTS[language]
+        return (MOTION_PROMPTS if motion else PROMPTS)[language]
     except KeyError:
         raise ValueError(f"language {language!r}: one of {', '.join(LANGUAGES)}") from None
+
+
+def has_motion(task: AssessmentTask) -> bool:
+    """Does the task carry anything to tell about motion (group cues, or a member's kinematics)?"""
+    return task.group.cues is not None or any(o.motion is not None for o in task.objects)
+
+
+def prompt_for_task(task: AssessmentTask, language: str = "en") -> Prompt:
+    """The prompt this task is asked with: the motion prompt when it carries motion, else the plain one."""
+    return prompt_for(language, has_motion(task))
+
+
+def describe_motion(task: AssessmentTask, language: str = "en") -> str:
+    """The task's motion in words and numbers, one line each: the worst pair, the group's worst cues when
+    no pair is named, calm, named cues, then every member that moves or has stopped."""
+    w = MOTION_WORDS[prompt_for(language).language]
+    cls = {o.object_id: o.class_name for o in task.objects}
+    lines: list[str] = []
+    cues = task.group.cues
+    if cues is not None:
+        pair = cues.pair
+        if pair is not None:
+            a, b = pair.object_ids
+            names = {"a": a, "b": b, "a_cls": cls.get(a, "?"), "b_cls": cls.get(b, "?")}
+            gap = w["gap"].format(gap=pair.gap, min_gap=pair.min_gap, min_gap_in_s=pair.min_gap_in_s)
+            if pair.closing_speed >= STEADY_PX_S:
+                ttc = w["ttc"].format(ttc=pair.ttc_s) if pair.ttc_s is not None else ""
+                lines.append(w["closing"].format(v=pair.closing_speed, ttc=ttc, gap=gap, **names))
+            elif pair.closing_speed <= -STEADY_PX_S:
+                lines.append(w["opening"].format(v=-pair.closing_speed, gap=gap, **names))
+            else:
+                lines.append(w["steady"].format(gap=gap, **names))
+        elif cues.min_ttc_s is not None or cues.max_closing_speed is not None:
+            ttc = w["seconds"].format(cues.min_ttc_s) if cues.min_ttc_s is not None else w["none"]
+            v = w["speed"].format(cues.max_closing_speed) if cues.max_closing_speed is not None else w["none"]
+            lines.append(w["worst"].format(ttc=ttc, v=v))
+        if not cues.conflict_possible:
+            lines.append(w["calm"])
+        if cues.flags:
+            lines.append(w["flags"].format(flags=w["flag_sep"].join(cues.flags)))
+    directions = w["directions"].split("|")
+    for o in task.objects:
+        m = o.motion
+        if m is None:
+            continue
+        if m.stopped_s > 0:
+            lines.append(w["stopped"].format(id=o.object_id, cls=o.class_name, s=m.stopped_s))
+        elif m.speed >= STEADY_PX_S:
+            d = directions[round(m.heading_deg / 45.0) % 8]
+            lines.append(w["moving"].format(id=o.object_id, cls=o.class_name, v=m.speed, dir=d, deg=m.heading_deg))
+    return "\n".join(lines) or "-"
 
 
 def _object_line(o) -> str:
@@ -119,7 +249,11 @@ def describe_features(task: AssessmentTask, language: str = "en") -> str:
 
 def user_text(task: AssessmentTask, language: str = "en") -> str:
     objects = "\n".join(_object_line(o) for o in task.objects) or "- (no object details)"
-    return prompt_for(language).template.format(objects=objects, features=describe_features(task, language))
+    features = describe_features(task, language)
+    if has_motion(task):
+        return prompt_for(language, True).template.format(motion=describe_motion(task, language), objects=objects,
+                                                         features=features)
+    return prompt_for(language).template.format(objects=objects, features=features)
 
 
 def chat_messages(task: AssessmentTask, language: str = "en") -> list[dict]:

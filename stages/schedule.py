@@ -33,7 +33,7 @@ from hazardctl.keys import KeysConfig, LLMKey
 from hazardctl.answer_watch import AnswerWatch
 from hazardctl.llm_client import Call, call_llm, estimate_tokens, open_clients
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult, StageTimes
-from hazardctl.prompt import prompt_for
+from hazardctl.prompt import prompt_for, prompt_for_task
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
 
 STAGE = "schedule"
@@ -200,7 +200,7 @@ class Scheduler:
         self._m_llm = {k.name: LLM_LATENCY.labels(k.name) for k in keys.keys}
         self._hops = metrics.Hops(STAGE)
         self.language = cfg.language or keys.language
-        self.prompt_version = prompt_for(self.language).version
+        prompt_for(self.language)  # an unknown language is a config error now, not at the first task
         self.answers = AnswerWatch(STAGE, cfg.bad_answer_warn or keys.bad_answer_warn)
         self.call_times = CallTimes()
         self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
@@ -363,7 +363,8 @@ class Scheduler:
             description=ra.description if ra else "", confidence=ra.confidence if ra else None,
             danger_object_ids=ra.danger_object_ids if ra else [],
             key_name=a.key.name if a.key else None, model=a.key.model if a.key else None,
-            prompt_version=self.prompt_version, answer_normalized=list(a.call.normalized) if ra else [],
+            prompt_version=prompt_for_task(task, self.language).version,
+            answer_normalized=list(a.call.normalized) if ra else [],
             attempts=a.attempts, error_class=a.error_class if status != "ok" else None,
             crop_jpeg_b64=task.group.crop_jpeg_b64, times=times)
 

@@ -53,3 +53,64 @@ def test_retry_after_headers():
     assert 8.0 < retry_after_s({"retry-after": date}) <= 10.0
     assert retry_after_s({}) is None and retry_after_s(None) is None
     assert retry_after_s({"retry-after": "soon"}) is None
+
+
+# -- the model is told the motion (issue 16.6) ---------------------------------------------------------
+
+def moving(task=TASK, *, closing: float = 140.0, ttc: float | None = 1.2, conflict: bool = True, pair: bool = True):
+    """TASK (object 0 a person, object 1 a car) with a car approaching the person and a standing person."""
+    from hazardctl.messages import GroupCues, Motion, PairCue
+
+    cue = PairCue(kind="vehicle-pedestrian", object_ids=(1, 0), gap=30.0, closing_speed=closing, ttc_s=ttc,
+                  min_gap=0.0, min_gap_in_s=1.2, size=150.0)
+    cues = GroupCues(conflict_possible=conflict, min_ttc_s=ttc, max_closing_speed=closing,
+                     pair=cue if pair else None, flags=["crosswalk"])
+    person, car = task.objects
+    objects = [person.model_copy(update={"motion": Motion(vx=0, vy=0, speed=0, heading_deg=0, stopped_s=2.0, samples=4)}),
+               car.model_copy(update={"motion": Motion(vx=-140, vy=0, speed=140, heading_deg=180, stopped_s=0,
+                                                       samples=4)})]
+    return task.model_copy(update={"group": task.group.model_copy(update={"cues": cues}), "objects": objects})
+
+
+def test_the_prompt_states_the_motion_in_words_and_numbers():
+    from hazardctl.prompt import user_text
+
+    text = user_text(moving())
+    assert "object 1 (car) approaches object 0 (person) at 140 px/s, time to collision 1.2 s" in text
+    assert "gap now 30 px, smallest predicted gap 0 px in 1.2 s" in text
+    assert "- object 0 (person): stopped for 2.0 s" in text
+    assert "- object 1 (car): moving 140 px/s toward the left (heading 180 deg)" in text
+    assert "- cues: crosswalk" in text
+    assert text.index("approaches") < text.index("- id 0: person")  # before the object list
+    away = user_text(moving(closing=-40.0, ttc=None))
+    assert "object 1 (car) moves away from object 0 (person) at 40 px/s; gap now" in away
+    assert "time to collision 1.2" not in away
+    calm = user_text(moving(closing=0.0, ttc=None, conflict=False, pair=False))
+    assert "no conflict possible" in calm and "approaches" not in calm
+
+
+def test_the_prompt_states_the_motion_in_chinese():
+    from hazardctl.prompt import user_text
+
+    text = user_text(moving(), "zh")
+    assert "目标 1（car）正以 140 像素/秒 接近目标 0（person），碰撞时间 1.2 秒" in text
+    assert "目标 0（person）：已停止 2.0 秒" in text and "向左移动" in text
+    assert "approaches" not in text
+
+
+def test_a_task_without_motion_gets_todays_prompt_and_version():
+    from hazardctl.prompt import MOTION_PROMPTS, PROMPTS, _object_line, describe_features, prompt_for_task, user_text
+
+    for lang in ("en", "zh"):
+        objects = "\n".join(_object_line(o) for o in TASK.objects)
+        assert user_text(TASK, lang) == PROMPTS[lang].template.format(objects=objects,
+                                                                      features=describe_features(TASK, lang))
+        assert prompt_for_task(TASK, lang) is PROMPTS[lang]
+        assert prompt_for_task(moving(), lang) is MOTION_PROMPTS[lang]
+        assert MOTION_PROMPTS[lang].version != PROMPTS[lang].version
+        # the answer schema is the same: everything from the JSON instructions on is identical
+        tail = PROMPTS[lang].template[PROMPTS[lang].template.index("JSON"):]
+        assert MOTION_PROMPTS[lang].template.endswith(tail)
+    # the versions results carried before issue 16: tasks without motion keep them
+    assert (PROMPTS["en"].version, PROMPTS["zh"].version) == ("en-e5b04f06", "zh-4288fcb5")
+    assert "Motion" not in user_text(TASK) and "运动" not in user_text(TASK, "zh")

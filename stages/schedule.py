@@ -42,6 +42,9 @@ log = logging.getLogger("hazardctl.schedule")
 LLM_CALLS = Counter("hazardctl_llm_calls_total", "LLM calls by key and outcome", ["key", "outcome"])
 RESULTS = Counter("hazardctl_schedule_results_total", "Results by status and error class", ["status", "error_class"])
 STALE = Counter("hazardctl_stale_tasks_total", "Tasks already past their deadline when received", ["stage"])
+SHED = Counter("hazardctl_schedule_shed_total",
+               "Tasks shed under overload (answered stale, no call), by why expand sent them: refreshes go first",
+               ["reason"])
 LLM_LATENCY = Histogram("hazardctl_llm_latency_seconds", "One LLM HTTP call", ["key"],
                         buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 5, 10, 30))
 OVERHEAD = Histogram("hazardctl_schedule_overhead_seconds",
@@ -234,6 +237,7 @@ class Scheduler:
             if assessed.shed:
                 self.stats.stale += 1
                 STALE.labels(STAGE).inc()
+                SHED.labels(task.reason).inc()
             result = self.result(task, status, assessed, dequeued)
 
         except Exception as e:  # a bug must not lose the task: keep it as a dead letter

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import REGISTRY
+
 from hazardctl.keys import Account, KeysConfig, LLMKey
 from tests.test_schedule_stage import run_stage, tasks
 from tools.llm_sim import SimConfig, SimKey, SimServer
@@ -46,6 +48,10 @@ def test_an_account_over_claimed_by_its_keys_is_reported_at_start(tmp_path, capl
     assert "keys of account acct claim 10 qps, account allows 6: the pool will do <= 6/s" in caplog.text
 
 
+def shed_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("hazardctl_schedule_shed_total", {"reason": reason}) or 0.0
+
+
 def _ranked(items, reasons):
     return [t.model_copy(update={"reason": r}) for t, r in zip(items, reasons)]
 
@@ -56,6 +62,7 @@ def test_the_key_serves_suspect_then_new_then_changed_then_refresh(tmp_path):
     groups are all answered, the shortfall falls on refreshes first."""
     reasons = ["refresh"] * 10 + ["changed"] * 6 + ["new"] * 4 + ["suspect"] * 4
     items = _ranked(tasks(len(reasons), deadline_s=3.0), reasons)
+    shed_before = {o: shed_count(o) for o in ("suspect", "new", "changed", "refresh")}
     with SimServer(SimConfig(keys=[SimKey(name="k0", api_key="secret-0", qps=5)], latency="fixed:0.1", port=0,
                              limiter="sliding-window")) as sim:
         keys = KeysConfig(keys=[LLMKey(name="k0", api_key="secret-0", qps_limit=5, base_url=sim.base_url)])
@@ -72,6 +79,8 @@ def test_the_key_serves_suspect_then_new_then_changed_then_refresh(tmp_path):
     assert "stale" in status["refresh"]
     shed_share = [status[o].count("stale") / len(status[o]) for o in order]
     assert shed_share == sorted(shed_share)  # the lower the rank, the larger the share shed
+    # hazardctl_schedule_shed_total{reason} counts them by rank
+    assert {o: shed_count(o) - shed_before[o] for o in order} == {o: status[o].count("stale") for o in order}
     assert not dead and refused == 0
 
 

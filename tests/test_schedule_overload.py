@@ -1,7 +1,7 @@
-"""The schedule stage under overload, against the real simulated provider (issue 8): new/changed
-tasks go before refreshes when the keys are the bottleneck, tasks that cannot be served in time are
-answered `stale` (shed) with a reason, never dropped; the start-up WARNING for an over-claimed
-account."""
+"""The schedule stage under overload, against the real simulated provider (issues 8, 16): tasks go by
+rank (suspect > new > changed > refresh) when the keys are the bottleneck, tasks that cannot be served
+in time are answered `stale` (shed) with a reason, never dropped; a full stage reads past waiting
+refreshes so suspects behind them are served; the start-up WARNING for an over-claimed account."""
 
 from __future__ import annotations
 

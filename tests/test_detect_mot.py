@@ -136,6 +136,27 @@ def test_dead_letters_to_a_file_and_realtime_pacing(tmp_path):
     assert dl.line == 4
 
 
+@pytest.mark.kafka
+def test_over_kafka_results_keyed_by_camera_and_the_bad_line_on_the_dead_letter_topic(tmp_path, make_topic,
+                                                                                       hazardctl_env):
+    from tests.kafka_util import consume_until
+
+    out, dead = make_topic("mot-out", 1), make_topic("mot-dead", 1)
+    seq = write_sequence(tmp_path / "crossing")
+    proc = subprocess.run([*HAZARDCTL, "detect", "--source", f"mot:{seq}", "--camera-id", "cam-k",
+                           "--as-fast-as-possible", "--out", f"kafka://{out}", "--dlq", f"kafka://{dead}"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=hazardctl_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bootstrap = hazardctl_env["HAZARDCTL_KAFKA_BOOTSTRAP"]
+    msgs = consume_until(bootstrap, out, lambda ms: len(ms) >= 8, timeout=30)
+    assert len(msgs) == 8 and {m.key() for m in msgs} == {b"cam-k"}
+    last = DetectionResult.model_validate_json(msgs[-1].value())
+    assert any(g.cues and g.cues.conflict_possible for g in last.groups)
+    (letter,) = consume_until(bootstrap, dead, lambda ms: len(ms) >= 1, timeout=30)
+    dl = DeadLetter.model_validate_json(letter.value())
+    assert (dl.line, dl.error_class, letter.key()) == (4, "bad_mot_line", b"cam-k")
+
+
 def test_schema_shows_motion_and_cues():
     proc = subprocess.run([*HAZARDCTL, "schema", "detection-result"], capture_output=True, text=True, cwd=ROOT,
                           timeout=30)

@@ -6,6 +6,8 @@ only trace is a dead letter counts as a dead letter; a task with none of these i
 offered = ok + failed + stale + shed + dead letters + in flight, where each term is counted from
 its own topic, and results or dead letters of tasks never offered are counted as `unknown` (and
 break the identity, as they should). Redeliveries (at-least-once) are counted as duplicates.
+The identity is bookkeeping (each row lands in one outcome by construction); the check that can fail,
+tasks produced against the gate's prediction, is `report.production`.
 """
 
 from __future__ import annotations

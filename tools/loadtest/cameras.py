@@ -23,6 +23,7 @@ import orjson
 from hazardctl.gating import GateConfig, GroupGate, GroupView, view_of_json
 from hazardctl.messages import task_id_for
 from tools.loadtest.crops import Crop
+from tools.loadtest.hazards import HazardLog
 from tools.loadtest.scene import CameraScene, SceneConfig
 
 #: a frame sent later than this after its due time is counted as late
@@ -47,6 +48,8 @@ class CameraStats:
     """task id → reason of every task the gate predicted (the ids expand derives from detection and group)"""
     lags: list[float] = field(default_factory=list)
     sent_at: list[float] = field(default_factory=list)
+    hazards: HazardLog = field(default_factory=HazardLog)
+    """with --motion: the labelled hazards and their predicted tasks (tools/loadtest/hazards.py)"""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -77,8 +80,13 @@ class Cameras:
         queue, event = list(range(n)), list(range(n))
         rng.shuffle(queue)
         rng.shuffle(event)
+        hz_rng = random.Random(seed + 7919)  # its own stream: runs without --motion draw exactly as before
+        hazard = list(range(n))
+        hz_rng.shuffle(hazard)
+        hazard_shares = [(hazard[i] + hz_rng.random()) / n for i in range(n)]
         self.scenes = [CameraScene(f"lt-cam-{i:03d}", cfg, crops, seed=rng.randrange(1 << 30),
-                                   queue_share=(queue[i] + rng.random()) / n, event_share=(event[i] + rng.random()) / n)
+                                   queue_share=(queue[i] + rng.random()) / n, event_share=(event[i] + rng.random()) / n,
+                                   hazard_share=hazard_shares[i])
                        for i in range(n)]
         self.phases = [rng.uniform(0, 1.0 / cfg.fps) for _ in range(n)]
         self.gate = GroupGate(gate)
@@ -134,6 +142,7 @@ class Cameras:
                 for tid, r in reasons:
                     stats.predicted[r] = stats.predicted.get(r, 0) + 1
                     stats.expected[tid] = r
+                stats.hazards.note(scene.hazard_group_id(), msg, reasons, at)
             heapq.heappush(due, (start + self.phases[i] + (k + 1) * period, i, k + 1))
 
     def _predict(self, msg: dict) -> list[tuple[str, str]]:

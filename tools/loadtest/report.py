@@ -224,6 +224,9 @@ def flat_figures(s: dict) -> dict[str, float]:
              stale=c["stale"], shed=c["shed"],
              dead_letters=c["dead_letter"], ok=c["ok"], offered=c["offered"], late=s["cameras"]["late"],
              duplicates=c["duplicate_results"], identity=1.0 if s["identity"]["holds"] else 0.0)
+    for k, v in (s.get("motion") or {}).items():  # --motion: calls_per_camera_s, hazard_recall, suspect_ok_share, ...
+        if v is not None:
+            f[k] = v
     if f.get("e2e.p95") is not None and f.get("llm.p95") is not None:
         f["e2e_over_llm.p95"] = f["e2e.p95"] - f["llm.p95"]
     return f

@@ -23,7 +23,7 @@ from rich.console import Console
 from hazardctl.errors import ConfigError, ServiceUnavailable
 from hazardctl.gating import GateConfig
 from tools.loadtest import chaos as chaos_mod
-from tools.loadtest import report
+from tools.loadtest import hazards, report
 from tools.loadtest.cameras import Cameras
 from tools.loadtest.crops import real_crops
 from tools.loadtest.ledger import Ledger
@@ -60,6 +60,10 @@ class Options:
     """a video file: the real detect stage reads one looping copy per camera (tools/loadtest/video.py)"""
     expand_args: list[str] = field(default_factory=list)
     """extra flags for `hazardctl expand` (e.g. a gate setting the prediction does not share)"""
+    motion: bool = False
+    """objects with motion, groups with cues, and labelled hazards (scene.py); `rate` stays the road's activity"""
+    hazard_every: float = 60.0
+    """with motion: one approaching car–pedestrian pair per camera this often (s; 0: none)"""
 
 
 def sim_latency(spec: str) -> str:
@@ -81,7 +85,7 @@ def validate(o: Options) -> tuple[SceneConfig, list, list]:
         raise ConfigError("--engine flink needs --transport kafka (the Flink job reads and writes Kafka topics)")
     if o.cameras < 1 or o.keys < 1 or o.duration <= 0 or o.qps_per_key <= 0:
         raise ConfigError("--cameras, --keys, --duration and --qps-per-key must be > 0")
-    scene = SceneConfig(rate=o.rate, fps=o.fps, refresh_s=o.refresh)
+    scene = SceneConfig(rate=o.rate, fps=o.fps, refresh_s=o.refresh, motion=o.motion, hazard_every_s=o.hazard_every)
     problem = scene.check()
     if problem:
         raise ConfigError(problem)
@@ -409,7 +413,8 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
                    "engine": o.engine, "fps": o.fps, "refresh_s": o.refresh, "deadline_s": o.deadline,
                    "chaos": o.chaos, "sim_args": o.sim_args, "topics": topics,
                    "jitter_allowance_ms": o.jitter_allowance_ms,
-                   "cameras_from": str(o.cameras_from) if o.cameras_from else None, "expand_args": o.expand_args},
+                   "cameras_from": str(o.cameras_from) if o.cameras_from else None, "expand_args": o.expand_args,
+                   "motion": o.motion, "hazard_every_s": o.hazard_every if o.motion else None},
         "cameras": {"frames": frames, "detections_per_s": round(frames / o.duration, 2),
                     "groups_shown": groups, "groups_shown_per_s": round(groups / o.duration, 2),
                     "late": late, "late_threshold_s": 0.1, "lag": report.dist(lags),
@@ -435,6 +440,8 @@ def summarize(o: Options, run_id: str, start: float, cameras: Cameras, ledger: L
         "chaos": chaos_fired,
         "exit_codes": codes,
         "timeline": _timeline(rows, cameras, start, o.duration + o.deadline + 10),
+        "motion": hazards.figures(cs.hazards, rows, o.cameras, round(offered_in_window / window, 2), o.deadline, o.fps)
+        if o.motion else None,
     }
 
 

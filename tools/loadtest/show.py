@@ -32,6 +32,12 @@ def print_report(console: Console, s: dict) -> None:
                   f"gate expected {cam['tasks_predicted_total']} tasks, expand produced {c['offered']}: "
                   f"{s['reasons']}); achieved {r['achieved_per_s']} ok/s (window {r['window_s'][0]:g}–"
                   f"{r['window_s'][1]:g} s; capacity {r['capacity_per_s']:g}/s)", highlight=False)
+    mo = s.get("motion")
+    if mo:  # --motion: what the danger-aware gate spends, and the hazards it must not miss
+        console.print(f"motion: {mo['calls_per_camera_s']} calls per camera-second (road activity --rate "
+                      f"{cfg['rate']:g}); hazards recalled {mo['hazards_recalled']}/{mo['hazards']} (a suspect task ok "
+                      f"within its deadline); suspect tasks ok in time {mo['suspect_ok_in_deadline']}/{mo['suspect_tasks']}",
+                      highlight=False)
     prod = s.get("production")
     if prod:  # the accounting's headline: the check that can fail
         console.print(f"[bold]produced_vs_expected {prod['produced_vs_expected']:.3f}[/]: {prod['text']}  "

@@ -6,6 +6,7 @@
 #   make demo                                   # or: bash scripts/demo.sh
 #   DEMO_SOURCES="rtsp://cam1/stream" make demo # your own cameras
 #   DEMO_SECONDS=60 make demo                   # stop by itself after a minute
+#   DEMO_DATA=/var/tmp/hz make demo             # where the incident store and evidence go (.cache/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 H=${HAZARDCTL:-.venv/bin/hazardctl}
@@ -28,5 +29,5 @@ fi
 "${limit[@]}" "$H" detect "${sources[@]}" --fps 1 --conf 0.3 \
   | "$H" expand --refresh 5 \
   | "$H" schedule \
-  | "$H" consume --ws "$WS" --http "$HTTP" --min-level low "${eof[@]}" || rc=$?
+  | "$H" consume --ws "$WS" --http "$HTTP" --min-level low --data-dir "${DEMO_DATA:-.cache/demo}" "${eof[@]}" || rc=$?
 [ "${rc:-0}" = 0 ] || [ "${rc}" = 124 ] || exit "$rc"   # 124: DEMO_SECONDS ran out, as asked

@@ -1,0 +1,68 @@
+"""A dead camera on the live page, apart from a quiet one (issue 18.6), in headless Chromium: consume
+reads detect's camera statuses from a pipe (`--camera-status`), a camera goes stale then live again.
+Screenshot: test-artifacts/camera-down.png."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from hazardctl.messages import CameraStatus
+from hazardctl.synthetic import risk_result
+from tests.consume_proc import ConsumeProcess
+from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.test_live_page import wait_js
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def status(camera: str, state: str, previous: str | None, reason: str = "") -> bytes:
+    now = time.time()
+    return CameraStatus(camera_id=camera, state=state, previous=previous, reason=reason, since=now, ts=now,
+                        heartbeat_s=10.0).model_dump_json().encode() + b"\n"
+
+
+def test_a_dead_camera_is_shown_apart_from_a_quiet_one(browser, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    fifo = tmp_path / "camera-status"
+    os.mkfifo(fifo)
+    writer: list = []
+    opener = threading.Thread(target=lambda: writer.append(open(fifo, "wb", buffering=0)), daemon=True)
+    opener.start()  # consume opens the reading end as it starts
+    c = ConsumeProcess("--http", "127.0.0.1:0", "--camera-status", str(fifo), "--quiet-period", "300")
+    try:
+        opener.join(10)
+        w = writer[0]
+        t = time.time()
+        c.send(risk_result("cam-quiet", "g1", 1, t, level="none", crop_b64=None),
+               risk_result("cam-dead", "g1", 1, t, level="none", crop_b64=None))
+        w.write(status("cam-quiet", "live", "stale") + status("cam-dead", "live", "stale"))
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{c.http_port}/")
+        wait_js(page, "document.querySelectorAll('.cam').length === 2", 15)
+
+        w.write(status("cam-dead", "stale", "live", "read failed: connection refused"))
+        wait_js(page, "!!document.querySelector('.cam.down[data-camera=\"cam-dead\"]')", 10)
+        assert page.locator('.cam[data-camera="cam-quiet"]').get_attribute("class").split()[:2] == ["cam", "none"]
+        assert page.locator('.cam.down .lvl').inner_text().lower() == "down · stale"
+        assert "connection refused" in page.locator('.cam.down').get_attribute("title")
+        badge = page.locator(".inc .badge.camdown")
+        assert badge.count() == 1 and badge.inner_text().lower() == "camera"
+        page.screenshot(path=str(ARTIFACTS / "camera-down.png"))
+        assert c.metric("hazardctl_consume_cameras_down") == 1
+
+        w.write(status("cam-dead", "live", "stale", "frames arriving"))
+        wait_js(page, "!document.querySelector('.cam.down')", 10)
+        wait_js(page, "!!document.querySelector('.inc.ended .badge.camdown')", 10)  # among the recently ended
+        assert c.metric("hazardctl_consume_cameras_down") == 0
+        assert not errors, errors
+    finally:
+        for f in writer:
+            f.close()
+        c.stop()
+        c.kill()

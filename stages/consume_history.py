@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from hazardctl.incidents import OPERATOR_ACTIONS, Event
+from hazardctl.store import is_transient
 from hazardctl.store.incidents import DISPOSITIONS, IncidentQuery
 from stages.consume_http import HttpResponse
 
@@ -48,6 +49,14 @@ def _json(status: int, obj: Any) -> HttpResponse:
 
 def _bad(reason: str) -> HttpResponse:
     return _json(400, {"error": reason})
+
+
+def _cell(v: Any) -> Any:
+    """A CSV cell that a spreadsheet will not run: LLM and operator text starting with = + - @ (a
+    formula) gets a leading apostrophe (OWASP's CSV injection advice)."""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
 
 
 def parse_action(action: str, body: bytes, content_type: str | None) -> tuple[str, str | None]:
@@ -117,6 +126,10 @@ class IncidentApi:
             return await self._evidence(parts[1], parts[3])
         except ValueError as e:
             return _bad(str(e))
+        except Exception as e:
+            if is_transient(e):  # the database is away: the live board still answers /incidents?open=true
+                return _json(503, {"error": "the incident store is unreachable; try again"})
+            raise
 
     async def _detail(self, incident_id: str) -> HttpResponse:
         stored = await asyncio.to_thread(self.store.detail, incident_id)
@@ -166,8 +179,9 @@ class IncidentApi:
                 continue
             notes = " | ".join(f"{a['action']}: {a['note']}" for a in inc["actions"] if a.get("note"))
             for r in inc["results"] or [{}]:  # a row per result: each with its model and prompt version
-                writer.writerow({**inc, **r, "risk_types": ";".join(r.get("risk_types") or inc["risk_types"]),
-                                 "level": r.get("level", inc["level"]), "notes": notes})
+                writer.writerow({k: _cell(v) for k, v in {
+                    **inc, **r, "risk_types": ";".join(r.get("risk_types") or inc["risk_types"]),
+                    "level": r.get("level", inc["level"]), "notes": notes}.items()})
         value = out.getvalue()
         return value.encode() if isinstance(value, str) else value
 

@@ -3,7 +3,8 @@ on a temp dir, `pg_ctl start` on a free loopback port, stopped and deleted at th
 
 initdb and postgres refuse to run as root; as root the server runs as the `postgres` user (made by
 the Debian package) through `runuser`, on a temp dir chowned to it. Without the binaries the tests
-that need it are skipped, unless HAZARDCTL_REQUIRE_POSTGRES=1 (set by run-tests.sh), which fails them.
+that need it are skipped, unless HAZARDCTL_REQUIRE_POSTGRES=1, which fails them (under `make test`, HAZARDCTL_NO_SKIP=1
+makes any skip a failure: tests/conftest.py).
 """
 
 from __future__ import annotations

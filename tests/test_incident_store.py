@@ -141,7 +141,8 @@ def test_history_api_filters_pages_and_exports(store_args):
     t = time.time() - 600
     results = []
     for i in range(7):  # seven incidents on two cameras, opened a minute apart
-        results.append(rr(f"cam-{i % 2}", f"g{i}", 1, t + 60 * i, level="high" if i % 2 else "medium"))
+        results.append(rr(f"cam-{i % 2}", f"g{i}", 1, t + 60 * i, level="high" if i % 2 else "medium",
+                          description='=HYPERLINK("http://evil.example")' if i == 0 else None))
     with start(store_args, "--quiet-period", "3600", "--group-ttl", "7200") as c:
         c.send(*results)
         applied(c, 7)
@@ -162,6 +163,8 @@ def test_history_api_filters_pages_and_exports(store_args):
         rows = list(csv.DictReader(io.StringIO(body.decode())))
         assert sorted(r["group_id"] for r in rows) == ["g0", "g1", "g2", "g3"]
         assert {"prompt_version", "model", "key_name", "level", "incident_id"} <= set(rows[0])
+        g0 = next(r for r in rows if r["group_id"] == "g0")  # LLM text never becomes a spreadsheet formula
+        assert g0["description"] == "'=HYPERLINK(\"http://evil.example\")"
         status, body, _ = call(c, "GET", "/incidents.jsonl?camera=cam-0")
         lines = [json.loads(x) for x in body.decode().splitlines()]
         assert [x["group_id"] for x in lines] == ["g6", "g4", "g2", "g0"] and lines[0]["results"][0]["model"]

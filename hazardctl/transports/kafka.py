@@ -399,12 +399,16 @@ class KafkaReplay:
         if assign:
             self._consumer.assign(assign)
 
-    def batches(self, max_records: int = 500, timeout: float = 60.0):
-        """Yield lists of Records until every partition reached its end (or `timeout` passed)."""
+    def batches(self, max_records: int = 500, timeout: float = 60.0, wait_s: float = 0.05):
+        """Yield lists of Records until every partition reached its end (or `timeout` passed).
+
+        `wait_s`: librdkafka's consume() waits that long unless `max_records` arrive, so a long wait
+        is paid by every short batch, the last one always (0.5 s made a restart's replay ~0.5 s slower
+        per topic; a stage is down while it replays)."""
         deadline = time.monotonic() + timeout
         while self._left and time.monotonic() < deadline:
             out: list[Record] = []
-            for m in self._consumer.consume(num_messages=max_records, timeout=0.5):
+            for m in self._consumer.consume(num_messages=max_records, timeout=wait_s):
                 if m.error() is not None:
                     continue
                 part, off = m.partition(), m.offset()

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
+        bench bench-sinks bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
         flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate
 
 $(VENV)/.installed: pyproject.toml
@@ -64,6 +64,9 @@ test: venv models system-deps flink-env    ## the whole suite against a real bro
 
 test-unit: venv                  ## the tests that need no broker (Kafka tests are skipped)
 	$(PY) -m pytest -q -m "not kafka" $(PYTEST_ARGS)
+
+bench-sinks: venv system-deps    ## alert sinks through consume: 50 results/s, webhook down 60 s, Mosquitto restarted (~2.5 min); BENCH_ARGS="--duration 30 --outage 15"
+	$(PY) scripts/bench_sinks.py $(BENCH_ARGS)
 
 bench-transport: venv kafka-up   ## expand over pipes and Kafka vs orjson / raw confluent-kafka
 	$(PY) scripts/bench_transport.py $(BENCH_ARGS)

@@ -230,7 +230,7 @@ class Mosquitto:
         self.conf = self.root / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {self.root}/\nlog_dest file {self.root}/mosquitto.log\n"
-                             "log_type error\nlog_type warning\nlog_type notice\n")
+                             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
@@ -273,8 +273,12 @@ class MqttSubscriber:
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.reconnect_delay_set(0.2, 1)
 
-        def on_connect(client, _u, _flags, rc, _p):
+        self.connects: list[tuple[float, bool]] = []
+        """(time, session present) of every connect: a restarted broker that lost its persistence shows False"""
+
+        def on_connect(client, _u, flags, rc, _p):
             if not rc.is_failure:
+                self.connects.append((time.time(), bool(flags.session_present)))
                 client.subscribe(topic, qos=1)
 
         c.on_connect = on_connect

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import HAZARDCTL, ROOT
-from tests.detect_scenes import walk, who, write_video
+from tests.detect_scenes import SPLIT_FROM, walk, who, write_video
 
 MODEL = ROOT / ".cache/models/centernet-coco.onnx"
 LINK_K = 0.75
@@ -81,3 +81,10 @@ def test_group_ids_stay_while_together_and_change_on_split(tmp_path: Path, track
     if track == "--track":  # tracking was in effect (a new track gets its id on its second frame)
         later = [o["track_id"] for r in results[1:] for o in r["objects"]]
         assert sum(t is not None for t in later) >= 0.5 * len(later)
+        # motion in px per second of the video (40 px/s before the split), though processed as fast as
+        # possible: the file's clock, not the wall clock (which would make everyone several times faster)
+        vx = [o["motion"]["vx"] for r in results if r["frame_id"] <= SPLIT_FROM * 0.9
+              for o in r["objects"] if o["motion"] and o["motion"]["samples"] >= 3]
+        assert len(vx) >= 10 and all(25 < v < 55 for v in vx), vx
+    else:
+        assert all(o["motion"] is None for r in results for o in r["objects"])  # no track ids, no motion

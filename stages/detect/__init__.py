@@ -402,7 +402,8 @@ class DetectStage:
         objects = to_objects(boxes, w, h)
         pairs, predicted = None, []
         if self.cfg.motion:
-            pairs = self._motion(cam, frame.camera_id, objects, frame.capture_ts)
+            media_ts = getattr(frame, "media_ts", None)  # a file's own clock, else the capture time
+            pairs = self._motion(cam, frame.camera_id, objects, frame.capture_ts if media_ts is None else media_ts)
             predicted = pairs.predicted_links(self.cfg.grouping.link_k)
         clusters = find_groups(objects, self.cfg.grouping, predicted)
         ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], frame.capture_ts)

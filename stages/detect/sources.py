@@ -86,6 +86,9 @@ class Frame:
     capture_ts: float
     """wall-clock time the frame was read (Unix seconds)"""
     image: np.ndarray
+    media_ts: float | None = None
+    """files: the frame's place on the file's own clock (start + position), which motion uses so
+    `--as-fast-as-possible` does not speed objects up; None for live sources (capture_ts is it)"""
 
 
 # --- sources from the command line or cameras.yaml -----------------------------------------------
@@ -391,7 +394,7 @@ class CameraReader:
     def _run_video(self) -> str | None:
         spec = self.spec
         period = 1.0 / spec.fps
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         base_vt = 0.0     # video time at the start of this pass (loops continue the clock)
         next_t = 0.0      # video time of the next sample
         frame_no = 0
@@ -419,7 +422,7 @@ class CameraReader:
                     if not ok or image is None:
                         self._event("drop", "undecodable")
                         continue
-                    self._deliver(Frame(spec.camera_id, frame_no - 1, time.time(), image))
+                    self._deliver(Frame(spec.camera_id, frame_no - 1, time.time(), image, wall0 + vt))
             finally:
                 cap.release()
             if n == 0:
@@ -433,7 +436,7 @@ class CameraReader:
     def _run_images(self) -> str | None:
         spec = self.spec
         period = 1.0 / spec.fps
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         i = 0
         while not self._stop.is_set():
             for path in spec.images:
@@ -446,7 +449,7 @@ class CameraReader:
                     log.warning("camera %s: cannot read image %s", spec.camera_id, path)
                     self._event("drop", "undecodable")
                     continue
-                self._deliver(Frame(spec.camera_id, i - 1, time.time(), image))
+                self._deliver(Frame(spec.camera_id, i - 1, time.time(), image, wall0 + (i - 1) * period))
             if not spec.loop:
                 return None
         return None

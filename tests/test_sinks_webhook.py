@@ -42,8 +42,8 @@ def receiver():
 
 
 def dispatcher_for(url: str, tmp_path, *, policy=FAST, ca_file=None, timeout_s=2.0, journal=True,
-                   dead: list | None = None) -> SinkDispatcher:
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}") if journal else None
+                   dead: list | None = None, store_url: str | None = None) -> SinkDispatcher:
+    store = open_store(store_url or f"sqlite:///{tmp_path / 'store.db'}") if journal else None
     sink = make_sink(parse_sink(f"webhook:{url}"), SinkSettings(secret=SECRET, timeout_s=timeout_s, ca_file=ca_file))
     d = SinkDispatcher([sink], Router(min_level="medium"), policy=policy,
                        journal=OutboxJournal(store) if store else None,
@@ -168,9 +168,19 @@ def test_a_certificate_that_does_not_verify_is_retried_then_dead_and_a_trusted_o
         good.close()
 
 
-def test_a_restart_delivers_what_was_left_and_goes_on_numbering(receiver, tmp_path):
+@pytest.fixture(scope="module")
+def postgres():
+    from tests.pg_util import postgres_server_fixture
+
+    yield from postgres_server_fixture()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_restart_delivers_what_was_left_and_goes_on_numbering(receiver, tmp_path, db, request):
+    url = (request.getfixturevalue("postgres").database(f"sinks_{tmp_path.name[-8:].lower()}") if db == "postgresql"
+           else f"sqlite:///{tmp_path / 'store.db'}")
     receiver.down()
-    d = dispatcher_for(receiver.url, tmp_path)
+    d = dispatcher_for(receiver.url, tmp_path, store_url=url)
     events = incident_events(3, 2)
     for action, body in events[:6]:  # new + first update of each
         d.offer("incident", action, body)
@@ -178,7 +188,7 @@ def test_a_restart_delivers_what_was_left_and_goes_on_numbering(receiver, tmp_pa
     d.stop(timeout=0.5)  # consume stops with every event undelivered
     assert d.pending() == 6
     receiver.up()
-    d2 = dispatcher_for(receiver.url, tmp_path)  # a new process on the same store
+    d2 = dispatcher_for(receiver.url, tmp_path, store_url=url)  # a new process on the same store
     try:
         for action, body in events[6:]:
             d2.offer("incident", action, body)

@@ -3,7 +3,9 @@ hazardctl/transports (acks=all, idempotent producer, delivery reports checked).
 
 It uses a producer of its own: the stage's shared producer serves its delivery callbacks on the
 input thread, and this one's must run on the sink's loop. An attempt is delivered when the broker
-confirms the record.
+confirms the record. It waits for librdkafka's own verdict (which retries by itself until
+message.timeout.ms) rather than a shorter timeout of ours: giving up earlier would leave the record
+queued in the producer and send it twice.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ class KafkaSink:
             raise SinkError("kafka sink without Kafka settings")
         self.name = spec.name
         self.topic = spec.target
-        self.timeout_s = timeout_s
-        self._endpoints = Endpoints(settings=endpoints.kafka.settings)  # its own producer (see above)
+        settings = endpoints.kafka.settings
+        self._endpoints = Endpoints(settings=settings)  # its own producer (see above)
+        from hazardctl.transports.kafka import PRODUCER_DEFAULTS
+
+        queued_ms = float(settings.producer.get("message.timeout.ms", PRODUCER_DEFAULTS["message.timeout.ms"]))
+        self.timeout_s = max(timeout_s, queued_ms / 1000.0 + 5.0)
         self._output = None
         self._poller: asyncio.Task | None = None
 

@@ -128,7 +128,8 @@ class CameraWatch:
         return None
 
     def down(self) -> int:
-        return sum(1 for c in self.cameras.values() if c.state in DOWN)
+        """Cameras down now (also read by the metrics thread: a snapshot of the values, never a live iteration)."""
+        return sum(1 for c in list(self.cameras.values()) if c.state in DOWN)
 
     def views(self, cameras: frozenset[str] | None = None) -> list[dict]:
         return [c.as_dict() for c in sorted(self.cameras.values(), key=lambda c: c.camera_id)

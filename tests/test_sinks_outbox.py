@@ -160,3 +160,23 @@ def test_event_document_carries_the_idempotency_key_and_never_the_crop():
     doc = orjson.loads(encode_event(out, now=5.0))
     assert doc["idempotency_key"] == "a:1" and doc["seq"] == 1 and doc["event"] == "new" and doc["ts"] == 5.0
     assert doc["incident"]["incident_id"] == "a" and "crop_jpeg_b64" not in doc["incident"]
+
+
+def test_router_memory_forgets_ended_incidents_before_open_ones():
+    r = Router(memory=2)
+    r.offer("incident", "new", inc("open-old"), 0.0)
+    r.offer("incident", "new", inc("ended"), 1.0)
+    r.offer("incident", "end", inc("ended"), 2.0)
+    r.offer("incident", "new", inc("open-new"), 3.0)
+    assert set(r.routes) == {"open-old", "open-new"}
+    assert r.offer("incident", "update", inc("open-old"), 4.0)[1].seq == 2  # still numbered on
+
+
+def test_pending_counts_per_sink():
+    q = OutboxQueue()
+    for e in (entry("a", 1), entry("a", 2), entry("b", 1, sink="t")):
+        q.add(e)
+    assert (q.pending(), q.pending("s"), q.pending("t")) == (3, 2, 1)
+    (h, _t) = q.due(0.0)
+    q.delivered(h, 0.0)
+    assert (q.pending(), q.pending("s")) == (2, 1)

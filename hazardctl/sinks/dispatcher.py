@@ -83,7 +83,10 @@ class SinkDispatcher:
         """Called by consume for every event it pushes; costs one hand-over to the sinks' thread."""
         if kind != "incident" or self._loop is None:
             return
-        self._loop.call_soon_threadsafe(self._intake, action, body, time.time() if now is None else now)
+        try:
+            self._loop.call_soon_threadsafe(self._intake, action, body, time.time() if now is None else now)
+        except RuntimeError:  # the sinks' loop has stopped (consume is shutting down)
+            log.warning("sinks: stopped; event %s of %s not offered", action, body.get("incident_id"))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Give in-flight and due deliveries up to `timeout` to finish, write the journal, close the sinks."""
@@ -116,6 +119,7 @@ class SinkDispatcher:
         finally:
             for t in list(self._tasks):
                 t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)  # in-flight ones stay pending in the store
             self._flush_journal(final=True)
             for s in self.sinks.values():
                 try:

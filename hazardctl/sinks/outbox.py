@@ -88,7 +88,7 @@ Decision = str  # "routed" | "below_level" | "cooldown" | "held_back" | "not_inc
 class Router:
     """Decides which incident events go to the sinks and numbers them (see the module docstring)."""
 
-    def __init__(self, min_level: str = "medium", cooldown_s: float = 0.0, memory: int = 50_000):
+    def __init__(self, min_level: str = "medium", cooldown_s: float = 0.0, memory: int = 200_000):
         if min_level not in LEVEL_RANK:
             raise ValueError(f"sink min level must be one of {', '.join(LEVEL_RANK)}")
         if cooldown_s < 0:
@@ -140,9 +140,14 @@ class Router:
         return "routed", Outgoing(inc_id, camera, route.seq, action, body)
 
     def _bound(self) -> None:
-        """Forget the oldest routes past `memory` (ended ones first in practice: they stop moving)."""
+        """Forget the least recently moved routes past `memory`, ended ones first (a route forgotten while its
+        incident is still open would number it from 1 again; the store keeps them all for a restart)."""
         while len(self.routes) > self.memory:
-            self.routes.popitem(last=False)
+            victim = next((k for k, r in self.routes.items() if r.ended), None)
+            if victim is None:
+                self.routes.popitem(last=False)
+            else:
+                del self.routes[victim]
 
 
 # ---- the queue of pending deliveries ------------------------------------------------------------
@@ -188,8 +193,11 @@ class OutboxQueue:
     in_flight: set[tuple[str, str]] = field(default_factory=set)
     failing: dict[str, int] = field(default_factory=dict)
     """failed attempts in a row, per sink (reset by a delivery)"""
+    counts: dict[str, int] = field(default_factory=dict)
+    """pending entries per sink (read by the metrics thread: a plain int per sink, never an iteration)"""
 
     def add(self, entry: Pending) -> None:
+        self.counts[entry.sink] = self.counts.get(entry.sink, 0) + 1
         q = self.queues.setdefault((entry.sink, entry.incident_id), [])
         if q and q[-1].seq >= entry.seq:  # restored out of order: keep seq order
             q.append(entry)
@@ -198,7 +206,7 @@ class OutboxQueue:
             q.append(entry)
 
     def pending(self, sink: str | None = None) -> int:
-        return sum(len(q) for (s, _i), q in self.queues.items() if sink is None or s == sink)
+        return sum(self.counts.values()) if sink is None else self.counts.get(sink, 0)
 
     def due(self, now: float, limit: int | None = None, sink: str | None = None) -> list[Pending]:
         """The heads whose time has come and that are not in flight, oldest first; marks them in flight."""
@@ -247,5 +255,6 @@ class OutboxQueue:
         if not q or q[0] is not entry:
             raise ValueError(f"{entry.key} on {entry.sink} is not the head of its queue")
         q.pop(0)
+        self.counts[entry.sink] -= 1
         if not q:
             del self.queues[k]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def sink_options(specs: list[str], *, min_level: str, cooldown_s: float, secret_
         raise ConfigError("--sink-cooldown must be >= 0 and --sink-timeout > 0")
     if ca_file and not Path(ca_file).is_file():
         raise ConfigError(f"--sink-ca-file {ca_file}: no such file")
+    if secret_file and not Path(secret_file).is_file():
+        raise ConfigError(f"--sink-secret-file {secret_file}: no such file")
     try:
         policy = RetryPolicy(base_s=retry_base_s, cap_s=retry_cap_s, max_attempts=max_attempts)
     except ValueError as e:
@@ -77,6 +80,10 @@ def start_dispatcher(opts: SinkOptions, *, endpoints, dlq_spec: str, store_url: 
 
     secret = load_secret(opts)
     specs = [parse_sink(s) for s in opts.specs]
+    for s in specs:
+        u = urllib.parse.urlsplit(s.target)
+        if s.kind == "webhook" and u.scheme == "http" and u.hostname not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("consume: sink %s uses plain http: events cross the network unencrypted (use https)", s.name)
     if any(s.kind == "webhook" for s in specs) and secret is None:
         log.warning("consume: webhook sinks without a secret (--sink-secret-file or %s): requests are not signed",
                     SECRET_ENV)

@@ -115,6 +115,8 @@ class IncidentApi:
                     return _json(404, {"error": "POST /incidents/{id}/ack, /resolve or /false-positive"})
                 action, note = parse_action(parts[2], body, content_type)
                 return await self.act(parts[1], action, note)
+            if self.store is not None:
+                await self._read_your_writes()
             if parts[0] in ("incidents.csv", "incidents.jsonl"):
                 return await self._export(parts[0].rsplit(".", 1)[1], query)
             if len(parts) == 1:
@@ -140,6 +142,13 @@ class IncidentApi:
         if live is not None:  # the board is ahead of the writer: its state, the store's history
             out = {**out, **live.as_dict(crop=False)}
         return _json(200, out)
+
+    async def _read_your_writes(self, timeout: float = 2.0) -> None:
+        """What this consume queued before the request (an action just taken, a result just applied) is
+        in the store before we read it, unless the store is away (then: what it has, at once)."""
+        writer = self.service.recorder.writer
+        if writer.up and writer.pending:
+            await asyncio.to_thread(writer.wait_for, writer.enqueued, timeout)
 
     async def _evidence(self, incident_id: str, n: str) -> HttpResponse:
         try:

@@ -120,6 +120,7 @@ def test_results_become_stored_incidents_that_survive_kill_9(store_args):
     with start(store_args) as c2:
         (again,) = get_json(c2, "/incidents?open=true")["incidents"]
         assert again["incident_id"] == inc["incident_id"] and again["results"] == 3
+        assert again["crop_jpeg_b64"] == jpeg("b")  # its newest crop, read back from the evidence
 
         async def body():
             async with connect(c2.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:

@@ -60,6 +60,9 @@ def test_migrations_are_versioned_and_applied_once(store_url):
     try:
         assert {(component, 1), (component, 2), ("incidents", 1)} <= store.applied()
         assert store.migrate() == []  # nothing twice
+        if store.dialect == "sqlite":
+            with store.reading() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         with store.transaction() as conn:
             conn.execute(text(f"INSERT INTO {component} (body, at) VALUES (:b, :t)"), {"b": b"\x00\x01", "t": 1.5})
         with store.reading() as conn:
@@ -229,6 +232,22 @@ def test_writer_queues_through_an_outage_and_flushes_when_back(pg_server):
         page, _ = incidents.search(IncidentQuery(limit=500))
         assert len(page) == 70 - dropped  # every write below the bound arrived
         assert {r["incident_id"] for r in page} >= {f"inc-{i:04d}" for i in range(40)}
+    finally:
+        writer.stop(5)
+        store.close()
+
+
+def test_writer_lets_a_reader_wait_for_its_own_writes(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    incidents = IncidentStore(store, None)
+    writer = StoreWriter(incidents.write, stage="test-store-ryw", linger_s=0.5).start()
+    try:
+        writer.put(IncidentWrite(_incident(1)))
+        writer.put(ActionWrite("inc-0001", "ack", "mine", 1001.0, None))
+        assert incidents.detail("inc-0001") is None  # still lingering for more writes
+        assert writer.wait_for(writer.enqueued, 5)
+        d = incidents.detail("inc-0001")
+        assert d["disposition"] == "acked" and d["timeline"][-1]["note"] == "mine"
     finally:
         writer.stop(5)
         store.close()

@@ -57,6 +57,9 @@ class StoreWriter:
         self.up = True
         self.last_error: str | None = None
         self.written = self.dropped = self.failed = 0
+        self.enqueued = 0
+        """writes (and calls) queued so far; `wait_for(n)` waits until the first n are done"""
+        self._finished = 0
         self._up = STORE_UP.labels(stage)
         self._up.set(1)
         self._written, self._dropped, self._failed = (WRITES.labels(stage, o) for o in ("written", "dropped", "failed"))
@@ -85,6 +88,7 @@ class StoreWriter:
                 self._cond.wait(0.5)
             self._queue.append((item, size))
             self._bytes += size
+            self.enqueued += 1
             self._cond.notify_all()
         return True
 
@@ -92,6 +96,7 @@ class StoreWriter:
         """Run `fn` on the writer thread after the writes queued before it (never dropped)."""
         with self._cond:
             self._queue.append((fn, 0))
+            self.enqueued += 1
             self._cond.notify_all()
 
     def flush(self, timeout: float) -> bool:
@@ -99,6 +104,18 @@ class StoreWriter:
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        """Read your writes: wait until the first `n` queued writes are done (written, or failed for
+        good), at most `timeout`; True when they are. Later writes do not make it wait longer."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._finished < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -149,6 +166,7 @@ class StoreWriter:
             for _ in range(n):
                 _item, size = self._queue.popleft()
                 self._bytes -= size
+            self._finished += n
             self._busy = False
             self._cond.notify_all()
 
@@ -161,18 +179,17 @@ class StoreWriter:
             try:
                 if callable(work):
                     work()
-                    self._done(1)
                 else:
                     t0 = time.perf_counter()
                     self._write(work)
                     self._seconds.observe(time.perf_counter() - t0)
                     self.written += len(work)
                     self._written.inc(len(work))
-                    self._done(len(work))
                 if not self.up:
-                    log.warning("store: reachable again; %d writes queued", len(self._queue))
-                self.up, self.last_error, backoff = True, None, self.retry_min_s
+                    log.warning("store: reachable again; %d writes queued", len(self._queue) - 1)
+                self.up, self.last_error, backoff = True, None, self.retry_min_s  # before _done: flush() sees it
                 self._up.set(1)
+                self._done(1 if callable(work) else len(work))
             except Exception as e:
                 if is_transient(e):
                     reason = _short(e)

@@ -32,7 +32,9 @@ An object whose speed is below `kinematics.stopped_speed` of its box is *stopped
 with velocity 0, so box jitter of parked cars does not make them approach each other.
 
 **conflict_possible** (a group is not *calm*) = some pair with a vehicle in it closing faster than
-`max(min_closing_px_s, min_closing_size_s × size)`, where for a vehicle–pedestrian/cyclist pair the
+`max(min_closing_px_s, min_closing_size_s × size)` (the px/s floor doubled while a moving member's
+velocity rests on fewer than 3 boxes: measured, 2-box estimates of small boxes with ±3 px jitter
+made a creeping queue "close" a few times an hour), where for a vehicle–pedestrian/cyclist pair the
 vehicle itself is moving. A crowd on a plaza (no vehicle), a parked row (stopped), parallel traffic
 at equal speed (closing ≈ 0) are not. The group's `min_ttc_s`, `max_closing_speed`,
 `min_gap_ratio` (smallest predicted gap / the pair's size) and worst `pair` are over its conflict
@@ -66,6 +68,10 @@ class CueConfig:
     """closing slower than this (px/s) is not "in closing motion": above the jitter of two estimates"""
     min_closing_size_s: float = 0.1
     """…nor slower than this many of the pair's sizes per second (scale-free part of the threshold)"""
+    settled_samples: int = 3
+    """a moving object whose velocity rests on fewer boxes (a new track, or misses) is noisier…"""
+    young_closing_factor: float = 2.0
+    """…so min_closing_px_s is multiplied by this for its pairs (a real approach is far faster)"""
     stopped_speed_px_s: float = STOPPED_SPEED_PX_S
     stopped_speed_diag_s: float = STOPPED_SPEED_DIAG_S
 
@@ -250,6 +256,7 @@ def frame_pairs(objects: Sequence[Moving], cfg: CueConfig = CueConfig(),
     box = np.array([objects[k].bbox for k in cand], dtype=np.float64).reshape(-1, 4)
     vel = np.array([(objects[k].motion.vx, objects[k].motion.vy) for k in cand], dtype=np.float64)
     speed = np.array([objects[k].motion.speed for k in cand], dtype=np.float64)
+    samples = np.array([objects[k].motion.samples for k in cand])
     diag = np.hypot(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
     still = speed < np.maximum(cfg.stopped_speed_px_s, cfg.stopped_speed_diag_s * diag)
     vel[still] = 0.0  # jitter of a stopped object is not motion
@@ -262,7 +269,9 @@ def frame_pairs(objects: Sequence[Moving], cfg: CueConfig = CueConfig(),
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     kind = np.where(role[b] == 0, 2, role[b] - 1)
     size = np.maximum((diag[a] + diag[b]) / 2.0, 1e-6)
-    threshold = np.maximum(cfg.min_closing_px_s, cfg.min_closing_size_s * size)
+    young = ~still & (samples < cfg.settled_samples)
+    floor = np.where(young[a] | young[b], cfg.min_closing_px_s * cfg.young_closing_factor, cfg.min_closing_px_s)
+    threshold = np.maximum(floor, cfg.min_closing_size_s * size)
     gap, closing, ttc, min_gap, min_gap_t = box_pairs(box[a], vel[a], box[b], vel[b], cfg.horizon_s, threshold)
     conflict = (closing >= threshold) & ((kind == 2) | ~still[a])
     oid = [_object_id(objects, k) for k in cand]

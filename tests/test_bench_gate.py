@@ -1,10 +1,11 @@
-"""`scripts/bench_gate.py --quick`: the real detect (MOT replay and the CenterNet model on real footage)
-→ the real expand with the classic and the danger-aware gate, in one run (~45 s on 2 cores).
+"""`scripts/bench_gate.py --quick`: the real detect (MOT replay) → the real expand with the classic and the
+danger-aware gate, in one run (~20 s on 2 cores).
 
 What it proves of the danger gate, beside the classic one measured on the same detections: every
-labelled near-miss is covered by a `suspect` task, calm scenes and the real street video cost several
-times fewer calls, and no calm scene raises a `suspect`. The Must-show thresholds themselves are
-`make bench-gate`'s --check (the full library, an hour of calm scenes).
+labelled near-miss is covered by a `suspect` task, calm scenes cost several times fewer calls, and no
+calm scene raises a `suspect`. The Must-show thresholds themselves, and the real footage (80 s of
+video in real time: too long for make test), are `make bench-gate`'s (the full library, an hour of
+calm scenes, --check).
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOOTAGE = ROOT / ".cache" / "footage" / "vtest.avi"
-MODEL = ROOT / ".cache" / "models" / "centernet-coco.onnx"
 
 
 def test_bench_gate_quick_classic_beside_danger(tmp_path):
-    assert FOOTAGE.exists(), "run scripts/fetch_footage.sh (make models does)"
-    assert MODEL.exists(), "run make models"
-    proc = subprocess.run([sys.executable, "scripts/bench_gate.py", "--quick", "--calm-s", "120", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "scripts/bench_gate.py", "--quick", "--calm-s", "120", "--no-footage",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "hazard recall" in out and "real footage calls/cam-s" in out and "Must show" in out
+    assert "hazard recall" in out and "Must show" in out and "false suspect / camera-hour" in out
     s = json.loads((tmp_path / "summary.json").read_text())
     classic, danger = s["gates"]["classic"], s["gates"]["danger"]
 
@@ -51,9 +48,4 @@ def test_bench_gate_quick_classic_beside_danger(tmp_path):
         assert d["tasks"] > 0 and not d["reasons"].get("suspect"), d
         assert d["calls_per_s"] * 3 < calm_c[name]["calls_per_s"], (name, d["calls_per_s"], calm_c[name]["calls_per_s"])
     assert danger["false_suspects_per_camera_hour"] == 0.0
-
-    # real footage: the classic gate reproduces the issue's ~2.1 calls per camera-second; danger cuts it
-    fc, fd = classic["footage"], danger["footage"]
-    assert fc["duration_s"] == pytest.approx(79.5, abs=1.0)
-    assert 1.6 < fc["calls_per_s"] < 2.6, fc
-    assert fd["calls_per_s"] * 4 < fc["calls_per_s"], (fd, fc)
+    assert danger["footage"] is None

@@ -171,8 +171,10 @@ def outage_run(work: Path, *, duration: float, rate: float, outage_at: float, ou
             assert per_inc[doc["incident_id"]][doc["seq"] - 1] == doc["event"], doc
         backlog = [r.at for r in got if r.doc["ts"] < hook_up]  # events made before the receiver came back
         report["webhook_caught_up_s"] = round(max(0.0, max(backlog) - hook_up), 2)
-        during = [t - m["ts"] for t, m in events if hook_down <= m["ts"] <= hook_up]
-        outside = [t - m["ts"] for t, m in events if not hook_down <= m["ts"] <= hook_up]
+        # result read by consume → the event at the WebSocket client (tick events carry no consumed_at)
+        during = [t - m["consumed_at"] for t, m in events if m.get("consumed_at") and hook_down <= m["ts"] <= hook_up]
+        outside = [t - m["consumed_at"] for t, m in events
+                   if m.get("consumed_at") and not hook_down <= m["ts"] <= hook_up]
         report["ws_events_during_outage"] = len(during)
         report["ws_push_p95_ms_during_outage"] = round(_p95(during) * 1000, 2) if during else None
         report["ws_push_p95_ms_outside"] = round(_p95(outside) * 1000, 2) if outside else None
@@ -191,6 +193,34 @@ def outage_run(work: Path, *, duration: float, rate: float, outage_at: float, ou
     return report
 
 
+def baseline_run(work: Path, *, duration: float, rate: float) -> dict:
+    """The same results into a consume without sinks (and without a store): the push latency to compare with."""
+    consume = ConsumeProcess("--quiet-period", "2", "--replay", "0", "--dlq", str(work / "dlq-baseline.jsonl"),
+                             timeout=60)
+    ws = WsCollector(consume.ws_url)
+    ws.start()
+    try:
+        start = time.time()
+        sent, k = 0, 0
+        while time.time() - start < duration:
+            due = int((time.time() - start) * rate) + 1
+            batch = []
+            while sent < due:
+                cam, group = sent % CAMERAS, (sent // CAMERAS) % GROUPS
+                batch.append(result(cam, group, k, time.time(), start))
+                sent += 1
+                k += 1 if cam == CAMERAS - 1 and group == GROUPS - 1 else 0
+            consume.send(*batch)
+            time.sleep(max(0.0, start + due / rate - time.time()))
+        time.sleep(1.0)
+        lat = [t - m["consumed_at"] for t, m in ws.snapshot() if m.get("consumed_at")]
+    finally:
+        ws.ws.close()
+        consume.stop()
+        consume.kill()
+    return {"results_sent": sent, "ws_incident_events": len(lat), "ws_push_p95_ms": round(_p95(lat) * 1000, 2)}
+
+
 def _p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[94] if len(xs) > 1 else xs[0]
 
@@ -203,6 +233,8 @@ def main() -> int:
     ap.add_argument("--outage-at", type=float, default=10.0)
     ap.add_argument("--broker-outage", type=float, default=10.0, help="seconds Mosquitto is stopped")
     ap.add_argument("--broker-outage-at", type=float, default=40.0)
+    ap.add_argument("--baseline", type=float, default=30.0,
+                    help="seconds of the same results into a consume without sinks or store, run after (0: skip)")
     ap.add_argument("--json", type=Path, help="write the report here too")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sinks-") as tmp:
@@ -210,13 +242,20 @@ def main() -> int:
               f"{a.outage_at:g} s; mosquitto stopped {a.broker_outage:g} s from {a.broker_outage_at:g} s")
         rep = outage_run(Path(tmp), duration=a.duration, rate=a.rate, outage_at=a.outage_at, outage=a.outage,
                          broker_outage_at=a.broker_outage_at, broker_outage=a.broker_outage)
+        if a.baseline > 0:
+            print(f"baseline: the same results for {a.baseline:g} s into consume without sinks or store")
+            rep["baseline"] = baseline_run(Path(tmp), duration=a.baseline, rate=a.rate)
     print(json.dumps(rep, indent=2))
     print(f"webhook: {rep['webhook']['keys']} events of {rep['incidents']} incidents, each once per key "
           f"({rep['webhook']['duplicates']} duplicate deliveries), in order, signatures valid; backlog delivered "
           f"{rep['webhook_caught_up_s']} s after the receiver came back")
     print(f"mqtt: {rep['mqtt']['keys']} events, {rep['mqtt']['duplicates']} duplicates, in order")
-    print(f"websocket push P95 {rep['ws_push_p95_ms_during_outage']} ms during the outage vs "
+    print(f"result read → WebSocket client P95 {rep['ws_push_p95_ms_during_outage']} ms during the outage vs "
           f"{rep['ws_push_p95_ms_outside']} ms outside it ({rep['ws_events_during_outage']} events during)")
+    if "baseline" in rep:
+        b = rep["baseline"]["ws_push_p95_ms"]
+        print(f"baseline without sinks or store (same run): P95 {b} ms; during the outage / baseline = "
+              f"{rep['ws_push_p95_ms_during_outage'] / b:.2f}x")
     if a.json:
         a.json.write_text(json.dumps(rep, indent=2))
     return 0

@@ -36,6 +36,11 @@ def test_services_ports_and_token():
     assert "--no-simulate" in services["schedule"]["command"]  # never made-up assessments in a deployment
     consume = services["consume"]["command"]
     assert "--token-file" in consume and consume[consume.index("--token-file") + 1] == "/run/secrets/consume_token"
+    assert "consume_token" in services["prometheus"]["secrets"]  # consume's metrics port requires the token
+    for name, svc in services.items():  # scraped from the prometheus container: bound beyond its loopback
+        cmd = svc.get("command", [])
+        if "--metrics-port" in cmd and cmd[1] != "llm-sim":  # llm-sim's metrics follow its --host
+            assert cmd[cmd.index("--metrics-bind") + 1] == "0.0.0.0", name
     for name in ("expand", "schedule", "consume", "detect"):
         env = services[name]["environment"]
         assert env["HAZARDCTL_KAFKA_BOOTSTRAP"] == "kafka:9092"  # the x-stage anchor was merged
@@ -59,6 +64,8 @@ def test_derived_prometheus_config_targets_the_services(tmp_path):
     subprocess.run(["sh", "-c", script], check=True, timeout=30)
     cfg = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
     assert (tmp_path / "alerts.yml").read_text() == (DEPLOY / "prometheus/alerts.yml").read_text()
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert jobs["hazardctl-consume"]["authorization"]["credentials_file"] == "/run/secrets/consume_token"
     metrics_port = {name: svc["command"][svc["command"].index("--metrics-port") + 1]
                     for name, svc in services.items() if "--metrics-port" in svc.get("command", [])}
     for job in cfg["scrape_configs"]:

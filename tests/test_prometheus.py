@@ -141,9 +141,10 @@ class Prometheus:
                 self.proc.wait(5)
 
 
-def scrape_config(ports: dict[str, int], rules: Path) -> dict:
-    """deploy/prometheus/prometheus.yml with the targets moved to `ports` (job → port), 1 s intervals."""
-    cfg = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+def scrape_config(ports: dict[str, int], rules: Path, token_file: Path) -> dict:
+    """deploy/prometheus/prometheus.yml with the targets moved to `ports` (job → port), 1 s intervals,
+    consume's token read from `token_file`."""
+    cfg = yaml.safe_load(with_token_file((PROM_DIR / "prometheus.yml").read_text(), token_file))
     cfg["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
     cfg["rule_files"] = [str(rules)]
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
@@ -175,10 +176,29 @@ def test_the_test_rules_differ_from_the_shipped_ones_only_in_for():
     assert {r["for"] for g in fast["groups"] for r in g["rules"] if "alert" in r} == {"0s"}
 
 
-def test_promtool_accepts_the_deploy_files():
+CONSUME_TOKEN_FILE = "/etc/prometheus/hazardctl-consume.token"
+"""where deploy/prometheus/prometheus.yml reads consume's token (its --metrics-port requires it)"""
+
+
+def with_token_file(text: str, token_file: Path) -> str:
+    """prometheus.yml with consume's credentials_file moved to `token_file` (promtool checks it exists)."""
+    assert text.count(f"credentials_file: {CONSUME_TOKEN_FILE}") == 1
+    return text.replace(f"credentials_file: {CONSUME_TOKEN_FILE}", f"credentials_file: {token_file}")
+
+
+def test_promtool_accepts_the_deploy_files(tmp_path):
+    """promtool on the shipped files; the config's token file is a secret of the host, so it is checked
+    as a copy whose only change is that path."""
     need_prometheus()
-    cfg = promtool("check", "config", str(PROM_DIR / "prometheus.yml"))
+    token = tmp_path / "consume.token"
+    token.write_text("t" * 32 + "\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(with_token_file((PROM_DIR / "prometheus.yml").read_text(), token))
+    (tmp_path / "alerts.yml").write_text((PROM_DIR / "alerts.yml").read_text())  # rule_files is relative
+    cfg = promtool("check", "config", str(config))
     assert cfg.returncode == 0 and "SUCCESS" in cfg.stdout, cfg.stdout + cfg.stderr
+    consume = {j["job_name"]: j for j in yaml.safe_load(config.read_text())["scrape_configs"]}["hazardctl-consume"]
+    assert consume["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     rules = promtool("check", "rules", str(PROM_DIR / "alerts.yml"))
     assert rules.returncode == 0 and f"{len(alert_rules())} rules found" in rules.stdout, rules.stdout + rules.stderr
 
@@ -317,7 +337,11 @@ def test_prometheus_scrapes_the_pipeline_and_evaluates_dashboard_and_alerts(
         keys.write_text(yaml.safe_dump({"strategy": "round_robin", "reprobe_interval": 300, "keys": [
             {"name": f"sim-key-0{i}", "api_key": f"sim-secret-0{i}", "qps_limit": 20, "base_url": base_url}
             for i in (1, 2, 3)]}))
+        token = tmp_path / "consume.token"  # consume's metrics port requires it; Prometheus sends it
+        token.write_text(f"prom-{uuid.uuid4().hex}\n")
+        token.chmod(0o600)
         stages.append(Stage("consume", ["--in", f"kafka://{results}", "--ws", "127.0.0.1:0", "--replay", "0",
+                                        "--token-file", str(token),
                                         "--group", f"prom-consume-{run}", "--data-dir", str(tmp_path / "store"),
                                         "--metrics-port", str(port["hazardctl-consume"]), *common],
                             tmp_path, env=env, cwd=ROOT))
@@ -333,7 +357,7 @@ def test_prometheus_scrapes_the_pipeline_and_evaluates_dashboard_and_alerts(
         rules = tmp_path / "alerts.yml"
         rules.write_text(yaml.safe_dump(fast_rules(), sort_keys=False))
         config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(port, rules), sort_keys=False))
+        config.write_text(yaml.safe_dump(scrape_config(port, rules, token), sort_keys=False))
         checked = promtool("check", "config", str(config))
         assert checked.returncode == 0, checked.stdout + checked.stderr
         checked = promtool("check", "rules", str(rules))

@@ -51,8 +51,8 @@ def print_report(console: Console, s: dict) -> None:
     if lost:
         console.print(f"lost {lost['total']} (predicted but never produced {lost['never_produced']} + in flight "
                       f"after the drain {lost['in_flight']})", highlight=False)
-    console.print(f"success {s['success']:.2%} (ok / (offered + never produced)); duplicates: {c['duplicate_tasks']} tasks, {c['duplicate_results']} "
-                  f"results (at-least-once redelivery); dead-letter messages {c['dead_letter_messages']} "
+    console.print(f"success {s['success']:.2%} (ok / (offered + never produced)); duplicates: "
+                  f"{c['duplicate_tasks']} tasks, {c['duplicate_results']} results (at-least-once redelivery); dead-letter messages {c['dead_letter_messages']} "
                   f"{s['dead_letters_by_stage'] or ''}; non-ok by class {s['errors'] or '{}'}", highlight=False)
 
     lat = s["latency"]
@@ -74,8 +74,8 @@ def print_report(console: Console, s: dict) -> None:
     for reason, d in lat.get("e2e_by_reason", {}).items():
         add(f"  end to end, {reason} groups", d)
     for outcome, d in lat.get("e2e_by_outcome", {}).items():
-        add(f"end to end, {outcome.replace('_', ' ')} tasks (capture → {'dead letter' if outcome == 'dead_letter' else 'result'})",
-            d, "red")
+        end_of = "dead letter" if outcome == "dead_letter" else "result"
+        add(f"end to end, {outcome.replace('_', ' ')} tasks (capture → {end_of})", d, "red")
     for name, d in lat["stages"].items():
         add(f"  {name}", d)
     console.print(t)

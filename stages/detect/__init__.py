@@ -177,12 +177,17 @@ def _tracker_factory(detector: Detector | None, cfg: DetectConfig) -> Callable[[
             return cfg.mot_ids == "track"
         return cfg.track and not getattr(detector, "tracks", False)
 
-    try:
-        from stages.detect.tracking import Tracker as ByteTracker
-    except ImportError as e:
-        log.warning("tracking unavailable (%s): group ids come from IoU matching", e)
-        return lambda spec: None
-    return lambda spec: ByteTracker(fps=spec.fps) if wanted(spec) else None
+    def make(spec: SourceSpec) -> Tracker | None:
+        if not wanted(spec):
+            return None
+        try:
+            from stages.detect.tracking import Tracker as ByteTracker
+        except ImportError as e:
+            log.warning("tracking unavailable (%s): group ids come from IoU matching", e)
+            return None
+        return ByteTracker(fps=spec.fps)
+
+    return make
 
 
 class DetectStage:

@@ -167,12 +167,10 @@ class CameraKinematics:
                     self.rejected["jump"] += 1
                     track = None
         if track is None:
-            track = _Track(deque(maxlen=cfg.max_samples))
             self._tracks.pop(track_id, None)
-            self._tracks[track_id] = track
-            if len(self._tracks) > cfg.max_tracks:
-                oldest = min(self._tracks, key=lambda k: self._tracks[k].last_ts)
-                del self._tracks[oldest]
+            if len(self._tracks) >= cfg.max_tracks:
+                del self._tracks[min(self._tracks, key=lambda k: self._tracks[k].last_ts)]
+            track = self._tracks[track_id] = _Track(deque(maxlen=cfg.max_samples))
         track.samples.append((ts, cx, cy, diag))
         track.last_ts = ts
         if len(track.samples) < cfg.min_samples:

@@ -185,6 +185,9 @@ def test_memory_is_bounded_per_track_and_per_camera():
     for t in range(200):
         kin.update(1000 + t, box(t, 0), T0 + 10 + 0.001 * t)
     assert len(kin) == 50
+    # the newest tracks are the ones kept: the last one still gets its motion on its second box
+    assert kin.update(1199, box(205, 0), T0 + 10.5) is not None
+    assert kin.update(1000, box(0, 0), T0 + 10.5) is None  # the oldest was dropped: a first sighting again
 
 
 def test_reset_forgets_every_track():

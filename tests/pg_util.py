@@ -9,6 +9,7 @@ makes any skip a failure: tests/conftest.py).
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -87,17 +88,28 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+_SHARED: PostgresServer | None = None
+
+
+def shared_server() -> PostgresServer:
+    """One server for the whole test session (started by the first module that asks, stopped at exit):
+    each test makes its own database on it (`database(name)`)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = PostgresServer().start()
+        atexit.register(_SHARED.cleanup)
+    return _SHARED
+
+
 def postgres_server_fixture():
-    """Body of a session-scoped fixture: yields a started PostgresServer, or skips/fails without one."""
+    """Body of a fixture: yields the session's started PostgresServer, or skips/fails without one.
+    A test that stops it (an outage) must start it again."""
     try:
-        server = PostgresServer().start()
+        server = shared_server()
     except (FileNotFoundError, subprocess.CalledProcessError, KeyError) as e:
         detail = getattr(e, "stderr", b"") or b""
         msg = f"no PostgreSQL server for the store tests: {e} {detail.decode(errors='replace')[-300:]}"
         if os.environ.get("HAZARDCTL_REQUIRE_POSTGRES") == "1":
             pytest.fail(msg)
         pytest.skip(msg)
-    try:
-        yield server
-    finally:
-        server.cleanup()
+    yield server

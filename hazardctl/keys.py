@@ -87,6 +87,48 @@ class Account(BaseModel):
     tpm: int | None = Field(default=None, gt=0, description="tokens per minute, all keys together")
 
 
+class Variant(BaseModel):
+    """One way of asking (issue 22): a model at a base URL, a prompt, a language and a response format,
+    served by some of the pool's keys. Unset fields keep what each key says (model, base_url,
+    response_format) or what the stage says (language)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(default=None, min_length=1, description="default: each key's `model`")
+    base_url: str | None = Field(default=None, pattern=r"^https?://", description="default: each key's `base_url`")
+    prompt_version: Literal["motion", "plain"] = Field(
+        default="motion", description="motion: the motion prompt when the task carries motion (today's); plain: never")
+    language: Literal["en", "zh"] | None = Field(default=None, description="default: the file's `language`")
+    response_format: Literal["none", "json_object", "json_schema"] | None = Field(
+        default=None, description="default: each key's `response_format`")
+    keys: list[str] | None = Field(default=None, description="names of the keys that serve it; default: all keys")
+
+
+class Routes(BaseModel):
+    """Which variant judges which camera: a share of *cameras* per variant, sticky by a stable hash of
+    the camera id (`hazardctl.routing`); the default takes every camera no share takes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: str = Field(description="the variant of every camera not taken by a share")
+    shares: dict[str, float] = Field(default_factory=dict,
+                                     description="variant -> percent of cameras; together at most 100")
+
+
+class Shadow(BaseModel):
+    """A candidate variant that also judges a share of tasks, from spare key capacity only; its answers
+    go to `schedule --shadow-out`, never to operators."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant: str
+    share: float = Field(gt=0, le=100, description="percent of tasks (by a stable hash of the task id)")
+
+
+#: the variant of a keys file without `variants:`: each key's own model, base URL and response format
+DEFAULT_VARIANT = "default"
+
+
 class KeysConfig(BaseModel):
     """The whole `api_keys.yaml`."""
 
@@ -108,6 +150,9 @@ class KeysConfig(BaseModel):
     slow_start_s: float = Field(default=2.0, ge=0, le=60, description="seconds of the ramp from slow_start to the full rate")
     accounts: dict[str, Account] = Field(default_factory=dict, description="name -> limits shared by the keys that name it")
     keys: list[LLMKey] = Field(default_factory=list)
+    variants: dict[str, Variant] = Field(default_factory=dict, description="name -> a way of asking (issue 22)")
+    routes: Routes | None = Field(default=None, description="share of cameras per variant; default: the only variant")
+    shadow: Shadow | None = Field(default=None, description="a candidate variant judging a share of tasks aside")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "KeysConfig":
@@ -118,7 +163,59 @@ class KeysConfig(BaseModel):
             if k.account is not None and k.account not in self.accounts:
                 raise ValueError(f"key {k.name!r}: account {k.account!r} is not in accounts:")
             seen.add(k.name)
+        self._check_variants(seen)
         return self
+
+    def _check_variants(self, key_names: set[str]) -> None:
+        """Bad routes are refused whole, one line each (issue 22): an unknown variant, shares over 100 %,
+        a variant (above all the shadow) without keys."""
+        known = set(self.variants) or {DEFAULT_VARIANT}
+        for name, v in self.variants.items():
+            unknown = [k for k in v.keys or [] if k not in key_names]
+            if unknown:
+                raise ValueError(f"variant {name!r}: key {unknown[0]!r} is not in keys:")
+        if self.routes is not None:
+            r = self.routes
+            for name in [r.default, *r.shares]:
+                if name not in known:
+                    raise ValueError(f"routes: unknown variant {name!r} (variants: {', '.join(sorted(known))})")
+            if r.default in r.shares:
+                raise ValueError(f"routes: the default {r.default!r} takes the rest; give it no share")
+            if any(v < 0 for v in r.shares.values()):
+                raise ValueError("routes: a share is negative")
+            total = sum(r.shares.values())
+            if total > 100 + 1e-9:
+                raise ValueError(f"routes: shares add up to {total:g} %, more than 100")
+        elif len(self.variants) > 1:
+            raise ValueError(f"variants: {len(self.variants)} variants but no routes: say which is the default")
+        if self.shadow is not None:
+            s = self.shadow
+            if s.variant not in known:
+                raise ValueError(f"shadow: unknown variant {s.variant!r} (variants: {', '.join(sorted(known))})")
+        for name in self.used_variants():
+            if self.keys and not self.variant_keys(name):
+                what = "shadow variant" if self.shadow is not None and name == self.shadow.variant else "variant"
+                raise ValueError(f"{what} {name!r} has no keys")
+
+    # -- variants -----------------------------------------------------------------------------------
+    def default_variant(self) -> str:
+        if self.routes is not None:
+            return self.routes.default
+        return next(iter(self.variants), DEFAULT_VARIANT)
+
+    def used_variants(self) -> list[str]:
+        """The default, the routed and the shadow variants, in that order, each once."""
+        names = [self.default_variant(), *(self.routes.shares if self.routes else ()),
+                 *([self.shadow.variant] if self.shadow else [])]
+        return list(dict.fromkeys(names))
+
+    def variant(self, name: str) -> Variant:
+        return self.variants.get(name) or Variant()
+
+    def variant_keys(self, name: str) -> list[str]:
+        """Names of the keys that serve the variant (all keys unless it names some)."""
+        wanted = self.variant(name).keys
+        return [k.name for k in self.keys if wanted is None or k.name in wanted]
 
     def policy(self) -> PoolPolicy:
         return PoolPolicy(strategy=self.strategy, max_retry_per_key=self.max_retry_per_key,
@@ -138,7 +235,11 @@ class KeysConfig(BaseModel):
         """Keys whose position % count == index: disjoint budgets for several scheduler instances."""
         if count < 1 or not 0 <= index < count:
             raise ConfigError(f"--shard {index}/{count}: need 0 <= I < N")
-        return self.model_copy(update={"keys": [k for i, k in enumerate(self.keys) if i % count == index]})
+        part = self.model_copy(update={"keys": [k for i, k in enumerate(self.keys) if i % count == index]})
+        for name in part.used_variants():  # a variant may have no key in this shard
+            if part.keys and not part.variant_keys(name):
+                raise ConfigError(f"--shard {index}/{count}: variant {name!r} has no keys in this shard")
+        return part
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,10 +157,11 @@ def response_format(kind: str) -> dict | None:
 
 
 async def call_llm(client: openai.AsyncOpenAI, key: LLMKey, task: AssessmentTask, timeout: float, *,
-                   temperature: float = 0.1, max_tokens: int = 400, language: str = "en") -> Call:
+                   temperature: float = 0.1, max_tokens: int = 400, language: str = "en",
+                   motion: bool = True) -> Call:
     """One call with one key. `Call.http_s` and `Call.window` are the HTTP exchange alone, so building
     the body (prompt, data URL, JSON) and reading the reply count as our own time, not the LLM's."""
-    request = {"model": key.model, "messages": chat_messages(task, language), "temperature": temperature,
+    request = {"model": key.model, "messages": chat_messages(task, language, motion), "temperature": temperature,
                "max_tokens": max_tokens}
     fmt = response_format(getattr(key, "response_format", "none"))
     if fmt is not None:

@@ -203,6 +203,8 @@ class RiskAssessmentResult(Message):
     error_class: str | None = None
     crop_jpeg_b64: str | None = Field(default=None, description="the assessed crop, for operators")
     times: StageTimes = Field(default_factory=StageTimes)
+    variant: str | None = Field(default=None, description="the schedule variant that judged it (issue 22)")
+    tokens: int | None = Field(default=None, ge=0, description="tokens the provider counted for the last call")
 
 
 class DeadLetter(Message):

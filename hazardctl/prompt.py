@@ -178,9 +178,10 @@ def has_motion(task: AssessmentTask) -> bool:
     return task.group.cues is not None or any(o.motion is not None for o in task.objects)
 
 
-def prompt_for_task(task: AssessmentTask, language: str = "en") -> Prompt:
-    """The prompt this task is asked with: the motion prompt when it carries motion, else the plain one."""
-    return prompt_for(language, has_motion(task))
+def prompt_for_task(task: AssessmentTask, language: str = "en", motion: bool = True) -> Prompt:
+    """The prompt this task is asked with: the motion prompt when it carries motion, else the plain one;
+    `motion=False` (a variant's `prompt_version: plain`, issue 22): always the plain one."""
+    return prompt_for(language, motion and has_motion(task))
 
 
 def describe_motion(task: AssessmentTask, language: str = "en") -> str:
@@ -247,22 +248,22 @@ def describe_features(task: AssessmentTask, language: str = "en") -> str:
     return ", ".join(parts) + f"; frame {task.frame_width}x{task.frame_height}"
 
 
-def user_text(task: AssessmentTask, language: str = "en") -> str:
+def user_text(task: AssessmentTask, language: str = "en", motion: bool = True) -> str:
     objects = "\n".join(_object_line(o) for o in task.objects) or "- (no object details)"
     features = describe_features(task, language)
-    if has_motion(task):
+    if motion and has_motion(task):
         return prompt_for(language, True).template.format(motion=describe_motion(task, language), objects=objects,
                                                          features=features)
     return prompt_for(language).template.format(objects=objects, features=features)
 
 
-def chat_messages(task: AssessmentTask, language: str = "en") -> list[dict]:
+def chat_messages(task: AssessmentTask, language: str = "en", motion: bool = True) -> list[dict]:
     """The `messages` of one /chat/completions request (OpenAI vision format)."""
     content: list[dict] = []
     if task.group.crop_jpeg_b64:
         content.append({"type": "image_url",
                         "image_url": {"url": "data:image/jpeg;base64," + task.group.crop_jpeg_b64}})
-    content.append({"type": "text", "text": user_text(task, language)})
+    content.append({"type": "text", "text": user_text(task, language, motion)})
     return [{"role": "system", "content": prompt_for(language).system}, {"role": "user", "content": content}]
 
 

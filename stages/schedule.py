@@ -10,11 +10,19 @@ read never blocks the loop); the key pool (`hazardctl.keypool`) decides which ke
 one, bounded by the task's deadline. A record is committed only after its result (and its dead
 letter, if it failed) is delivered. SIGTERM/SIGINT: stop reading, finish the tasks in flight
 (bounded by their deadlines), deliver, commit, exit 0.
+
+Variants (issue 22, `stages/schedule_variants.py`): the camera's route picks the variant (model, base
+URL, prompt, language) and the keys that serve it; every result names it. A share of tasks also goes
+to a shadow variant, from spare key capacity only (ranked below every task, never the last ready
+key), its answer written to `--shadow-out`, never to operators. SIGHUP re-reads the key file and the
+routes without dropping a task (`reload`); a file that fails to load is refused and the running
+config stays. Without a file to re-read, SIGHUP stops like SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -28,13 +36,17 @@ from pydantic import ValidationError
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
 from hazardctl.errors import DeliveryError
-from hazardctl.keypool import AsyncKeyPool, Displaced, KeyPool, KeyState, NoKeyInTime, Outcome, rank, should_retry
+from hazardctl.errors import ConfigError
+from hazardctl.from_time import parse_from_time
+from hazardctl.keypool import (SHADOW, AsyncKeyPool, Displaced, KeyPool, KeyState, NoKeyInTime, Outcome, rank,
+                               should_retry)
 from hazardctl.keys import KeysConfig, LLMKey
 from hazardctl.answer_watch import AnswerWatch
-from hazardctl.llm_client import Call, call_llm, estimate_tokens, open_clients
+from hazardctl.llm_client import Call, call_llm, estimate_tokens
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult, StageTimes
-from hazardctl.prompt import prompt_for, prompt_for_task
+from hazardctl.prompt import prompt_for_task
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
+from stages.schedule_variants import Clients, VariantPlan, Variants, key_changes
 
 STAGE = "schedule"
 log = logging.getLogger("hazardctl.schedule")
@@ -61,6 +73,18 @@ KEY_EFFECTIVE_QPS = Gauge("hazardctl_key_effective_qps",
                           "Requests per second the key may send now (limit, jitter margin, AIMD, slow start, account)",
                           ["key"])
 KEY_LAST_ERROR = Gauge("hazardctl_key_last_error", "1 for the class of the key's last error", ["key", "error_class"])
+VARIANT_RESULTS = Counter("hazardctl_variant_results_total",
+                          "Results by variant, role (primary: to operators; shadow: to --shadow-out) and status",
+                          ["variant", "role", "status"])
+VARIANT_LLM = Histogram("hazardctl_variant_llm_latency_seconds", "One LLM HTTP call, by variant and role",
+                        ["variant", "role"], buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 5, 10, 30))
+VARIANT_TOKENS = Counter("hazardctl_variant_tokens_total", "Tokens the provider counted, by variant and role",
+                         ["variant", "role"])
+SHADOW_SHED = Counter("hazardctl_shadow_shed_total",
+                      "Shadow requests given up without a call: no spare key in time, or too many shadows waiting",
+                      ["variant"])
+RELOADS = Counter("hazardctl_schedule_reloads_total", "Key file reloads (SIGHUP) by outcome: ok or refused",
+                  ["outcome"])
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,21 @@ class ScheduleConfig:
     """prompt language en|zh (issue 12); None: the keys file's `language`"""
     bad_answer_warn: float | None = None
     """WARNING above this share of unusable answers of a model; None: the keys file's `bad_answer_warn`"""
+    shadow_max: int = 64
+    """shadow requests waiting or in a call at once; more are shed at once"""
+    replay_before: float | None = None
+    """--from-time: tasks made before this (Unix s) are a replay: their deadline budget counts from when
+    they are read, not from their capture (they would all be stale otherwise)"""
+
+
+def replay_deadline(task: AssessmentTask, replay_before: float | None, now: float) -> float:
+    """The deadline a task is judged by: its own, or for a replayed task (made before `replay_before`)
+    the same budget (deadline − capture) counted from `now`."""
+    made = task.times.expand if task.times.expand is not None else task.frame_ts
+    if replay_before is None or made >= replay_before:
+        return task.deadline
+    start = task.times.capture if task.times.capture is not None else task.frame_ts
+    return max(task.deadline, now + (task.deadline - start))
 
 
 @dataclass
@@ -97,6 +136,9 @@ class Assessed:
     error_class: str | None = None
     shed: bool = False
     """no key before the task's deadline minus the expected call time, while keys were busy (overload)"""
+    plan: VariantPlan | None = None
+    """the variant that judged it"""
+    model: str | None = None
 
 
 class CallTimes:
@@ -179,11 +221,16 @@ class InputThread:
 
 class Scheduler:
     def __init__(self, keys: KeysConfig, input_: Input, output: Output, dlq: Output,
-                 cfg: ScheduleConfig = ScheduleConfig(), trace: list | None = None):
+                 cfg: ScheduleConfig = ScheduleConfig(), trace: list | None = None, *,
+                 shadow_out: Output | None = None, reload_keys=None):
         if not keys.keys:
             raise ValueError("no keys")
         self.keys = keys
-        self.by_name = {k.name: k for k in keys.keys}
+        self.by_name = {k.name: k for k in keys.keys}  # every key ever loaded: a lease taken before a reload ends well
+        self.shadow_out = shadow_out
+        self.reload_keys = reload_keys
+        """() -> KeysConfig: the key file read again (SIGHUP); None: nothing to re-read, SIGHUP stops"""
+        self._shadows: set[asyncio.Task] = set()
         self.input = InputThread(input_)
         self.output, self.dlq, self.cfg = output, dlq, cfg
         self.stats = Stats()
@@ -199,14 +246,31 @@ class Scheduler:
         self._m_inflight = metrics.IN_FLIGHT.labels(STAGE)
         self._m_paused = metrics.PAUSED.labels(STAGE)
         self._m_latency = metrics.STAGE_LATENCY.labels(STAGE)
-        self._m_calls = {(k.name, o): LLM_CALLS.labels(k.name, o.value) for k in keys.keys for o in Outcome}
-        self._m_llm = {k.name: LLM_LATENCY.labels(k.name) for k in keys.keys}
         self._hops = metrics.Hops(STAGE)
         self.language = cfg.language or keys.language
-        prompt_for(self.language)  # an unknown language is a config error now, not at the first task
+        self.variants = self.check_variants(keys)
         self.answers = AnswerWatch(STAGE, cfg.bad_answer_warn or keys.bad_answer_warn)
         self.call_times = CallTimes()
         self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
+        self.clients = Clients()
+
+    def open_clients(self) -> None:
+        """A client per key and variant now, not at a task's first call (that would cost its time)."""
+        for plan in self.variants.plans.values():
+            for k in self.keys.keys:
+                if plan.only is None or k.name in plan.only:
+                    self.clients.get(self.variants.key_for(plan, k))
+
+    def check_variants(self, keys: KeysConfig) -> Variants:
+        """The variants of a key file, or ConfigError when this stage cannot run them."""
+        try:
+            variants = Variants(keys, self.cfg.language)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if keys.shadow is not None and self.shadow_out is None:
+            raise ConfigError(f"shadow: variant {keys.shadow.variant!r} needs --shadow-out (a file or kafka://TOPIC "
+                              "for its answers; they never go to operators)")
+        return variants
 
     # -- the life of one task ------------------------------------------------------------------------
     async def handle(self, record: Record, dequeued: float) -> None:
@@ -218,9 +282,13 @@ class Scheduler:
             self.emit_dead_letter(ticket, record, e.reason, e.error_class)
             ticket.seal()
             return
+        now = time.time()
+        if self.cfg.replay_before is not None:  # --from-time: a replayed task's budget starts now
+            deadline = replay_deadline(task, self.cfg.replay_before, now)
+            if deadline != task.deadline:
+                task = task.model_copy(update={"deadline": deadline})
         # stale check: past its deadline (or too close to it for a call) the answer is worthless; say
         # so instead of spending a call
-        now = time.time()
         if now + self.call_times.expected >= task.deadline:
             self.stats.stale += 1
             STALE.labels(STAGE).inc()
@@ -230,9 +298,13 @@ class Scheduler:
             ticket.seal()
             self.observe_hops(result.times, no_call)
             return
+        plan = self.variants.for_camera(task.camera_id)  # sticky by camera: one camera, one variant
+        shadow = self.variants.shadow_for(task.task_id, plan.name)
+        if shadow is not None:
+            self.start_shadow(task, shadow)
         # acquire a key → call → validate, retried on other keys within the deadline
         try:
-            assessed = await self.assess(task)
+            assessed = await self.assess(task, plan)
             status = "ok" if assessed.call.outcome is Outcome.OK else "stale" if assessed.shed else "failed"
             if assessed.shed:
                 self.stats.stale += 1
@@ -264,35 +336,37 @@ class Scheduler:
         except ValidationError as e:
             raise BadInput.from_validation(e, "assessment task") from None
 
-    async def assess(self, task: AssessmentTask) -> Assessed:
-        """The one retry loop: another key after a failure, until OK, a final error, or the deadline."""
+    async def assess(self, task: AssessmentTask, plan: VariantPlan, shadow: bool = False) -> Assessed:
+        """The one retry loop: another key after a failure, until OK, a final error, or the deadline.
+        A shadow request (`shadow`) ranks below every task, takes no last ready key and is not retried."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (task.deadline - time.time())
         place = self.pool.ticket()  # keep our place in the queue across retries
         # suspect > new > changed > refresh when the keys are the bottleneck; refreshes absorb the shortfall
-        priority = rank(task.reason)
-        cost = estimate_tokens(task, self.cfg.max_tokens, self.language) if self.count_tokens else 0
-        out = Assessed(Call(Outcome.ABANDONED))
+        priority = SHADOW if shadow else rank(task.reason)
+        cost = estimate_tokens(task, self.cfg.max_tokens, plan.language) if self.count_tokens else 0
+        out = Assessed(Call(Outcome.ABANDONED), plan=plan)
         avoid: set[str] = set()
         bad_responses = 0
+        max_attempts = 1 if shadow else self.keys.max_attempts
         # read past a full stage (see _receive): someone ranked below this task gives way, or this refresh does
-        if len(self._active) > self.cfg.workers and not self.pool.make_room(priority):
+        if not shadow and len(self._active) > self.cfg.workers and not self.pool.make_room(priority):
             out.shed, out.error_class = True, "shed"
             out.call.error = "shed: the stage is full of tasks that rank at least as high"
             return out
-        while out.attempts < self.keys.max_attempts:
+        while out.attempts < max_attempts:
             t0 = loop.time()
             # a key is only worth having while a call of the usual length still ends before the deadline
             try:
                 lease = await self.pool.acquire(deadline, frozenset(avoid), place, priority, cost,
-                                                reserve=out.attempts == 0)
+                                                reserve=out.attempts == 0, only=plan.only)
             except NoKeyInTime as e:
                 out.key_wait_s += loop.time() - t0
                 if isinstance(e, Displaced):
                     out.shed, out.error_class = True, "shed"
                     out.call.error = "shed: gave way to a task that ranks higher while the stage was full"
                     return out
-                if out.attempts == 0 and self.pool.pool.any_open(loop.time()):
+                if out.attempts == 0 and (shadow or self.pool.pool.any_open(loop.time(), plan.only)):
                     out.shed, out.error_class = True, "shed"  # overload: the keys are busy, not broken
                     out.call.error = "shed: no key in time for a call to end before the deadline"
                     return out
@@ -300,16 +374,16 @@ class Scheduler:
                 if out.call.error is None:
                     out.call.error = "no key could take the task before its deadline"
                 return out
-            key = self.by_name[lease.key]
+            key = self.variants.key_for(plan, self.by_name[lease.key])
             t1 = loop.time()
             out.key_wait_s += t1 - t0
             out.attempts += 1
             out.key = key
             timeout = min(key.timeout, deadline - t1)  # the deadline caps the call, not only the retries
             try:
-                call = await call_llm(self.clients[key.name], key, task, max(0.05, timeout),
+                call = await call_llm(self.clients.get(key), key, task, max(0.05, timeout),
                                       temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens,
-                                      language=self.language)
+                                      language=plan.language, motion=plan.motion)
             except BaseException:  # cancelled, or a bug: give the lease back, no verdict on the key
                 self.pool.release(lease, Outcome.ABANDONED)
                 raise
@@ -344,8 +418,8 @@ class Scheduler:
             verdict = Outcome.OK  # the key answered: its health is fine; the wording is the model's (issue 12)
         self.pool.release(lease, verdict or call.outcome, call.retry_after, call.error, call.usage)
         after = self.pool.pool.state(key.name, self.pool.now())
-        self._m_calls[(key.name, call.outcome)].inc()
-        self._m_llm[key.name].observe(took)
+        LLM_CALLS.labels(key.name, call.outcome.value).inc()
+        LLM_LATENCY.labels(key.name).observe(took)
         if after is not before and after in (KeyState.DISABLED, KeyState.COOLING):
             why = f"{call.outcome.value}: {self.redact(call.error)}" if call.error else call.outcome.value
             if after is KeyState.DISABLED:
@@ -358,6 +432,7 @@ class Scheduler:
 
     def result(self, task: AssessmentTask, status: str, a: Assessed, dequeued: float) -> RiskAssessmentResult:
         ra = a.call.assessment
+        plan = a.plan or self.variants.for_camera(task.camera_id)
         times = task.times.model_copy(update={"dequeue": dequeued, "llm_start": a.llm_start, "llm_end": a.llm_end,
                                               "llm_attempts": list(a.windows) or None, "result": time.time()})
         return RiskAssessmentResult(
@@ -367,10 +442,10 @@ class Scheduler:
             description=ra.description if ra else "", confidence=ra.confidence if ra else None,
             danger_object_ids=ra.danger_object_ids if ra else [],
             key_name=a.key.name if a.key else None, model=a.key.model if a.key else None,
-            prompt_version=prompt_for_task(task, self.language).version,
+            prompt_version=prompt_for_task(task, plan.language, plan.motion).version,
             answer_normalized=list(a.call.normalized) if ra else [],
             attempts=a.attempts, error_class=a.error_class if status != "ok" else None,
-            crop_jpeg_b64=task.group.crop_jpeg_b64, times=times)
+            crop_jpeg_b64=task.group.crop_jpeg_b64, times=times, variant=plan.name, tokens=a.call.usage)
 
     # -- emitting, with the delivery bookkeeping that makes commits safe --------------------------------
     def emit(self, ticket: Ticket, record: Record, result: RiskAssessmentResult) -> None:
@@ -382,7 +457,104 @@ class Scheduler:
         elif result.status == "failed":
             self.stats.failed += 1
         RESULTS.labels(result.status, result.error_class or "").inc()
+        self.count_variant(result, "primary")
         self._m_out.inc()
+
+    def count_variant(self, result: RiskAssessmentResult, role: str) -> None:
+        variant = result.variant or "-"
+        VARIANT_RESULTS.labels(variant, role, result.status).inc()
+        t = result.times
+        if t.llm_start is not None and t.llm_end is not None:
+            VARIANT_LLM.labels(variant, role).observe(t.llm_end - t.llm_start)
+        if result.tokens:
+            VARIANT_TOKENS.labels(variant, role).inc(result.tokens)
+
+    # -- shadow requests: a candidate variant judges the same task aside, from spare capacity only ------
+    def start_shadow(self, task: AssessmentTask, plan: VariantPlan) -> None:
+        if self.shadow_out is None or self._stop.is_set():
+            return
+        if len(self._shadows) >= self.cfg.shadow_max:  # shed first: never a queue of shadows
+            SHADOW_SHED.labels(plan.name).inc()
+            return
+        t = asyncio.ensure_future(self.shadow(task, plan, time.time()))
+        self._shadows.add(t)
+        t.add_done_callback(self._shadows.discard)
+
+    async def shadow(self, task: AssessmentTask, plan: VariantPlan, dequeued: float) -> None:
+        """One call of the shadow variant (no retry), its result on --shadow-out; nothing to operators,
+        no dead letter, no commit depends on it."""
+        try:
+            a = await self.assess(task, plan, shadow=True)
+        except Exception:  # a bug in the shadow path must never touch the primary one
+            log.exception("%s: shadow request of task %s", STAGE, task.task_id)
+            return
+        if a.shed or a.attempts == 0:
+            SHADOW_SHED.labels(plan.name).inc()
+            return
+        status = "ok" if a.call.outcome is Outcome.OK else "failed"
+        result = self.result(task, status, a, dequeued)
+        self.shadow_out.send(result.model_dump_json().encode(), result.camera_id.encode(), self._shadow_delivered)
+        self.count_variant(result, "shadow")
+
+    def _shadow_delivered(self, err: Exception | None) -> None:
+        if err is not None:
+            metrics.DELIVERY_FAILURES.labels(STAGE, self.shadow_out.name).inc()
+            log.warning("%s: a shadow result was not delivered: %s", STAGE, err)
+
+    # -- reload: SIGHUP re-reads the key file and the routes ----------------------------------------------
+    def request_reload(self) -> None:
+        asyncio.ensure_future(self.reload())
+
+    async def reload(self) -> bool:
+        """Read the key file again and apply it without dropping a task; a file that fails to load (or
+        that this stage cannot run) is refused with one line and the running config stays."""
+        try:
+            keys = await asyncio.get_running_loop().run_in_executor(None, self.reload_keys)
+            if not keys.keys:
+                raise ConfigError("no keys")
+            variants = self.check_variants(keys)
+            added, removed, replaced, retuned = key_changes(self.keys, keys)
+            self.pool.reconfigure([k.limits() for k in keys.keys], keys.policy(), keys.account_limits(), replaced)
+        except Exception as e:  # ConfigError, or a limit the pool refuses: the running config stays
+            RELOADS.labels("refused").inc()
+            log.error("%s: reload refused, the running config stays: %s", STAGE, self.redact(str(e)))
+            return False
+        for k in keys.keys:
+            self.by_name[k.name] = k
+            if k.secret() not in self._secrets:
+                self._secrets.append(k.secret())
+        for name in removed:
+            self._forget_key_series(name)
+        self.keys, self.variants = keys, variants
+        self.open_clients()
+        self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
+        RELOADS.labels("ok").inc()
+        changes = [f"+{n}" for n in added] + [f"-{n}" for n in removed] + [f"~{n} (new secret or address)"
+                                                                        for n in replaced] + [f"~{n}" for n in retuned]
+        log.warning("%s: reloaded: %d keys (%s); routes: %s", STAGE, len(keys.keys),
+                    ", ".join(changes) or "no key changed", variants.describe())
+        for line in keys.account_warnings():
+            log.warning("%s: %s", STAGE, line)
+        return True
+
+    def _forget_key_series(self, name: str) -> None:
+        """A removed key's gauges leave /metrics (its counters stay: they are history)."""
+        for g, extra in ((KEY_IN_FLIGHT, ()), (KEY_TOKENS, ()), (KEY_SUCCESS, ()), (KEY_COOLDOWN, ()),
+                         (KEY_EFFECTIVE_QPS, ())):
+            try:
+                g.remove(name, *extra)
+            except KeyError:
+                pass
+        for st in KeyState:
+            try:
+                KEY_STATE.remove(name, st.value)
+            except KeyError:
+                pass
+        if name in self._last_error:
+            try:
+                KEY_LAST_ERROR.remove(name, self._last_error.pop(name))
+            except KeyError:
+                pass
 
     def emit_dead_letter(self, ticket: Ticket, record: Record, reason: str, error_class: str, *,
                          attempts: int = 0, last_error: str | None = None) -> None:
@@ -454,24 +626,29 @@ class Scheduler:
             log.warning("%s: %s", STAGE, line)
         self.pool = AsyncKeyPool(KeyPool([k.limits() for k in self.keys.keys], self.keys.policy(), now=loop.time(),
                                          accounts=self.keys.account_limits()))
-        self.clients = open_clients(self.keys.keys)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        self.open_clients()
+        on_hup = self.request_reload if self.reload_keys is not None else self.stop  # never killed at once
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, on_hup)):
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
             except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
                 pass
         side = [asyncio.ensure_future(self._serve_outputs()), asyncio.ensure_future(self._monitor())]
         try:
             await self._receive()
             await self._finish_in_flight()
+            if self._shadows and not self._stop.is_set():  # the input ended: let the shadows finish too
+                await asyncio.wait(set(self._shadows), timeout=self.cfg.drain_timeout)
         finally:
             for t in side:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            for t in list(self._shadows):  # shadows are best effort: not waited for
+                t.cancel()
+            await asyncio.gather(*self._shadows, return_exceptions=True)
             await self._drain()
-            for c in self.clients.values():
-                await c.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            await self.clients.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 try:
                     loop.remove_signal_handler(sig)
                 except (ValueError, RuntimeError, NotImplementedError):
@@ -538,12 +715,17 @@ class Scheduler:
             self.output.poll(0)
             if self.dlq is not self.output:
                 self.dlq.poll(0)
+            if self.shadow_out is not None and self.shadow_out not in (self.output, self.dlq):
+                self.shadow_out.poll(0)
             await asyncio.sleep(0.02)
 
     async def _drain(self) -> None:
         left = self.output.flush(self.cfg.drain_timeout)
         if self.dlq is not self.output:
             left += self.dlq.flush(self.cfg.drain_timeout)
+        if self.shadow_out is not None and self.shadow_out not in (self.output, self.dlq):
+            self.shadow_out.flush(self.cfg.drain_timeout)
+            self.shadow_out.close()
         if left:
             log.error("%s: %d messages not delivered; their inputs stay uncommitted", STAGE, left)
         await self.input.close()
@@ -588,16 +770,42 @@ class Scheduler:
         return ", ".join(parts)
 
 
+def check_config(keys: KeysConfig, cfg: ScheduleConfig, shadow_spec: str | None) -> None:
+    """What the stage would refuse, before anything starts: one ConfigError line (exit 2)."""
+    try:
+        Variants(keys, cfg.language)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if keys.shadow is not None and shadow_spec is None:
+        raise ConfigError(f"shadow: variant {keys.shadow.variant!r} needs --shadow-out (a file or kafka://TOPIC "
+                          "for its answers; they never go to operators)")
+
+
 def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, keys: KeysConfig, endpoints: Endpoints,
         cfg: ScheduleConfig = ScheduleConfig(), group_id: str = "hazardctl-schedule",
-        connect_timeout: float = 30.0) -> Stats:
+        connect_timeout: float = 30.0, shadow_spec: str | None = None, reload_keys=None,
+        from_time: str | None = None) -> Stats:
+    """`reload_keys`: () -> KeysConfig, called on SIGHUP; `from_time` (ISO 8601 or -2h): rewind the
+    group to it before starting (Kafka input only); tasks made before the start are then a replay."""
+    check_config(keys, cfg, shadow_spec)
+    since = parse_from_time(from_time, time.time()) if from_time is not None else None
     dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
-    endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
+    endpoints.wait_ready([in_spec, out_spec, dlq_spec, *([shadow_spec] if shadow_spec else [])], connect_timeout)
+    if shadow_spec is not None and shadow_spec in (out_spec, dlq_spec):
+        raise ConfigError(f"--shadow-out {shadow_spec}: must differ from --out and --dlq (shadow answers never "
+                          "reach operators)")
+    if since is not None:
+        endpoints.rewind(in_spec, group_id, since, from_time)
+        cfg = dataclasses.replace(cfg, replay_before=time.time())
     output = endpoints.output(out_spec)
     dlq = output if dlq_spec == out_spec else endpoints.output(dlq_spec)
+    shadow_out = endpoints.output(shadow_spec) if shadow_spec else None
     input_ = endpoints.input(in_spec, group_id, STAGE)
     for noisy in ("httpx2", "httpx", "httpcore2", "httpcore", "openai"):  # a line (or a whole body) per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     names = ", ".join(k.name for k in keys.keys)
     log.info("%s: %d keys (%s), strategy %s, %d workers", STAGE, len(keys.keys), names, keys.strategy, cfg.workers)
-    return asyncio.run(Scheduler(keys, input_, output, dlq, cfg).run())
+    scheduler = Scheduler(keys, input_, output, dlq, cfg, shadow_out=shadow_out, reload_keys=reload_keys)
+    if keys.variants or keys.shadow:
+        log.info("%s: routes: %s", STAGE, scheduler.variants.describe())
+    return asyncio.run(scheduler.run())

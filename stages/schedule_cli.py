@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 import logging
 import os
+from pathlib import Path
 
 from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command
 from hazardctl.errors import ConfigError
@@ -34,7 +35,11 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
     help="Assess each task with a vision LLM, spreading calls over a pool of API keys (paced, never into a 429).\n\n"
     "Example: hazardctl schedule --keys config/api_keys.yaml < tasks.jsonl > results.jsonl\n\n"
     "Example: hazardctl schedule --keys config/api_keys.enc --in kafka://assessment-tasks "
-    "--out kafka://risk-assessment-results --shard 0/2 --metrics-port 9102",
+    "--out kafka://risk-assessment-results --shard 0/2 --metrics-port 9102\n\n"
+    "Variants, routes and a shadow variant come from the keys file (docs/schedule.md); SIGHUP (systemctl reload) "
+    "re-reads it without dropping a task.\n\n"
+    "Example (re-assess the last hour with the routes of another file, into its own topic): hazardctl schedule "
+    "--keys max.yaml --in kafka://assessment-tasks --from-time -1h --group replay-max --out kafka://results-replay",
 )
 def schedule_cmd(
     keys: Optional[str] = typer.Option(
@@ -56,6 +61,13 @@ def schedule_cmd(
     language: Optional[str] = typer.Option(
         None, "--language", help="Prompt language en|zh: risk types and description in it; levels stay "
         "none/low/medium/high (default: the keys file's `language`, else en)."),
+    shadow_out: Optional[str] = typer.Option(
+        None, "--shadow-out", help="Where the shadow variant's results go (a file or kafka://TOPIC, never --out): "
+        "needed when the keys file has `shadow:`; `hazardctl compare` reads them."),
+    from_time: Optional[str] = typer.Option(
+        None, "--from-time", help="Kafka input: rewind this stage's --group to this time before starting "
+        "(ISO 8601, or back from now: -2h, -15m); tasks made before the start get their deadline budget from "
+        "when they are read."),
     bad_answer_warn: Optional[float] = typer.Option(
         None, "--bad-answer-warn", min=0.01, max=1.0, help="WARNING when a model's unusable answers exceed this "
         "share of its last 50 (default: the keys file's `bad_answer_warn`, else 0.2)."),
@@ -69,6 +81,15 @@ def schedule_cmd(
 
     if language not in (None, "en", "zh"):
         raise ConfigError(f"--language {language}: one of en, zh")
+    if from_time is not None:  # a bad time is refused before anything starts
+        import time
+
+        from hazardctl.from_time import parse_from_time
+        from hazardctl.transports import is_kafka
+
+        parse_from_time(from_time, time.time())
+        if not is_kafka(in_spec):
+            raise ConfigError(f"--from-time needs a kafka:// input, not {in_spec!r}")
     explicit = keys or os.environ.get(KEYS_ENV)  # a file the user named: any problem with it is an error
     path = explicit or "config/api_keys.yaml"
     sim = None
@@ -78,7 +99,7 @@ def schedule_cmd(
         sim, cfg = _start_simulated_llm("no keys file")
     else:
         try:
-            cfg = load_keys(path)
+            cfg = load_keys(path, _passphrase(path))
         except ConfigError as e:
             # only the shipped example with none of its ${DASHSCOPE_KEY_...} set means "no key configured"
             unset = "environment variable DASHSCOPE_KEY_" in str(e) and not any(
@@ -92,12 +113,40 @@ def schedule_cmd(
             cfg = cfg.shard(*parts)
         if not cfg.keys:
             raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
+        stage_cfg = schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn)
+        schedule.check_config(cfg, stage_cfg, shadow_out)  # bad routes: one line, exit 2, nothing started
         serve_metrics(metrics_port, metrics_bind)
         schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
-                     cfg=schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn))
+                     cfg=stage_cfg, shadow_spec=shadow_out, from_time=from_time,
+                     reload_keys=None if sim is not None else _reloader(path, parts))
     finally:
         if sim is not None:
             sim.stop()
+
+
+def _passphrase(path: str) -> str | None:
+    """The passphrase of an encrypted keys file, asked once (a reload uses it again); None: plain or unreadable."""
+    from hazardctl.keys import is_encrypted, read_passphrase
+
+    try:
+        head = Path(path).read_bytes()[:64]
+    except OSError:
+        return None
+    return read_passphrase(confirm=False) if is_encrypted(head) else None
+
+
+def _reloader(path: str, shard: tuple[int, int] | None):
+    """What SIGHUP calls: the same file read again (plain or encrypted; the passphrase from the environment,
+    else the one typed at start), the same shard."""
+    from hazardctl.keys import load_keys
+
+    passphrase = _passphrase(path)
+
+    def reload():
+        cfg = load_keys(path, passphrase)
+        return cfg.shard(*shard) if shard else cfg
+
+    return reload
 
 
 def _start_simulated_llm(why: str):

@@ -26,12 +26,12 @@ from hazardctl.keypool.pool import (
     over_claimed,
     should_retry,
 )
-from hazardctl.keypool.queue import CHANGED, NEW, RANKS, REFRESH, SUSPECT, URGENT, AcquireQueue, Waiter, rank
+from hazardctl.keypool.queue import CHANGED, NEW, RANKS, REFRESH, SHADOW, SUSPECT, URGENT, AcquireQueue, Waiter, rank
 from hazardctl.keypool.rates import EPS, MIN_FACTOR, RPM_GUARD_S, RPM_WINDOW_S, Rate
 from hazardctl.keypool.shell import AsyncKeyPool, Displaced, NoKeyInTime
 
 __all__ = [
-    "CHANGED", "NEW", "RANKS", "SUSPECT", "Displaced", "rank", "DISABLING", "EPS", "HEALTH_FAILURES", "MIN_FACTOR", "RATE_LIMITS", "REFRESH", "RPM_GUARD_S",
+    "CHANGED", "NEW", "RANKS", "SHADOW", "SUSPECT", "Displaced", "rank", "DISABLING", "EPS", "HEALTH_FAILURES", "MIN_FACTOR", "RATE_LIMITS", "REFRESH", "RPM_GUARD_S",
     "RPM_WINDOW_S", "URGENT", "AccountLimits", "AcquireQueue", "AsyncKeyPool", "KeyHealth", "KeyLimits",
     "KeyPool", "KeyState", "Lease", "NoKeyInTime", "Outcome", "PoolPolicy", "Rate", "Waiter",
     "account_warnings", "over_claimed", "should_retry",

@@ -18,6 +18,10 @@ Rules (each has a fake-clock test in tests/test_keypool.py or tests/test_keypool
   `default_cooldown`, then it is half-open: one probe at a time until a success closes it.
 - An unusable answer (BAD_RESPONSE) is the model's, not the key's: it never cools a key (issue 12).
 - 400/413: the request's fault, not the key's: no state change, no retry (see `should_retry`).
+- Variants (issue 22): a request may be limited to some keys (`only`); a shadow request takes a key only
+  while another key stays ready (`spare`), so it never takes the last slot a primary task could use.
+- Reload (`reconfigure`): a removed key takes no new request and finishes its in-flight ones; an added
+  key starts with slow start; changed limits apply at once.
 """
 
 from __future__ import annotations
@@ -170,6 +174,7 @@ class _Key:
     rate_limited: int = 0
     last_error: str | None = None
     last_detail: str | None = None
+    retired: bool = False  # removed by a reload: finishes its in-flight requests, takes no new one
 
     @property
     def name(self) -> str:
@@ -269,21 +274,30 @@ class KeyPool:
         self._by_name = {k.name: k for k in self.keys}
 
     # -- choosing -------------------------------------------------------------------------------
-    def _candidates(self, now: float, avoid: frozenset[str]) -> list[_Key]:
+    def _serving(self, only: frozenset[str] | None) -> list[_Key]:
+        """The keys of the current config (not retired), within `only` when given (a variant's keys)."""
+        return [k for k in self.keys if not k.retired and (only is None or k.name in only)]
+
+    def _candidates(self, now: float, avoid: frozenset[str], only: frozenset[str] | None = None) -> list[_Key]:
         """Keys a task may use: a retry prefers keys that have not failed it, as long as one of them
         is open (only paced or busy, not cooling); a disabled key only when its probe is due."""
-        usable = [k for k in self.keys if not k.disabled or k.probe_at <= now]
+        serving = self._serving(only)
+        usable = [k for k in serving if not k.disabled or k.probe_at <= now]
         if avoid:
             preferred = [k for k in usable if k.name not in avoid]
             if any(k.open(now) for k in preferred):
                 return preferred
-        return usable or self.keys
+        return usable or serving
 
-    def acquire(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0) -> Lease | None:
-        """A lease on a key that may send a request of `cost` tokens right now; None if none may."""
-        ready = [k for k in self._candidates(now, avoid)
+    def acquire(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0,
+                only: frozenset[str] | None = None, spare: int = 0) -> Lease | None:
+        """A lease on a key that may send a request of `cost` tokens right now; None if none may.
+        `only`: one of these keys; `spare`: only while this many other keys of the pool stay ready."""
+        ready = [k for k in self._candidates(now, avoid, only)
                  if (t := k.ready_at(now, cost)) is not None and t <= now + EPS]
         if not ready:
+            return None
+        if spare and self.ready_count(now, cost) <= spare:
             return None
         key = self._choose(self, ready, now)
         key.rate.take(now, cost)
@@ -296,16 +310,75 @@ class KeyPool:
         key.probing = key.probing or probe
         return Lease(key.name, key.index, now, probe, cost)
 
-    def ready_at(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0) -> float | None:
+    def ready_count(self, now: float, cost: float = 0.0) -> int:
+        """How many keys of the pool could send a request of `cost` right now."""
+        return sum(1 for k in self._serving(None) if not k.disabled
+                   and (t := k.ready_at(now, cost)) is not None and t <= now + EPS)
+
+    def ready_at(self, now: float, avoid: frozenset[str] = frozenset(), cost: float = 0.0,
+                 only: frozenset[str] | None = None) -> float | None:
         """When `acquire` could next succeed by the clock alone; None if only a release can help."""
-        keys = self._candidates(now, avoid)
-        keys += [k for k in self.keys if k.disabled and k.probe_at > now and k.name not in avoid and k not in keys]
+        keys = self._candidates(now, avoid, only)
+        keys += [k for k in self._serving(only) if k.disabled and k.probe_at > now and k.name not in avoid
+                 and k not in keys]
         times = [t for k in keys if (t := k.ready_at(now, cost)) is not None]
         return min(times) if times else None
 
-    def any_open(self, now: float) -> bool:
+    def any_open(self, now: float, only: frozenset[str] | None = None) -> bool:
         """Is some key serving (merely paced or busy)? If so, a task that waits is waiting for capacity."""
-        return any(k.open(now) for k in self.keys)
+        return any(k.open(now) for k in self._serving(only))
+
+    # -- reload -----------------------------------------------------------------------------------
+    def reconfigure(self, keys: Iterable[KeyLimits], policy: PoolPolicy, now: float,
+                    accounts: Iterable[AccountLimits] = (), replaced: Iterable[str] = ()) -> dict[str, list[str]]:
+        """Apply a reloaded key file without dropping a request (issue 22). A key no longer listed (or
+        `replaced`: same name, new secret or address) is retired: its in-flight requests finish and are
+        released as usual, it takes no new one. A new key starts idle, so with slow start. A kept key
+        keeps its state (cooling, in flight, AIMD) and takes its new limits at once. Returns
+        {"added": [...], "removed": [...], "changed": [...]} by name."""
+        keys, accounts = list(keys), list(accounts)
+        if not keys:
+            raise ValueError("a key pool needs at least one key")
+        if policy.strategy not in _STRATEGIES:
+            raise ValueError(f"unknown strategy {policy.strategy!r}")
+        tight = {(name, attr) for name, attr, *_ in over_claimed(keys, accounts)}
+        for a in accounts:
+            limits = [getattr(a, attr) if (a.name, attr) in tight else None for attr in ("qps", "rpm", "tpm")]
+            rate = self.accounts.get(a.name)
+            if rate is None:
+                self.accounts[a.name] = Rate(*limits, policy, now=now)
+            else:
+                rate.reconfigure(*limits, policy, now=now)
+        replaced = set(replaced)
+        wanted = {lim.name: lim for lim in keys}
+        report: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        for k in self.keys:
+            if k.retired:
+                continue
+            if k.name not in wanted or k.name in replaced:
+                k.retired = True
+                report["removed" if k.name not in wanted else "changed"].append(k.name)
+        for lim in keys:
+            if lim.account is not None and lim.account not in self.accounts:
+                raise ValueError(f"key {lim.name!r}: unknown account {lim.account!r}")
+            old = self._by_name.get(lim.name)
+            account = self.accounts.get(lim.account) if lim.account else None
+            if old is not None and not old.retired:
+                if old.limits != lim:
+                    report["changed"].append(lim.name)
+                old.limits, old.account = lim, account
+                old.rate.reconfigure(lim.qps, lim.rpm, lim.tpm, policy, now=now, burst=lim.burst)
+            else:
+                k = _Key(lim, len(self.keys), Rate(lim.qps, lim.rpm, lim.tpm, policy, burst=lim.burst, now=now), account)
+                self.keys.append(k)
+                self._by_name[lim.name] = k
+                if old is None:
+                    report["added"].append(lim.name)
+        for k in self.keys:
+            k.account_binding = any(name == k.limits.account for name, _ in tight)
+        self.policy = policy
+        self._choose = _STRATEGIES[policy.strategy]
+        return report
 
     # -- outcomes -------------------------------------------------------------------------------
     def release(self, lease: Lease, outcome: Outcome, now: float, retry_after: float | None = None,
@@ -394,7 +467,7 @@ class KeyPool:
             last_error_detail=k.last_detail,
             cooldown_until=(k.cool_until if k.cool_until > now else (k.probe_at if k.disabled else None)),
             rate_limited=k.rate_limited, failures=k.failures, effective_qps=round(self.effective_qps(k.name, now), 3),
-        ) for k in self.keys]
+        ) for k in self._serving(None)]
 
     def state(self, name: str, now: float) -> KeyState:
         return self._by_name[name].state(now)
@@ -403,7 +476,7 @@ class KeyPool:
 # -- strategies: pick one of the keys that may send now --------------------------------------------
 
 def _round_robin(pool: KeyPool, ready: list[_Key], now: float) -> _Key:
-    n = len(pool.keys)
+    n = len(pool.keys) or 1
     key = min(ready, key=lambda k: (k.index - pool._cursor) % n)
     pool._cursor = (key.index + 1) % n
     return key

@@ -14,6 +14,10 @@ from hazardctl.keypool.pool import KeyPool, Lease
 #: Waiter priorities, most urgent first (issue 16): a motion cue crossed its threshold (`suspect`), a
 #: group first seen, a group that changed, a refresh of an unchanged one.
 SUSPECT, NEW, CHANGED, REFRESH = 0, 1, 2, 3
+#: below every task: a shadow request (issue 22) of a candidate variant, from spare capacity only
+SHADOW = 4
+#: how often a shadow waiter kept out only by the spare rule looks again (no timer spin)
+SHADOW_RECHECK_S = 0.02
 #: the task reasons of `messages.TaskReason`, ranked
 RANKS = {"suspect": SUSPECT, "new": NEW, "changed": CHANGED, "refresh": REFRESH}
 #: before issue 16 there were two classes, new/changed vs refresh; kept for callers of that time
@@ -34,6 +38,12 @@ class Waiter:
     priority: int = URGENT  # lower goes first
     cost: float = 0.0  # estimated tokens of the request
     reserve: bool = False  # a key is only worth having while `AcquireQueue.reserve` seconds remain
+    only: frozenset[str] | None = None  # the keys of the task's variant (None: any key)
+
+    @property
+    def spare(self) -> int:
+        """Keys that must stay ready for others when this waiter takes one: 1 for a shadow request."""
+        return 1 if self.priority >= SHADOW else 0
 
 
 class AcquireQueue:
@@ -78,6 +88,8 @@ class AcquireQueue:
         (a refresh arriving then is the one shed). A retry is never displaced: it already spent a call."""
         for i in range(len(self.waiters) - 1, -1, -1):
             w = self.waiters[i]
+            if w.priority >= SHADOW:  # shadows are not the stage's tasks: their own cap sheds them
+                continue
             if w.priority <= priority:
                 return None
             if w.reserve and w.lease is None:
@@ -90,9 +102,10 @@ class AcquireQueue:
         expired: list[Waiter] = []
         kept: list[Waiter] = []
         pool = self.pool
-        plain_ready: float | None = None  # once a plain waiter is stuck, every later plain one is too
-        plain_blocked = False
+        # once a plain waiter (no keys to avoid) is stuck, every later plain one of the same key set is too
+        blocked: dict[frozenset[str] | None, float | None] = {}
         wake: float | None = None
+        spare_ok = pool.ready_count(now) > 1 if any(w.spare for w in self.waiters) else False
 
         def soonest(t: float | None) -> None:
             nonlocal wake
@@ -104,17 +117,25 @@ class AcquireQueue:
             if latest <= now:
                 expired.append(w)
                 continue
-            if plain_blocked and not w.avoid:
-                t = plain_ready
+            if w.spare and not spare_ok:  # a shadow: never the last ready key
+                t = pool.ready_at(now, w.avoid, w.cost, w.only)
+                if t is not None:
+                    t = max(t, now + SHADOW_RECHECK_S)
+            elif not w.avoid and w.only in blocked:
+                t = blocked[w.only]
             else:
-                lease = pool.acquire(now, w.avoid, w.cost)
+                lease = pool.acquire(now, w.avoid, w.cost, w.only, w.spare)
                 if lease is not None:
                     w.lease = lease
                     granted.append(w)
+                    if w.spare:
+                        spare_ok = pool.ready_count(now) > 1
                     continue
-                t = pool.ready_at(now, w.avoid, w.cost)
-                if not w.avoid:
-                    plain_blocked, plain_ready = True, t
+                t = pool.ready_at(now, w.avoid, w.cost, w.only)
+                if w.spare and t is not None:
+                    t = max(t, now + SHADOW_RECHECK_S)
+                elif not w.avoid:
+                    blocked[w.only] = t
             if t is not None and t > latest:
                 expired.append(w)  # the first key back comes after the deadline: fail now, not later
                 continue

@@ -144,6 +144,20 @@ class Rate:
         if self.tpm is not None and self.tok != math.inf:
             self.tok, self.tok_stamp = self.tok_at(now, self.last_cost), now
 
+    def reconfigure(self, qps: float | None, rpm: int | None, tpm: int | None, policy: PoolPolicy, *,
+                    now: float, burst: float | None = None) -> None:
+        """New limits from a reloaded config, in force at once: what was refilled so far at the old rate
+        is kept (capped by the new bucket), sends in the rpm window still count, AIMD and slow start go on."""
+        self._settle(now)
+        self.qps, self.rpm, self.tpm, self.policy = qps, rpm, tpm, policy
+        if burst is not None:
+            self.burst = burst
+        if qps is not None:
+            self.req = min(self.req, self.burst) if self.req != math.inf else self.burst
+        if tpm is None:
+            self.tok = math.inf
+        self.req_stamp = self.tok_stamp = now
+
     def decrease(self, now: float, sent_at: float) -> bool:
         """Multiplicative decrease, once per congestion event. True if the rate went down."""
         if sent_at < self.decreased_at:

@@ -39,10 +39,12 @@ class AsyncKeyPool:
         return next(self._seq)
 
     async def acquire(self, deadline: float, avoid: frozenset[str] = frozenset(), seq: int | None = None,
-                      priority: int = URGENT, cost: float = 0.0, reserve: bool = False) -> Lease:
-        """A lease before `deadline` (loop time; minus `queue.reserve` with `reserve`), or NoKeyInTime."""
+                      priority: int = URGENT, cost: float = 0.0, reserve: bool = False,
+                      only: frozenset[str] | None = None) -> Lease:
+        """A lease before `deadline` (loop time; minus `queue.reserve` with `reserve`), or NoKeyInTime;
+        `only`: one of these keys (a variant's)."""
         waiter = Waiter(self.ticket() if seq is None else seq, deadline, avoid, priority=priority, cost=cost,
-                        reserve=reserve)
+                        reserve=reserve, only=only)
         fut = self._loop.create_future()
         self._futures[waiter] = fut
         self.queue.add(waiter)
@@ -69,6 +71,12 @@ class AsyncKeyPool:
             fut.set_exception(Displaced())
         self._dispatch()
         return True
+
+    def reconfigure(self, keys, policy, accounts=(), replaced=()) -> dict[str, list[str]]:
+        """A reloaded key file (`KeyPool.reconfigure`); waiting tasks are served under it at once."""
+        report = self.pool.reconfigure(keys, policy, self.now(), accounts, replaced)
+        self._dispatch()
+        return report
 
     def release(self, lease: Lease, outcome: Outcome, retry_after: float | None = None, error: str | None = None,
                 usage: float | None = None) -> None:

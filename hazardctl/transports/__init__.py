@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hazardctl.config import KafkaSettings, load_kafka_settings
+from hazardctl.errors import ConfigError
 from hazardctl.transports.base import DeliveryCallback, Input, Output, Record, Ticket
 from hazardctl.transports.pipes import LineInput, LineOutput, open_line_input, open_line_output
 
@@ -48,6 +49,15 @@ class Endpoints:
         if is_kafka(spec):
             return self.kafka.input([kafka_topic(spec)], group_id, stage)
         return open_line_input(spec)
+
+    def rewind(self, spec: str, group_id: str, ts: float, text: str | None = None) -> dict[int, int]:
+        """`--from-time`: commit the group's offsets of the Kafka input `spec` at time `ts` (before the
+        stage's consumer joins); ConfigError for an input that is not Kafka."""
+        if not is_kafka(spec):
+            raise ConfigError(f"--from-time needs a kafka:// input, not {spec!r} (a pipe or file has no past to rewind)")
+        from hazardctl.transports.kafka_rewind import rewind_group
+
+        return rewind_group(self.kafka.settings, kafka_topic(spec), group_id, ts, text or f"{ts:.3f}")
 
     def output(self, spec: str) -> Output:
         if is_kafka(spec):

@@ -38,6 +38,29 @@ IN_HELP = "Input: '-' (stdin JSON lines), a file path, or kafka://TOPIC."
 OUT_HELP = "Output: '-' (stdout JSON lines), a file path, or kafka://TOPIC."
 DLQ_HELP = "Dead-letter output (default: stderr for pipes, kafka://dead-letters for Kafka input)."
 KAFKA_CONFIG_HELP = "Kafka settings YAML (default: config/kafka.yaml, env HAZARDCTL_KAFKA_*)."
+FROM_TIME_HELP = ("Kafka input: rewind this stage's --group to this time before starting (ISO 8601, e.g. "
+                  "2026-12-07T01:00:00Z, or back from now: -2h, -15m); a time in the future or before the topic's "
+                  "retention is refused. docs/operations.md, 'Replay from a time'.")
+
+
+def rewind_input(endpoints, in_spec: str, group_id: str, from_time: str | None, timeout: float = 30.0) -> float | None:
+    """`--from-time`: check the time (one line, exit 2, before anything starts), wait for the broker,
+    rewind the stage's group to it. Returns the time (Unix s), or None without the flag."""
+    if from_time is None:
+        return None
+    import time
+
+    from hazardctl.from_time import parse_from_time
+    from hazardctl.transports import is_kafka
+
+    ts = parse_from_time(from_time, time.time())
+    if not is_kafka(in_spec):
+        from hazardctl.errors import ConfigError
+
+        raise ConfigError(f"--from-time needs a kafka:// input, not {in_spec!r} (a pipe or file has no past to rewind)")
+    endpoints.wait_ready([in_spec], timeout)
+    endpoints.rewind(in_spec, group_id, ts, from_time)
+    return ts
 
 
 def setup_logging(level: str | None = None) -> None:

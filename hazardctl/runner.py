@@ -2,7 +2,7 @@
 
 It is the one place that knows the at-least-once order: an input is `done` only after all of its
 outputs, or its dead letter, are confirmed delivered. It also owns the stage's life: SIGTERM /
-SIGINT stop polling, in-flight work drains, offsets are committed, and the process exits 0.
+SIGINT / SIGHUP stop polling, in-flight work drains, offsets are committed, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class StageStats:
 
 
 class StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop checks; restores the old handlers on exit."""
+    """Turns SIGTERM/SIGINT/SIGHUP into a flag the loop checks; restores the old handlers on exit. SIGHUP
+    (a closed terminal, `systemctl reload` of a stage that has nothing to reload) drains like SIGTERM
+    instead of killing the stage with its work in flight (issue 22)."""
 
     def __init__(self) -> None:
         self.stopped = False
@@ -49,7 +51,7 @@ class StopSignal:
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> "StopSignal":
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. in tests): rely on stop() instead

@@ -434,12 +434,12 @@ async def serve(service: ConsumeService, input_: Input, dlq: Output, *, skip_bef
                      skip_before=skip_before, max_in_flight=opts.max_in_flight)
     service.pump = pump
 
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before we announce the ports: a signal from then on drains
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before we announce the ports: a signal from then on drains
         loop.add_signal_handler(sig, stop.set)
     try:
         await _serve(service, pump, stop, input_done)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP drains too (issue 22)
             loop.remove_signal_handler(sig)
         if not pump.started:
             input_.close()

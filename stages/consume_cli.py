@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, command
+from hazardctl.cli_common import DLQ_HELP, FROM_TIME_HELP, IN_HELP, KAFKA_CONFIG_HELP, command, rewind_input
 from hazardctl.errors import ConfigError
 
 
@@ -36,6 +36,8 @@ def consume_cmd(
     cache_size: int = typer.Option(1000, min=1, help="Recent results kept for /results and /cameras/{id}."),
     exit_on_eof: bool = typer.Option(False, "--exit-on-eof", help="Stop when a pipe or file input ends (default: "
                                      "keep serving)."),
+    from_time: Optional[str] = typer.Option(None, "--from-time", help=FROM_TIME_HELP + " The state is rebuilt "
+                                            "from that time too (it replaces --replay)."),
     group_id: str = typer.Option("hazardctl-consume", "--group", help="Kafka consumer group; give each consume "
                                  "instance its own so each sees every camera."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
@@ -116,5 +118,12 @@ def consume_cmd(
         store=consume_store.store_options(store, data_dir, retention_days=retention_days, max_pending=store_queue,
                                           evidence_max_mb=evidence_max_mb),
         sinks=sinks, camera_status=camera_status)
+    endpoints = Endpoints(kafka_config)
+    since = rewind_input(endpoints, in_spec, group_id, from_time)
+    if since is not None:  # the start-up replay rebuilds the state from the same time
+        import dataclasses
+        import time
+
+        opts = dataclasses.replace(opts, replay_s=max(0.0, time.time() - since))
     serve_metrics(metrics_port, metrics_bind, token=opts.access.token)  # the API's token guards it too
-    consume.run(in_spec, dlq, opts=opts, endpoints=Endpoints(kafka_config), group_id=group_id)
+    consume.run(in_spec, dlq, opts=opts, endpoints=endpoints, group_id=group_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command
+from hazardctl.cli_common import DLQ_HELP, FROM_TIME_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command, rewind_input
 from hazardctl.errors import ConfigError
 
 
@@ -40,6 +40,8 @@ def expand_cmd(
                                       "'*' any flag, '' none."),
     deadline: float = typer.Option(10.0, help="Task deadline, seconds after capture."),
     group_id: str = typer.Option("hazardctl-expand", "--group", help="Kafka consumer group."),
+    from_time: Optional[str] = typer.Option(None, "--from-time", help=FROM_TIME_HELP + " The local engine's gate "
+                                            "then starts empty (the replayed detections rebuild it)."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
     metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
@@ -55,15 +57,21 @@ def expand_cmd(
              "suspect_ttc": suspect_ttc, "suspect_gap": suspect_gap, "suspect_cooldown": suspect_cooldown,
              "suspect_worse": suspect_worse, "suspect_flags": suspect_flags, "deadline": deadline}
     cfg = flink_cli.expand_config(flags)
+    if engine not in ("local", "flink"):
+        raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
+    if from_time is not None and from_savepoint is not None:
+        raise ConfigError("--from-time and --from-savepoint: the savepoint holds its own offsets; give one of them")
+    endpoints = Endpoints(kafka_config)
+    since = rewind_input(endpoints, in_spec, group_id, from_time)  # the Flink source starts from committed offsets
     if engine == "flink":
         given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
         raise typer.Exit(flink_cli.run_expand(in_spec, out_spec, dlq, group_id=group_id, gate_flags=given,
                                               jobmanager=jobmanager, flink_config=flink_config,
                                               from_savepoint=from_savepoint, kafka_config=kafka_config))
-    if engine != "local":
-        raise ConfigError(f"--engine {engine}: use 'local' or 'flink'")
     serve_metrics(metrics_port, metrics_bind)
-    expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=Endpoints(kafka_config), group_id=group_id)
+    # --from-time: the replayed detections are older than anything a restored gate holds (all would be
+    # stale-replay), so the gate starts empty and the replay rebuilds it in event time
+    expand.run(in_spec, out_spec, dlq, cfg=cfg, endpoints=endpoints, group_id=group_id, restore_gate=since is None)
 
 
 @command(

@@ -50,11 +50,13 @@ class Expander:
 
 
 def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, cfg: ExpandConfig, endpoints: Endpoints,
-        group_id: str = "hazardctl-expand", connect_timeout: float = 30.0) -> StageLoop:
+        group_id: str = "hazardctl-expand", connect_timeout: float = 30.0, restore_gate: bool = True) -> StageLoop:
     dlq_spec = dlq_spec or endpoints.default_dlq(in_spec)
     endpoints.wait_ready([in_spec, out_spec, dlq_spec], connect_timeout)
     expander = Expander(cfg)
-    if is_kafka(in_spec) and is_kafka(out_spec):
+    if not restore_gate:
+        log.info("expand: --from-time: the gate starts empty; the replayed detections rebuild it")
+    elif is_kafka(in_spec) and is_kafka(out_spec):
         restore.rebuild(expander.gate, endpoints.kafka, tasks_topic=kafka_topic(out_spec),
                         input_topic=kafka_topic(in_spec), group_id=group_id)
     else:

@@ -103,6 +103,18 @@ def test_a_bare_box_file_needs_fps_and_takes_its_frame_size_from_the_boxes(tmp_p
     assert rs[2].objects[0].class_name == "person" and rs[2].objects[0].motion.vx == pytest.approx(40.0)
 
 
+def test_a_line_that_is_not_utf8_is_a_dead_letter_with_its_bytes(tmp_path):
+    import base64
+
+    box_file = tmp_path / "boxes.txt"
+    box_file.write_bytes(b"1,1,10,20,30,40\n2,1,\xe9t\xe9,20,30,40\n3,1,30,20,30,40\n")
+    proc = detect("--source", f"mot:{box_file}", "--fps", "2", "--as-fast-as-possible")
+    assert len(results(proc)) == 3
+    (dl,) = dead_letters(proc.stderr)
+    assert dl.line == 2 and dl.payload_encoding == "base64"
+    assert base64.b64decode(dl.payload) == b"2,1,\xe9t\xe9,20,30,40"
+
+
 def test_missing_path_is_one_line_exit_2(tmp_path):
     proc = detect("--source", f"mot:{tmp_path / 'nope'}")
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr

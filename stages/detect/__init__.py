@@ -345,7 +345,7 @@ class DetectStage:
             bad, self._bad_lines = self._bad_lines, []
         for camera_id, b in bad:
             spec = self.cameras[camera_id].reader.spec
-            record = Record(b.text.encode(), camera_id.encode(), f"mot:{spec.mot.boxes_path if spec.mot else spec.uri}",
+            record = Record(b.text.encode("utf-8", "surrogateescape"), camera_id.encode(), f"mot:{spec.mot.boxes_path if spec.mot else spec.uri}",
                             line=b.line)
             letter = dead_letter(record, STAGE, b.reason, "bad_mot_line")
             shared_metrics.DEAD_LETTERS.labels(STAGE, "bad_mot_line").inc()

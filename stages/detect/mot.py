@@ -46,7 +46,7 @@ class MotReader(CameraReader):
         assert info is not None and info.frame_rate
         try:
             with open(info.boxes_path, "rb") as f:
-                lines = [raw.decode("utf-8", "replace") for raw in f]
+                lines = [raw.decode("utf-8", "surrogateescape") for raw in f]  # bad bytes survive to the dead letter
         except OSError as e:
             return f"cannot read {info.boxes_path} ({e.strerror})"
         seq = self.sequence = parse_boxes(lines, self.classes)

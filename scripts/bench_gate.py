@@ -126,8 +126,18 @@ def score_set(seqs: list[Path], run: dict, gates: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def footage_figures(run: dict, gates: tuple[str, ...], fps: float) -> dict[str, ScenarioFigures]:
-    seconds = run["frames"] / fps
+def video_seconds(path: Path) -> float:
+    """The video's own length (frames / its frame rate): the camera-seconds the footage stands for."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.get(cv2.CAP_PROP_FRAME_COUNT) / (cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    finally:
+        cap.release()
+
+
+def footage_figures(run: dict, gates: tuple[str, ...], seconds: float) -> dict[str, ScenarioFigures]:
     out = {}
     for g in gates:
         f = ScenarioFigures("footage: vtest.avi", "footage", seconds)
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  calm set: {calm_run['frames']} detections in {calm_run['wall_s']:.1f} s", flush=True)
     hz_figs, calm_figs = score_set(hz_seqs, hz_run, GATES), score_set(calm_seqs, calm_run, GATES)
     figs = {g: GateFigures(g, hz_figs[g] + calm_figs[g]) for g in GATES}
-    footage = None
+    footage, footage_frames = None, None
     if not a.no_footage:
         if not a.footage.exists() or not MODEL.exists():
             print(f"bench-gate: {a.footage} or {MODEL} missing: run scripts/fetch_footage.sh and make models "
@@ -280,11 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         # 80 s of video would pass in a machine-dependent ~20 s of gate time
         fr = replay("footage", ["--source", str(a.footage), "--camera-id", "vtest", "--fps", "2"], GATES, work,
                     timeout=400)
-        print(f"  footage: {fr['frames']} detections in {fr['wall_s']:.1f} s", flush=True)
-        footage = footage_figures(fr, GATES, 2.0)
+        seconds = video_seconds(a.footage)
+        print(f"  footage: {fr['frames']} detections in {fr['wall_s']:.1f} s ({seconds:.1f} s of video at --fps 2: "
+              f"{int(seconds * 2)} frames; fewer means detect fell behind real time and skipped some)", flush=True)
+        footage = footage_figures(fr, GATES, seconds)
+        footage_frames = (fr["frames"], int(seconds * 2))
     print()
     print(table(figs, footage, a.fps))
     summary = summary_json(figs, footage, a.fps)
+    if footage_frames:
+        summary["footage_frames_analysed"], summary["footage_frames_at_2fps"] = footage_frames
     summary["wall_s"] = round(time.time() - t_start, 1)
     (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     missed = check(figs["danger"], footage["danger"] if footage else None, a.fps)

@@ -75,6 +75,8 @@ class IncidentRecorder:
         self.opts = opts
         self.store = store or open_store(opts.url)  # exit 3 with one line when unreachable
         evidence = EvidenceFiles(opts.data_dir / "evidence") if opts.data_dir else None
+        if evidence is None:
+            log.warning("consume: no --data-dir: the crops of incidents are not kept as evidence")
         self.incidents = IncidentStore(self.store, evidence, int(opts.evidence_max_mb * 1024 * 1024))
         self.writer = StoreWriter(self.incidents.write, stage=stage, max_pending=opts.max_pending)
         self._next_prune = 0.0

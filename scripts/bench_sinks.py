@@ -166,6 +166,9 @@ def outage_run(work: Path, *, duration: float, rate: float, outage_at: float, ou
         report["webhook"] = check_exactly_once_in_order(got, want)
         mq = [Received(json.loads(b)["idempotency_key"], b, True, 0.0) for _t, b in sub.snapshot()]
         report["mqtt"] = check_exactly_once_in_order(mq, want)
+        # the broker kept the subscriber's session across its restart (else what it got meanwhile was not for anyone)
+        report["mqtt"]["subscriber_session_kept"] = all(present for _t, present in sub.connects[1:])
+        assert len(sub.connects) < 2 or report["mqtt"]["subscriber_session_kept"], sub.connects
         for r in got:  # the same lifecycle the WebSocket clients saw, event by event
             doc = r.doc
             assert per_inc[doc["incident_id"]][doc["seq"] - 1] == doc["event"], doc

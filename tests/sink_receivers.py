@@ -225,10 +225,12 @@ class Mosquitto:
             pytest.skip(msg)
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o777)  # as root, mosquitto drops to its own user and writes its persistence here
         self.port = port or free_port()
         self.conf = self.root / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        # as root, mosquitto would drop to its own user, which cannot reach a 0700 temp dir: its persistence
+        # (the subscriber's session across the restart) and its log would silently not be written
+        run_as = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"{run_as}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {self.root}/\nlog_dest file {self.root}/mosquitto.log\n"
                              "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
         self.proc: subprocess.Popen | None = None

@@ -57,6 +57,7 @@ def test_mqtt_qos1_per_camera_topic_through_a_broker_restart(tmp_path):
         d.stop()
         sub.close()
         broker.stop()
+    assert len(sub.connects) >= 2 and all(present for _t, present in sub.connects[1:]), sub.connects  # session kept
     msgs = sub.snapshot()
     check_exactly_once_in_order(as_received(msgs), want)
     for topic, body in msgs:

@@ -237,7 +237,13 @@ class IncidentApi:
             return orjson.dumps({"type": "error", "error": "incident_id: a string"})
 
         async def run() -> None:
-            r = await self.act(incident_id, action, note)
+            try:
+                r = await self.act(incident_id, action, note)
+            except Exception as e:  # the store went away during the lookup: the client hears why
+                if not is_transient(e):
+                    log.exception("consume: action %s on %s failed", action, incident_id)
+                r = _json(503 if is_transient(e) else 500, {"error": "the incident store is unreachable; try again"
+                                                            if is_transient(e) else "internal error"})
             hub.send_to(client, orjson.dumps({"type": "action_result", "id": msg.get("id"), "status": r.status,
                                               "action": action, "incident_id": incident_id,
                                               "body": orjson.loads(r.body)}))

@@ -17,6 +17,10 @@ Rules, and why:
   last judgement.
 - An incident update is pushed only when something an operator sees changes (level, risk types,
   description); the newest crop and times ride along with it and are always in the state.
+- Operators act on incidents (`act`): ack keeps one open; resolve and false positive end it at once,
+  so the group's next hot result opens a new incident with a new id. `Applied.incident` names the
+  incident each result went into and `restore` puts stored incidents back after a restart: what the
+  store (stages/consume_store.py) needs, without any I/O here.
 """
 
 from __future__ import annotations

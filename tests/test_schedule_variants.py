@@ -41,12 +41,26 @@ def run_files(tmp_path: Path, keys, items, shadow: bool = False, **cfg):
     return read(out), read(dlq), read(sh), stats
 
 
+def _scrape(at: float):
+    from prometheus_client import REGISTRY, generate_latest
+
+    from tools import status
+
+    return status.Scrape(at, {"schedule": status.parse_metrics(generate_latest(REGISTRY).decode())}, {})
+
+
 def test_100_cameras_ten_percent_canary_sticky_and_seen_by_the_provider(tmp_path):
+    from rich.console import Console
+
+    from tools import status
+
     with SimServer(SimConfig(keys=sim_keys(4, qps=50), latency="fixed:0.02", port=0, requests_log=2000)) as sim:
         data = key_data(sim, variants={"plus": {"model": "qwen-vl-plus"}, "max": {"model": "qwen-vl-max"}},
                         routes={"default": "plus", "shares": {"max": 10}})
         items = camera_tasks(3)
+        before = _scrape(100.0)
         results, dead, _, stats = run_files(tmp_path, parse_keys(data, "k"), items)
+        frame = status.derive(_scrape(101.0), before)  # what `hazardctl status` shows of this run
         seen = Counter(r["model"] for r in sim.requests())
     assert not dead and stats.ok == len(items) == 300
     by_camera = defaultdict(set)
@@ -56,6 +70,13 @@ def test_100_cameras_ten_percent_canary_sticky_and_seen_by_the_provider(tmp_path
     canary = {c for c, v in by_camera.items() if v == {("max", "qwen-vl-max")}}
     assert 8 <= len(canary) <= 12 and len(by_camera) == 100
     assert seen == {"qwen-vl-max": 3 * len(canary), "qwen-vl-plus": 300 - 3 * len(canary)}  # what the provider got
+    rows = {(v.variant, v.role): v for v in frame.variants}  # metrics and status split by variant
+    assert rows[("max", "primary")].per_s == 3 * len(canary) and rows[("plus", "primary")].per_s == 300 - 3 * len(canary)
+    assert rows[("max", "primary")].ok == 1.0 and rows[("max", "primary")].llm_p95_s < 0.25
+    console = Console(record=True, width=120)
+    console.print(status.render(frame, status.StatusConfig()))
+    shown = console.export_text()
+    assert "variants" in shown and "max" in shown and "primary" in shown
 
 
 def test_shadow_answers_go_only_to_shadow_out_and_name_their_variant(tmp_path):

@@ -184,6 +184,18 @@ class KeyRow:
 
 
 @dataclass
+class VariantRow:
+    """schedule's results of one variant in one role (issue 22): a canary or shadow beside the default."""
+
+    variant: str
+    role: str  # primary (to operators) | shadow (to --shadow-out)
+    results: float  # since the stage started
+    per_s: float | None
+    ok: float | None  # share of its results with status ok
+    llm_p95_s: float | None
+
+
+@dataclass
 class Frame:
     at: float
     stages: list[StageRow]
@@ -195,6 +207,7 @@ class Frame:
     e2e_window: str = "since start"
     e2e_excl_llm_p95_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    variants: list[VariantRow] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -209,7 +222,7 @@ def _rate(cur: float, prev: float | None, dt: float | None) -> float | None:
 def derive(cur: Scrape, prev: Scrape | None = None) -> Frame:
     """What the dashboard shows, from two scrapes (rates need both; the first frame has totals only)."""
     dt = cur.at - prev.at if prev else None
-    rows, keys = [], []
+    rows, keys, variants = [], [], []
     for name, s in cur.stages.items():
         if s is None:
             rows.append(StageRow(name, up=False))
@@ -227,6 +240,8 @@ def derive(cur: Scrape, prev: Scrape | None = None) -> Frame:
             in_flight=total(s, "hazardctl_in_flight", **label), errors=dead + fails, dead_letters=dead))
         if "hazardctl_key_state" in s:
             keys = _keys(s, p, dt)
+        if "hazardctl_variant_results_total" in s:
+            variants = _variants(s, p, dt)
     e2e, source, window = None, None, "since start"
     for metric, span in E2E_SOURCES:
         found = _p95(cur, prev, metric, span)
@@ -234,7 +249,8 @@ def derive(cur: Scrape, prev: Scrape | None = None) -> Frame:
             (e2e, window), source = found, f"{metric}{{span={span}}}" if span else metric
             break
     excl = _p95(cur, prev, *E2E_EXCL_LLM)
-    return Frame(cur.at, rows, keys, cur.lag, cur.lag_error, e2e, source, window, excl[0] if excl else None)
+    return Frame(cur.at, rows, keys, cur.lag, cur.lag_error, e2e, source, window, excl[0] if excl else None,
+                 variants=variants)
 
 
 def _p95(cur: Scrape, prev: Scrape | None, metric: str, span: str | None) -> tuple[float, str] | None:
@@ -273,6 +289,28 @@ def _keys(s: Samples, p: Samples | None, dt: float | None) -> list[KeyRow]:
                    _rate(calls.get(k, 0.0), prev_calls.get(k, 0.0) if p else None, dt),
                    success.get(k), cooldown.get(k, 0.0), last.get(k, ""))
             for k in sorted(states)]
+
+
+def _variants(s: Samples, p: Samples | None, dt: float | None) -> list[VariantRow]:
+    """Results per (variant, role): rate, ok share, and the P95 of its LLM calls (over the last interval)."""
+    counts: dict[tuple[str, str], dict[str, float]] = {}
+    for labels, v in s.get("hazardctl_variant_results_total", {}).items():
+        d = dict(labels)
+        counts.setdefault((d["variant"], d["role"]), {})[d["status"]] = v
+    rows = []
+    for (variant, role), by_status in sorted(counts.items()):
+        n = sum(by_status.values())
+        prev_n = total(p, "hazardctl_variant_results_total", variant=variant, role=role) if p else None
+        match = {"variant": variant, "role": role}
+        now_b = {float(dict(lb)["le"]): v for lb, v in s.get("hazardctl_variant_llm_latency_seconds_bucket", {}).items()
+                 if all(dict(lb).get(k) == val for k, val in match.items())}
+        prev_b = {float(dict(lb)["le"]): v for lb, v in (p or {}).get("hazardctl_variant_llm_latency_seconds_bucket",
+                                                                         {}).items()
+                  if all(dict(lb).get(k) == val for k, val in match.items())} if p else None
+        p95 = histogram_quantile(0.95, _delta(now_b, prev_b)) if prev_b else None
+        rows.append(VariantRow(variant, role, n, _rate(n, prev_n, dt), by_status.get("ok", 0.0) / n if n else None,
+                               p95 if p95 is not None else histogram_quantile(0.95, now_b)))
+    return rows
 
 
 # --- rendering (rich) ----------------------------------------------------------------------------
@@ -316,13 +354,23 @@ def render(frame: Frame, cfg: StatusConfig):
                      _num(k.cooldown_s, "{:.1f}"), k.last_error or "")
     if not frame.keys:
         keys.add_row("(schedule down or no keys)", "", "", "", "", "", "")
+    tables = [stages, lag, keys]
+    if frame.variants:  # schedule's variants (issue 22): only when it reports them
+        variants = Table(title="variants", title_justify="left")
+        for col in ("variant", "role", "results/s", "ok", "LLM P95", "results"):
+            variants.add_column(col, justify="left" if col in ("variant", "role") else "right")
+        for v in frame.variants:
+            variants.add_row(v.variant, v.role, _num(v.per_s), _num(None if v.ok is None else 100 * v.ok, "{:.1f} %"),
+                             _num(None if v.llm_p95_s is None else v.llm_p95_s * 1000, "{:.0f} ms"),
+                             _num(v.results, "{:.0f}"))
+        tables.append(variants)
 
     when = time.strftime("%H:%M:%S", time.localtime(frame.at))
     p95 = "—" if frame.e2e_p95_s is None else f"{frame.e2e_p95_s * 1000:.0f} ms"
     excl = "" if frame.e2e_excl_llm_p95_s is None else f", without the LLM call {frame.e2e_excl_llm_p95_s * 1000:.0f} ms"
     head = Text.assemble(("hazardctl status ", "bold"), f"{when}   end-to-end P95 ", (p95, "bold"), excl,
                          f"  ({frame.e2e_window}; {frame.e2e_source or 'no end-to-end histogram yet'})")
-    return Group(head, stages, lag, keys)
+    return Group(head, *tables)
 
 
 def run(cfg: StatusConfig, kafka_settings=None, *, once: bool = False, as_json: bool = False,

@@ -16,7 +16,8 @@ from hazardctl.errors import ConfigError
     "Example: hazardctl detect --source tests/data/bus.jpg\n\n"
     "Example: hazardctl detect --source rtsp://10.0.0.5/stream1 --camera-id cam-01 --source lobby.mp4 "
     "--camera-id cam-02 --out kafka://detection-results --metrics-port 9101\n\n"
-    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results\n\n"
+    "Example: hazardctl detect --cameras config/cameras.yaml --out kafka://detection-results "
+    "(zones, lane directions, calibration per camera: docs/detect.md#scene-zones-calibration-frames)\n\n"
     "Example (replay MOT-Challenge boxes, no model): hazardctl detect --source mot:MOT17-09 --as-fast-as-possible",
 )
 def detect_cmd(
@@ -52,6 +53,8 @@ def detect_cmd(
     batch: int = typer.Option(8, help="Most frames per detector call (frames ready across cameras)."),
     link_k: float = typer.Option(0.75, help="Group road users whose box gap ≤ k × their mean box diagonal."),
     max_group: int = typer.Option(8, help="Split groups with more members than this."),
+    group_memory: float = typer.Option(3.0, help="Seconds a camera remembers a group, so one that comes back "
+                                       "(or shares a track id with it) keeps its id."),
     crop_max_side: int = typer.Option(768, help="Longest side of a group crop, pixels."),
     jpeg_quality: int = typer.Option(85, help="JPEG quality of crops."),
     track: bool = typer.Option(True, "--track/--no-track", help="Track objects (ByteTrack) for stable group ids."),
@@ -71,6 +74,14 @@ def detect_cmd(
         "change and as a heartbeat, e.g. kafka://camera-status; consume --camera-status reads it and opens a "
         "camera incident while a camera is down. Default: not sent."),
     heartbeat: float = typer.Option(10.0, help="Seconds between two camera-status heartbeats (--status-out)."),
+    frames: int = typer.Option(3, "--frames", help="Images of a group's region per new or suspect task, the latest "
+                               "crop included (earlier crops --frame-spacing apart; 1: the latest crop only)."),
+    frame_spacing: float = typer.Option(1.0, "--frame-spacing", help="Seconds between those images."),
+    thumbnail: bool = typer.Option(False, "--thumbnail/--no-thumbnail",
+                                   help="Also a downscaled whole frame for context (signals, lanes)."),
+    image_token_budget: int = typer.Option(
+        1024, "--image-token-budget", help="Image tokens per task, all images (one per 28x28 px, Qwen-VL): the "
+        "earlier images shrink to fit beside the latest crop."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
 ) -> None:
     from hazardctl.cues import CueConfig
@@ -82,6 +93,7 @@ def detect_cmd(
     try:
         import stages.detect as detect
         from stages.detect.crops import CropConfig
+        from stages.detect.frames import FramesConfig
         from stages.detect.sources import ReaderSettings, load_cameras, make_spec, unique_ids
     except ImportError as e:  # cv2/numpy are the [detect] extra
         raise ConfigError(f"detect needs the [detect] extra ({e}); pip install 'hazardctl[detect]'") from None
@@ -105,7 +117,10 @@ def detect_cmd(
                             ("--horizon", horizon, 0 < horizon <= 60), ("--min-closing", min_closing, min_closing >= 0),
                             ("--motion-window", motion_window, 0 < motion_window <= 30),
                             ("--mot-ids", mot_ids, mot_ids in ("keep", "track")),
-                            ("--heartbeat", heartbeat, heartbeat > 0)):
+                            ("--group-memory", group_memory, 0 < group_memory <= 600),
+                            ("--heartbeat", heartbeat, heartbeat > 0),
+                            ("--frames", frames, 1 <= frames <= 10), ("--frame-spacing", frame_spacing, frame_spacing > 0),
+                            ("--image-token-budget", image_token_budget, image_token_budget >= 16)):
         if not ok:
             raise ConfigError(f"{name} {value}: out of range")
     cfg = detect.DetectConfig(
@@ -115,9 +130,11 @@ def detect_cmd(
         grouping=GroupingConfig(link_k=link_k, max_size=max_group),
         crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
         reader=ReaderSettings(realtime=not as_fast_as_possible),
-        motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
+        group_memory_s=group_memory, motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
         status_out=status_out, heartbeat_s=heartbeat,
+        frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,
+                            token_budget=image_token_budget, resend_s=5.0),
     )
     serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

@@ -33,8 +33,9 @@ from stages.consume_http import HttpResponse
 log = logging.getLogger("hazardctl.consume")
 
 MAX_NOTE = 2000
-MAX_EXPORT = 100_000
-"""most incidents one export returns (narrow the time range for more)"""
+MAX_EXPORT = 20_000
+"""most incidents one export returns (built in memory; narrow the time range for more: the answer
+then carries `X-Hazardctl-Truncated: true`)"""
 _PATH_ACTIONS = {"ack": "ack", "resolve": "resolve", "false-positive": "false_positive",
                  "false_positive": "false_positive"}
 _HISTORY_KEYS = ("camera", "since", "until", "level", "state", "cursor")
@@ -168,20 +169,20 @@ class IncidentApi:
         if self.store is None:
             return _json(404, {"error": "no incident store: start consume with --store or --data-dir"})
         q = IncidentQuery.parse({**query, "limit": "500"}, max_limit=500)
-        body = await asyncio.to_thread(self._export_body, fmt, q)
-        if fmt == "csv":
-            return HttpResponse(200, body, "text/csv; charset=utf-8",
-                                (("Content-Disposition", 'attachment; filename="incidents.csv"'),))
-        return HttpResponse(200, body, "application/x-ndjson",
-                            (("Content-Disposition", 'attachment; filename="incidents.jsonl"'),))
+        body, truncated = await asyncio.to_thread(self._export_body, fmt, q)
+        headers = (("Content-Disposition", f'attachment; filename="incidents.{fmt}"'),
+                   *((("X-Hazardctl-Truncated", "true"),) if truncated else ()))
+        return HttpResponse(200, body, "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson", headers)
 
-    def _export_body(self, fmt: str, q: IncidentQuery) -> bytes:
+    def _export_body(self, fmt: str, q: IncidentQuery) -> tuple[bytes, bool]:
         out = io.StringIO() if fmt == "csv" else io.BytesIO()
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
         if writer is not None:
             writer.writeheader()
+        truncated = False
         for n, inc in enumerate(self.store.export(q)):
             if n >= MAX_EXPORT:
+                truncated = True
                 break
             if writer is None:
                 out.write(orjson.dumps(inc) + b"\n")
@@ -192,7 +193,7 @@ class IncidentApi:
                     **inc, **r, "risk_types": ";".join(r.get("risk_types") or inc["risk_types"]),
                     "level": r.get("level", inc["level"]), "notes": notes}.items()})
         value = out.getvalue()
-        return value.encode() if isinstance(value, str) else value
+        return (value.encode() if isinstance(value, str) else value), truncated
 
     # ---- actions -------------------------------------------------------------------------------
 

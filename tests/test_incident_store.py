@@ -242,3 +242,24 @@ def test_database_unreachable_at_start_is_one_line_and_exit_3(tmp_path):
     lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
     assert p.returncode == 3, p.stderr
     assert len(lines) == 1 and "127.0.0.1" in lines[0] and "s3cret" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_an_export_past_its_cap_says_it_was_cut(tmp_path, monkeypatch):
+    """In-process on a real SQLite store: the export stops at MAX_EXPORT incidents and says so."""
+    from types import SimpleNamespace
+
+    from hazardctl.store import open_store
+    from hazardctl.store.incidents import IncidentQuery, IncidentStore, IncidentWrite
+    from stages import consume_history
+    from tests.test_store import _incident
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    incidents = IncidentStore(store, None)
+    incidents.write([IncidentWrite(_incident(i, opened=1000.0 + i)) for i in range(5)])
+    api = consume_history.IncidentApi(SimpleNamespace(recorder=SimpleNamespace(incidents=incidents)))
+    monkeypatch.setattr(consume_history, "MAX_EXPORT", 3)
+    body, cut = api._export_body("jsonl", IncidentQuery(limit=500))
+    assert cut and [json.loads(x)["incident_id"] for x in body.splitlines()] == ["inc-0004", "inc-0003", "inc-0002"]
+    body, cut = api._export_body("csv", IncidentQuery(camera="cam-1", since=1003.0, limit=500))
+    assert not cut and len(list(csv.DictReader(io.StringIO(body.decode())))) == 2
+    store.close()

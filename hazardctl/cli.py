@@ -2,7 +2,7 @@
 
 Each command lives beside what it starts (stages/detect_cli.py, stages/expand_cli.py,
 stages/schedule_cli.py, stages/consume_cli.py, tools/llm_sim_cli.py, tools/loadtest_cli.py,
-tools/status_cli.py; modules of their own so that `hazardctl schedule` never imports OpenCV); this module holds the core's own small commands and imports the rest, which
+tools/status_cli.py, tools/compare_cli.py; modules of their own so that `hazardctl schedule` never imports OpenCV); this module holds the core's own small commands and imports the rest, which
 register on the shared app (hazardctl/cli_common.py). Expected failures (bad config, missing file,
 unreachable broker) are one line on stderr and a distinct exit code (see hazardctl.errors).
 """
@@ -25,6 +25,7 @@ import stages.consume_cli  # noqa: E402,F401
 import tools.llm_sim_cli  # noqa: E402,F401
 import tools.status_cli  # noqa: E402,F401
 import tools.loadtest_cli  # noqa: E402,F401
+import tools.compare_cli  # noqa: E402,F401
 
 __all__ = ["app", "run"]
 

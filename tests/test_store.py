@@ -203,8 +203,9 @@ def test_unreachable_store_is_one_line_and_exit_3(tmp_path):
         open_store(f"postgresql://u:s3cret@127.0.0.1:{free_port()}/db", connect_timeout=2)
     msg = str(e.value)
     assert e.value.exit_code == 3 and "\n" not in msg and "s3cret" not in msg and "127.0.0.1" in msg
-    with pytest.raises(ConfigError):
-        Store("mysql://x")
+    for bad in ("mysql://x", "postgresql://u@h:xx/db", "sqlite:///"):
+        with pytest.raises(ConfigError):
+            Store(bad)
 
 
 def test_writer_queues_through_an_outage_and_flushes_when_back(pg_server):

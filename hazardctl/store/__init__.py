@@ -126,6 +126,7 @@ class Store:
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 4):
         from sqlalchemy import create_engine, event
+        from sqlalchemy.exc import ArgumentError
 
         self.url = url
         self.safe_url = redact(url)
@@ -156,10 +157,13 @@ class Store:
                 conn.exec_driver_sql("BEGIN")
         else:
             self.path = None
-            self.engine = create_engine(engine_url, pool_pre_ping=True, pool_size=pool_size, max_overflow=2,
-                                        pool_timeout=connect_timeout,
-                                        connect_args={"connect_timeout": max(1, int(connect_timeout)),
-                                                      "application_name": "hazardctl"})
+            try:
+                self.engine = create_engine(engine_url, pool_pre_ping=True, pool_size=pool_size, max_overflow=2,
+                                            pool_timeout=connect_timeout,
+                                            connect_args={"connect_timeout": max(1, int(connect_timeout)),
+                                                          "application_name": "hazardctl"})
+            except (ValueError, ArgumentError) as e:  # e.g. a port that is not a number
+                raise ConfigError(f"--store {self.safe_url}: malformed URL ({e})") from None
 
     def check(self) -> None:
         """Connect once and run SELECT 1: `ServiceUnavailable` naming the store when it cannot."""

@@ -126,6 +126,8 @@ def estimate_tokens(task: AssessmentTask, max_tokens: int, language: str = "en")
             x1, y1, x2, y2 = task.group.bbox
             w, h = x2 - x1 + 24, y2 - y1 + 24
         image = math.ceil(max(1, w) / 28) * math.ceil(max(1, h) / 28)
+    for f in task.group.frames or ():  # earlier crops and the thumbnail (issue 19)
+        image += math.ceil(max(1, f.size[0]) / 28) * math.ceil(max(1, f.size[1]) / 28)
     text = math.ceil((len(prompt_for(language).system) + len(user_text(task, language))) / 4)
     return int(image + text + max_tokens)
 

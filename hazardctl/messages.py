@@ -71,6 +71,8 @@ class Motion(Message):
     heading_deg: float = Field(ge=-180.0, le=180.0, description="atan2(vy, vx) in degrees: 0 right, 90 down")
     stopped_s: float = Field(ge=0.0, description="how long it has been stopped; 0 while it moves")
     samples: int = Field(ge=1, description="boxes behind the estimate")
+    speed_kmh: float | None = Field(default=None, ge=0.0,
+                                    description="ground speed, km/h; only on a calibrated camera (issue 19)")
 
 
 class DetectedObject(Message):
@@ -81,6 +83,8 @@ class DetectedObject(Message):
     bbox: BBox
     track_id: int | None = None
     motion: Motion | None = Field(default=None, description="kinematics of its track; None when untracked or new")
+    zones: list[str] | None = Field(default=None, description="names of the camera's zones its ground point is in "
+                                    "(issue 19); None: the camera has no zones")
 
 
 class SpatialFeatures(Message):
@@ -106,6 +110,8 @@ class PairCue(Message):
     min_gap: float = Field(ge=0.0, description="smallest predicted gap within the horizon, px")
     min_gap_in_s: float = Field(ge=0.0, description="when that smallest gap is reached, s from now")
     size: float = Field(gt=0.0, description="the pair's scale: mean box diagonal, px")
+    gap_m: float | None = Field(default=None, ge=0.0, description="ground distance between the two road users' "
+                                "ground points, metres; only on a calibrated camera (issue 19)")
 
 
 class GroupCues(Message):
@@ -121,6 +127,15 @@ class GroupCues(Message):
     flags: list[str] = Field(default_factory=list, description="named boolean cues, e.g. zone cues")
 
 
+class GroupFrame(Message):
+    """An earlier look at the group's region (issue 19.4): the model sees motion, not one still."""
+
+    offset_s: float = Field(le=0.0, description="capture time relative to the task's frame, s (e.g. -2.0)")
+    kind: Literal["crop", "context"] = Field(description="crop: the group's region; context: the whole frame, small")
+    jpeg_b64: str
+    size: tuple[int, int] = Field(description="width, height")
+
+
 class Group(Message):
     """Road users close together; `group_id` is stable across frames for the same physical group."""
 
@@ -133,6 +148,10 @@ class Group(Message):
     crop_jpeg_b64: str | None = Field(default=None, description="JPEG crop, base64, carried once")
     crop_size: tuple[int, int] | None = Field(default=None, description="crop width, height")
     cues: GroupCues | None = Field(default=None, description="motion cues; None without tracking")
+    zones: list[str] | None = Field(default=None, description="zones its members are in (issue 19); None: no zones")
+    frames: list[GroupFrame] | None = Field(
+        default=None, description="earlier crops of the same region (oldest first) and an optional whole-frame "
+        "thumbnail, for `suspect` and `new` tasks only; the crop above is the latest frame")
 
 
 class DetectionResult(Message):

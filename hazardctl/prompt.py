@@ -24,6 +24,7 @@ from typing import Literal
 
 from hazardctl.answers import BadResponse, read_answer
 from hazardctl.messages import AssessmentTask, RiskAssessment
+from hazardctl.prompt_scene import describe_scene, scene_images
 
 __all__ = ["BadResponse", "LANGUAGES", "Prompt", "chat_messages", "describe_motion", "has_motion", "parse_assessment",
            "prompt_for", "prompt_for_task"]
@@ -251,18 +252,16 @@ def describe_features(task: AssessmentTask, language: str = "en") -> str:
 def user_text(task: AssessmentTask, language: str = "en", motion: bool = True) -> str:
     objects = "\n".join(_object_line(o) for o in task.objects) or "- (no object details)"
     features = describe_features(task, language)
+    scene = describe_scene(task, language)  # issue 19: images over time, zones, ground units ('' without)
     if motion and has_motion(task):
-        return prompt_for(language, True).template.format(motion=describe_motion(task, language), objects=objects,
-                                                         features=features)
-    return prompt_for(language).template.format(objects=objects, features=features)
+        return scene + prompt_for(language, True).template.format(
+            motion=describe_motion(task, language), objects=objects, features=features)
+    return scene + prompt_for(language).template.format(objects=objects, features=features)
 
 
 def chat_messages(task: AssessmentTask, language: str = "en", motion: bool = True) -> list[dict]:
     """The `messages` of one /chat/completions request (OpenAI vision format)."""
-    content: list[dict] = []
-    if task.group.crop_jpeg_b64:
-        content.append({"type": "image_url",
-                        "image_url": {"url": "data:image/jpeg;base64," + task.group.crop_jpeg_b64}})
+    content: list[dict] = [{"type": "image_url", "image_url": {"url": url}} for _, url in scene_images(task)]
     content.append({"type": "text", "text": user_text(task, language, motion)})
     return [{"role": "system", "content": prompt_for(language).system}, {"role": "user", "content": content}]
 

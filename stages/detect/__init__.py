@@ -30,13 +30,16 @@ from hazardctl.deadletter import dead_letter
 from hazardctl.errors import ConfigError
 from hazardctl.grouping import Cluster, GroupIds, GroupingConfig, cluster_tracks, find_groups
 from hazardctl.kinematics import CameraKinematics, KinematicsConfig
-from hazardctl.messages import DetectedObject, DetectionResult, DetectorInfo, Group, SpatialFeatures, StageTimes
+from hazardctl.messages import (DetectedObject, DetectionResult, DetectorInfo, Group, GroupCues, GroupFrame,
+                                SpatialFeatures, StageTimes)
 from hazardctl.transports.base import Record
 from hazardctl.runner import StopSignal
 from stages.detect import metrics as m
 from stages.detect.camera_status import CameraStatusPublisher
 from stages.detect.camera_state import LIVE, STALE, STATES, Transition
 from stages.detect.crops import Crop, CropConfig, fit_crops
+from stages.detect.frames import FrameHistory, FramesConfig
+from stages.detect.scene import SceneRun
 from stages.detect.mot import BoxFrame, MotReader
 from stages.detect.mot_format import BadLine
 from stages.detect.outbox import Outbox
@@ -97,6 +100,8 @@ class DetectConfig:
     status_out: str | None = None
     """camera health (CameraStatus on change and as a heartbeat), e.g. kafka://camera-status; None: not sent"""
     heartbeat_s: float = 10.0
+    frames: FramesConfig = FramesConfig()
+    """earlier crops (and a thumbnail) for groups that will be `new` or `suspect` tasks (issue 19.4)"""
 
 
 @dataclass
@@ -113,6 +118,8 @@ class CameraRun:
     reset_tracker: bool = False
     """set when the camera comes back from stale: old tracks mean nothing after a gap"""
     frame_size: tuple[int, int] | None = None
+    scene: SceneRun | None = None
+    """zones, zone cues, calibration, frames over time (stages/detect/scene.py)"""
 
 
 @dataclass
@@ -129,6 +136,11 @@ class DetectStats:
     dropped_backpressure: int = 0
     max_buffered_bytes: int = 0
     dead_letters: int = 0
+    groups_ignored: int = 0
+    """groups entirely inside ignore zones, never published"""
+    frames_attached: int = 0
+    frames_dropped: int = 0
+    """earlier frames left out to keep a result under the message size"""
     motion_rejected: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -227,7 +239,8 @@ class DetectStage:
                 reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event)
             self.cameras[spec.camera_id] = CameraRun(
                 reader, GroupIds(prefix=f"{session}-", min_iou=cfg.group_min_iou, memory_s=cfg.group_memory_s),
-                make_tracker(spec), CameraKinematics(cfg.kinematics), info)
+                make_tracker(spec), CameraKinematics(cfg.kinematics), info,
+                scene=SceneRun.for_camera(spec, cfg.frames, cfg.crops))
             self._set_state_metric(spec.camera_id, STALE)
 
     # --- events from reader threads ---
@@ -400,19 +413,30 @@ class DetectStage:
         cam.reset_tracker, cam.frame_size = False, (h, w)
         if reset:
             cam.kinematics.reset()  # track ids restart with the tracker (which resets itself on a new size)
+            if cam.scene is not None:
+                cam.scene.reset()
         if cam.tracker is not None:
             if reset and hasattr(cam.tracker, "reset"):
                 cam.tracker.reset()
             boxes = cam.tracker.update(boxes, (h, w))
         objects = to_objects(boxes, w, h)
         pairs, predicted = None, []
+        media_ts = getattr(frame, "media_ts", None)  # a file's own clock, else the capture time
+        scene_ts = frame.capture_ts if media_ts is None else media_ts
         if self.cfg.motion:
-            media_ts = getattr(frame, "media_ts", None)  # a file's own clock, else the capture time
-            pairs = self._motion(cam, frame.camera_id, objects, frame.capture_ts if media_ts is None else media_ts)
+            pairs = self._motion(cam, frame.camera_id, objects, scene_ts)
             predicted = pairs.predicted_links(self.cfg.grouping.link_k)
+        placed = cam.scene.place(objects, scene_ts, w, h) if cam.scene is not None else None
         clusters = find_groups(objects, self.cfg.grouping, predicted)
+        if placed is not None:
+            clusters = cam.scene.with_flagged_alone(objects, clusters, placed, self.cfg.grouping)
         ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], frame.capture_ts)
         groups = to_groups(objects, clusters, ids, pairs)
+        if placed is not None:
+            groups, ignored = cam.scene.annotate(groups, objects, placed)
+            if ignored:
+                self.stats.groups_ignored += ignored
+                m.GROUPS_IGNORED.labels(frame.camera_id).inc(ignored)
         result = DetectionResult(
             message_id=message_id(frame.camera_id, frame.frame_id, frame.capture_ts),
             camera_id=frame.camera_id, frame_id=frame.frame_id, frame_ts=frame.capture_ts,
@@ -434,6 +458,10 @@ class DetectStage:
                 self.stats.crops_dropped += report.dropped
                 m.CROPS_DOWNSIZED.inc(report.downsized)
                 m.CROPS_DROPPED.inc(report.dropped)
+            if cam.scene is not None and cam.scene.history is not None:
+                self._attach_frames(cam, result, image, scene_ts, size_of, crops)
+        if image is not None and cam.scene is not None and cam.scene.history is not None:
+            cam.scene.history.push(scene_ts, image)
         published = time.time()
         result.times.published = published
         value = result.model_dump_json().encode()
@@ -445,6 +473,25 @@ class DetectStage:
         self.stats.published += 1
         self._m_out.inc()
         self.outbox.put(frame.camera_id.encode(), value, frame.camera_id)
+
+    def _attach_frames(self, cam: CameraRun, result: DetectionResult, image, ts: float, size_of, crops) -> None:
+        """Earlier crops for the groups that will be `new` or `suspect` tasks, then under the size limit."""
+        scene = cam.scene
+        attached = scene.attach_frames(result.groups, image, ts)
+        if not attached:
+            return
+        extra = sum(len(f.jpeg_b64) + 96 for g in attached for f in g.frames)
+        total = size_of(crops) + extra
+        while total > self.max_message_bytes and attached:  # leave out the largest first, counted
+            g = max(attached, key=lambda g: sum(len(f.jpeg_b64) for f in g.frames))
+            total -= sum(len(f.jpeg_b64) + 96 for f in g.frames)
+            self.stats.frames_dropped += len(g.frames)
+            m.FRAMES_LEFT_OUT.inc(len(g.frames))
+            g.frames = None
+            attached.remove(g)
+        n = sum(len(g.frames) for g in attached)
+        self.stats.frames_attached += n
+        m.FRAMES_ATTACHED.inc(n)
 
     def _motion(self, cam: CameraRun, camera_id: str, objects: list[DetectedObject], ts: float) -> FramePairs:
         """Each tracked object's motion (set on it), and the frame's pair cues."""

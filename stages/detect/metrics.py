@@ -41,3 +41,9 @@ MOTION_REJECTED = Counter(
     "time_backwards, jump (faster than any road user: an id switch)",
     ["camera", "reason"],
 )
+GROUPS_IGNORED = Counter("hazardctl_detect_groups_ignored_total",
+                         "Groups entirely inside the camera's ignore zones, never published", ["camera"])
+FRAMES_ATTACHED = Counter("hazardctl_detect_group_frames_total",
+                          "Earlier crops and thumbnails attached to groups that will be new or suspect tasks")
+FRAMES_LEFT_OUT = Counter("hazardctl_detect_group_frames_dropped_total",
+                          "Earlier crops and thumbnails left out to keep a message under the size limit")

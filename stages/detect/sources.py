@@ -37,6 +37,7 @@ from hazardctl.errors import ConfigError
 from stages.detect.camera_state import ENDED, CameraHealth, Transition, reconnect_delay
 
 if TYPE_CHECKING:
+    from hazardctl.zones import Scene
     from stages.detect.mot_format import MotInfo
 
 log = logging.getLogger("hazardctl.detect.sources")
@@ -59,6 +60,8 @@ class SourceSpec:
     images: tuple[str, ...] = ()
     mot: MotInfo | None = None
     """a MOT box file replayed instead of a camera (stages/detect/mot.py): boxes, no image"""
+    scene: Scene | None = None
+    """zones, lane directions, calibration (cameras.yaml; hazardctl/zones.py); None: a bare frame"""
 
     @property
     def is_live(self) -> bool:
@@ -465,6 +468,11 @@ class CameraEntry(BaseModel):
     fps: float | None = Field(default=None, gt=0)
     loop: bool | None = None
     enabled: bool = True
+    # the scene (issue 19; validated by hazardctl/zones.py with errors naming the camera and the zone)
+    frame_size: tuple[int, int] | None = None
+    zones: list[dict] = Field(default_factory=list)
+    calibration: dict | None = None
+    scene_cues: dict | None = None
 
 
 class CamerasFile(BaseModel):
@@ -486,10 +494,23 @@ def load_cameras(path: str, fps: float | None = None, loop: bool | None = None) 
             continue
         try:
             default_fps = None if classify(cam.source) == "mot" else cf.fps  # a replay keeps its own rate
-            specs.append(make_spec(cam.source, cam.id, cam.fps or fps or default_fps,
-                                   cam.loop if cam.loop is not None else bool(loop or cf.loop)))
+            spec = make_spec(cam.source, cam.id, cam.fps or fps or default_fps,
+                             cam.loop if cam.loop is not None else bool(loop or cf.loop))
         except ConfigError as e:
             raise ConfigError(f"{path}: cameras.{i} ({cam.id}): {e}") from None
+        specs.append(replace(spec, scene=_scene(path, cam, spec)))
     if not specs:
         raise ConfigError(f"{path}: no enabled camera")
     return unique_ids(specs, {s.camera_id for s in specs})
+
+
+def _scene(path: str, cam: CameraEntry, spec: SourceSpec):
+    """The camera's zones and calibration (None without), checked before any camera opens."""
+    from hazardctl.zones import SceneConfig, build_scene
+
+    size = (spec.mot.width, spec.mot.height) if spec.mot and spec.mot.width and spec.mot.height else None
+    try:
+        return build_scene(cam.id, SceneConfig(frame_size=cam.frame_size, zones=cam.zones, calibration=cam.calibration,
+                                               scene_cues=cam.scene_cues), size)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

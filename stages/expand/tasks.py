@@ -46,6 +46,16 @@ def group_view(group: Group, tracks: dict[int, int | None]) -> GroupView:
     return view_of(group.group_id, group.member_ids, group.classes, group.bbox, tracks, group.cues)
 
 
+#: tasks that keep the group's earlier frames (issue 19.4): more context where danger is new or suspected,
+#: never on changed/refresh tasks (detect attaches frames to groups it sees first or finds suspect; a
+#: group the gate sends as changed or refresh is one the model has already seen)
+FRAMES_FOR = frozenset({"suspect", "new"})
+
+
+def _without_frames(raw_group: dict) -> dict:
+    return {k: v for k, v in raw_group.items() if k != "frames"}
+
+
 def expand(det: DetectionResult, raw: dict, gate: Gate, cfg: ExpandConfig, now: float) -> list[dict]:
     """Tasks (as JSON-ready dicts) for the groups of one detection that pass the gate.
 
@@ -74,7 +84,7 @@ def expand(det: DetectionResult, raw: dict, gate: Gate, cfg: ExpandConfig, now: 
             "frame_ts": det.frame_ts,
             "frame_width": det.frame_width,
             "frame_height": det.frame_height,
-            "group": raw_group,
+            "group": raw_group if reason in FRAMES_FOR or not raw_group.get("frames") else _without_frames(raw_group),
             "objects": [raw_objects[m] for m in group.member_ids if m in raw_objects],
             "reason": reason,
             "deadline": capture + cfg.deadline_s,

@@ -57,6 +57,9 @@ def root(tmp_path_factory) -> Path:
     exe.parent.mkdir(parents=True)
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
+    kill = shutil.which("kill") or "/usr/bin/kill"  # ExecReload=kill -HUP $MAINPID (schedule): the real binary
+    (r / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(kill, r / "usr/bin/kill")
     (r / "etc/systemd/system").mkdir(parents=True)
     for f in UNITS.iterdir():
         shutil.copy(f, r / "etc/systemd/system" / f.name)
@@ -154,3 +157,14 @@ def test_every_flag_in_execstart_exists(unit):
     assert r.exit_code == 0, f"{unit}: {' '.join(args[1:])}\n{r.output}"
     r = CliRunner().invoke(app, [*args[1:], "--no-such-flag", "--help"])
     assert r.exit_code != 0  # the check above can fail
+
+
+def test_schedule_reloads_on_systemctl_reload_and_nothing_else_claims_to():
+    """`systemctl reload hazardctl-schedule@0` sends SIGHUP: schedule re-reads its keys file (issue 22;
+    tests/test_schedule_replay_kafka.py runs that). Other stages drain on SIGHUP, so they declare no reload."""
+    for unit in sorted(UNITS.glob("*.service")):
+        reloads = re.findall(r"^ExecReload=(.*)$", unit.read_text(), re.M)
+        if unit.name == "hazardctl-schedule@.service":
+            assert reloads == ["kill -HUP $MAINPID"]
+        else:
+            assert not reloads, unit.name

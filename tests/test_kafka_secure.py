@@ -6,8 +6,10 @@ users created at format time. Its only client listener is SASL_SSL; the shared p
 9092 is never touched (checked after `down --secure`).
 
 Shown here: detections go through expand and schedule (simulated LLM) to results on the secured
-broker; a wrong password and an untrusted certificate each end a stage within 30 s with exit code 3
-and one line that says what to fix, and no secret is ever printed.
+broker; detect (the real detector on a test image) writes its detection there and consume (results in,
+a dead letter out) serves what it read; a wrong password and an untrusted certificate each end every
+stage (detect, expand, schedule, consume) within 30 s with exit code 3 and one line that says what to
+fix, and no secret is ever printed.
 """
 
 from __future__ import annotations
@@ -198,6 +200,62 @@ def test_expand_and_schedule_over_sasl_ssl_scram(secure_broker, secure_topic, tm
     assert secure_broker.password not in logs
 
 
+def _read_all(broker: SecureBroker, topic: str, n: int, timeout: float) -> list:
+    """The first `n` messages of `topic` (fewer if the time runs out), read over SASL_SSL."""
+    c = Consumer({**broker.librdkafka(), "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    got: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < n and time.monotonic() < deadline:
+            got += [m for m in c.consume(100, 0.5) if m.error() is None]
+    finally:
+        c.close()
+    return got
+
+
+def test_detect_and_consume_over_sasl_ssl_scram(secure_broker, secure_topic, tmp_path):
+    """detect: the real detector on tests/data/bus.jpg, its detection produced to the secured broker.
+    consume: two results and one undecodable record read from it; the cameras served on its HTTP API
+    and the bad record a dead letter produced back to it. Everything from HAZARDCTL_KAFKA_* variables."""
+    from hazardctl.synthetic import risk_result
+    from tests.consume_proc import ConsumeProcess
+
+    det, results, dlq = secure_topic("det"), secure_topic("results"), secure_topic("dlq", 1)
+    model = ROOT / ".cache/models/centernet-coco.onnx"
+    if not model.exists():
+        pytest.fail("the detector model is missing: run `make models`")
+    err = tmp_path / "detect.err"
+    with err.open("wb") as f:
+        rc = subprocess.run([*HAZARDCTL, "detect", "--source", "tests/data/bus.jpg", "--camera-id", "sec-cam",
+                             "--model", str(model), "--out", f"kafka://{det}", "--as-fast-as-possible"],
+                            env=secure_broker.stage_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f,
+                            timeout=120).returncode
+    logs = err.read_text()
+    assert rc == 0, logs[-3000:]
+    got = _read_all(secure_broker, det, 1, 30)
+    assert len(got) == 1, logs[-3000:]
+    detection_msg = orjson.loads(got[0].value())
+    assert got[0].key() == b"sec-cam" and detection_msg["camera_id"] == "sec-cam" and detection_msg["objects"]
+
+    p = Producer({**secure_broker.librdkafka(), "acks": "all", "enable.idempotence": True})
+    for cam in ("sec-cam-1", "sec-cam-2"):
+        p.produce(results, risk_result(cam, "g1", 1, time.time(), level="high").model_dump_json().encode(), cam.encode())
+    p.produce(results, b'{"not a result', b"sec-cam-1")
+    assert p.flush(30) == 0
+    with ConsumeProcess("--in", f"kafka://{results}", "--dlq", f"kafka://{dlq}", "--replay", "0",
+                        "--group", f"g-{results}", "--http", "127.0.0.1:0", env=secure_broker.stage_env(),
+                        stdin=False, timeout=60) as c:
+        cams = c.wait_for(lambda: {x["camera_id"] for x in c.get("/cameras")[1]["cameras"]} >= {"sec-cam-1", "sec-cam-2"},
+                          30, "both cameras served by consume")
+        assert cams
+        dead = _read_all(secure_broker, dlq, 1, 30)
+        assert len(dead) == 1 and b"not a result" in dead[0].value(), "".join(c.stderr[-20:])
+    logs += "".join(c.stderr)
+    assert secure_broker.password not in logs
+
+
 def _other_ca(tmp_path: Path) -> str:
     """A CA the broker's certificate was not signed by (a man in the middle, or the wrong bundle)."""
     key, pem = tmp_path / "other-ca.key", tmp_path / "other-ca.pem"
@@ -215,13 +273,18 @@ def test_wrong_password_and_untrusted_certificate_fail_fast_with_one_line(secure
     }
     # schedule with keys that need no simulator process: the Kafka check comes before any LLM call
     stages = {"expand": ["--in", f"kafka://{det}", "--out", f"kafka://{tasks}"],
-              "schedule": ["--in", f"kafka://{tasks}", "--out", "-", "--keys", "config/api_keys.sim.yaml"]}
+              "schedule": ["--in", f"kafka://{tasks}", "--out", "-", "--keys", "config/api_keys.sim.yaml"],
+              "detect": ["--source", "tests/data/bus.jpg", "--model", str(ROOT / ".cache/models/centernet-coco.onnx"),
+                         "--out", f"kafka://{det}", "--as-fast-as-possible"],
+              "consume": ["--in", f"kafka://{tasks}", "--ws", "127.0.0.1:0", "--replay", "0"]}
     runs = {}
     t0 = time.monotonic()
-    # wrong password: both stages; untrusted certificate: schedule. All at once: each must end on its
-    # own within 30 s (measured from the start, so Python's own start-up counts against it)
+    # wrong password: every stage; untrusted certificate: schedule, detect, consume. All at once: each
+    # must end on its own within 30 s (measured from the start, so Python's own start-up counts against it)
     for case, stage in (("wrong password", "expand"), ("wrong password", "schedule"),
-                        ("untrusted certificate", "schedule")):
+                        ("untrusted certificate", "schedule"), ("wrong password", "detect"),
+                        ("untrusted certificate", "detect"), ("wrong password", "consume"),
+                        ("untrusted certificate", "consume")):
         runs[(case, stage)] = subprocess.Popen([*HAZARDCTL, stage, *stages[stage]],
                                                env=secure_broker.stage_env(**cases[case][0]),
                                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

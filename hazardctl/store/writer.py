@@ -76,12 +76,13 @@ class StoreWriter:
         return len(self._queue)
 
     def put(self, item: Any, block: bool = False) -> bool:
-        """Queue a write; False (and counted) when the queue is full. `block`: wait for room instead
-        (the start-up replay, which has no live clients to keep up with)."""
+        """Queue a write; False (and counted) when the queue is full. `block`: wait for room instead, at
+        most a minute (the start-up replay, which has no live clients to keep up with)."""
         size = item.size() if hasattr(item, "size") else 256
+        deadline = time.monotonic() + 60.0  # blocking: a store that stays away must not hang the start-up
         with self._cond:
             while (len(self._queue) >= self.max_pending or self._bytes + size > self.max_bytes) and self._queue:
-                if not block or self._stop:
+                if not block or self._stop or time.monotonic() > deadline:
                     self.dropped += 1
                     self._dropped.inc()
                     return False

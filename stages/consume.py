@@ -4,7 +4,9 @@ The life of a result: the input thread polls it and validates it (bad input → 
 event loop applies it to the `IncidentBoard` (hazardctl.incidents, pure logic) → each event is
 encoded once and fanned out to the subscribed clients (stages.consume_ws) → the record is done
 (its offset may be committed): consume's output is its in-memory state and the pushes, so a result
-is finished once applied. A 0.5 s tick ends quiet incidents.
+is finished once applied. A 0.5 s tick ends quiet incidents. With a store (--data-dir / --store), the
+board's decisions are then handed to the store's writer thread (stages.consume_store), which records
+them and the offsets it reached on its own time: the push never waits on the database.
 
 Threads: the input (and the dead-letter output) live on one thread, `InputPump`, because a Kafka
 consumer must be used from one thread and a poll must never block the event loop. The event loop
@@ -14,7 +16,9 @@ owns the board and the sockets. They meet through `call_soon_threadsafe` (batche
 Restart: with a Kafka input the board is rebuilt before serving by replaying the last `replay_s`
 seconds of the results topic with each record's own timestamp (same incidents, same ids, no
 events); live records below the replay's end offsets are then marked done without applying them.
-With pipes there is nothing to re-read: the state starts empty (see docs/consume.md).
+With pipes there is nothing to re-read: the state starts empty (see docs/consume.md). With a store
+the board starts from the store's open incidents and the replay reads only the gap since the
+store's offsets (`replay_into` with a recorder).
 """
 
 from __future__ import annotations

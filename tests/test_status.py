@@ -308,3 +308,29 @@ def test_status_live_view_keeps_running_without_a_broker(tmp_path):
             sim.wait(10)
         for s in held:
             s.close()
+
+
+def test_status_reads_consume_metrics_with_its_token(tmp_path):
+    """consume's --metrics-port requires --token-file's token: status sends it (to consume only) with
+    --token-file; without it consume is DOWN with a note saying why, not silently."""
+    from tests.consume_proc import ConsumeProcess
+
+    token = "status-token-" + uuid.uuid4().hex
+    token_file = tmp_path / "consume.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    env = {k: v for k, v in stage_env().items() if k != "HAZARDCTL_CONSUME_TOKEN"}
+    with ConsumeProcess("--token-file", str(token_file), "--metrics-port", str(port), env=env):
+        base = [*HAZARDCTL, "status", "--once", "--json", "--no-kafka", "--interval", "0.2",
+                "--stage", f"consume=127.0.0.1:{port}"]
+        frames = {}
+        for name, extra in (("without", []), ("with", ["--token-file", str(token_file)])):
+            out = subprocess.run([*base, *extra], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+            assert out.returncode == 0 and token not in out.stdout + out.stderr, out.stderr[-2000:]
+            frames[name] = json.loads(out.stdout)
+    without, with_token = frames["without"], frames["with"]
+    assert not without["stages"][0]["up"] and without["notes"] == [
+        "consume: HTTP 401 (its metrics need the token: --token-file)"]
+    assert with_token["stages"][0]["up"] and with_token["notes"] == []
+    assert with_token["stages"][0]["in_flight"] is not None

@@ -78,13 +78,23 @@ def parse_metrics(text: str) -> Samples:
     return samples
 
 
-def scrape(address: str, timeout: float) -> Samples | None:
+def scrape(address: str, timeout: float, token: str | None = None) -> Samples | None:
     """The stage's samples, or None when it does not answer (down)."""
+    return fetch(address, timeout, token)[0]
+
+
+def fetch(address: str, timeout: float, token: str | None = None) -> tuple[Samples | None, str | None]:
+    """(samples, None), or (None, why) when the stage does not answer or refuses (401: it wants a token)."""
+    req = urllib.request.Request(metrics_url(address))
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(metrics_url(address), timeout=timeout) as resp:
-            return parse_metrics(resp.read().decode("utf-8", "replace"))
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return parse_metrics(resp.read().decode("utf-8", "replace")), None
+    except urllib.error.HTTPError as e:
+        return None, f"HTTP {e.code}" + (" (its metrics need the token: --token-file)" if e.code == 401 else "")
     except (OSError, urllib.error.URLError, ValueError):
-        return None
+        return None, None
 
 
 @dataclass
@@ -95,10 +105,16 @@ class Scrape:
     stages: dict[str, Samples | None]
     lag: dict[str, dict[str, int]] | None  # None: the broker did not answer (or no Kafka configured)
     lag_error: str | None = None
+    notes: list[str] = field(default_factory=list)  # why a stage that answered is still shown DOWN
 
 
-def poll(cfg: StatusConfig, kafka_settings=None) -> Scrape:
-    stages = {name: scrape(addr, cfg.timeout_s) for name, addr in cfg.stages.items()}
+def poll(cfg: StatusConfig, kafka_settings=None, tokens: dict[str, str] | None = None) -> Scrape:
+    """One look; `tokens`: bearer tokens by stage name (consume's metrics need --token-file's)."""
+    stages, notes = {}, []
+    for name, addr in cfg.stages.items():
+        stages[name], why = fetch(addr, cfg.timeout_s, (tokens or {}).get(name))
+        if why:
+            notes.append(f"{name}: {why}")
     lag, err = None, None
     if kafka_settings is not None and cfg.groups:
         from hazardctl.errors import HazardError, ServiceUnavailable
@@ -110,7 +126,7 @@ def poll(cfg: StatusConfig, kafka_settings=None) -> Scrape:
             err = f"broker unreachable: {e}"
         except HazardError as e:
             err = str(e)
-    return Scrape(time.time(), stages, lag, err)
+    return Scrape(time.time(), stages, lag, err, notes)
 
 
 # --- deriving what to show (pure) ----------------------------------------------------------------
@@ -250,7 +266,7 @@ def derive(cur: Scrape, prev: Scrape | None = None) -> Frame:
             break
     excl = _p95(cur, prev, *E2E_EXCL_LLM)
     return Frame(cur.at, rows, keys, cur.lag, cur.lag_error, e2e, source, window, excl[0] if excl else None,
-                 variants=variants)
+                 notes=list(cur.notes), variants=variants)
 
 
 def _p95(cur: Scrape, prev: Scrape | None, metric: str, span: str | None) -> tuple[float, str] | None:
@@ -370,11 +386,11 @@ def render(frame: Frame, cfg: StatusConfig):
     excl = "" if frame.e2e_excl_llm_p95_s is None else f", without the LLM call {frame.e2e_excl_llm_p95_s * 1000:.0f} ms"
     head = Text.assemble(("hazardctl status ", "bold"), f"{when}   end-to-end P95 ", (p95, "bold"), excl,
                          f"  ({frame.e2e_window}; {frame.e2e_source or 'no end-to-end histogram yet'})")
-    return Group(head, *tables)
+    return Group(head, *[Text(n, style="yellow") for n in frame.notes], *tables)
 
 
 def run(cfg: StatusConfig, kafka_settings=None, *, once: bool = False, as_json: bool = False,
-        iterations: int | None = None) -> Frame:
+        iterations: int | None = None, tokens: dict[str, str] | None = None) -> Frame:
     """Show the live dashboard until Ctrl-C (or `iterations` frames); `once`: one frame and return.
 
     One frame still takes two scrapes `interval_s` apart, so its rates are real rates."""
@@ -382,10 +398,10 @@ def run(cfg: StatusConfig, kafka_settings=None, *, once: bool = False, as_json: 
     from rich.live import Live
 
     console = Console()
-    prev = poll(cfg, kafka_settings)
+    prev = poll(cfg, kafka_settings, tokens)
     if once:
         time.sleep(cfg.interval_s)
-        frame = derive(poll(cfg, kafka_settings), prev)
+        frame = derive(poll(cfg, kafka_settings, tokens), prev)
         if as_json:
             print(frame.to_json())
         else:
@@ -397,7 +413,7 @@ def run(cfg: StatusConfig, kafka_settings=None, *, once: bool = False, as_json: 
         try:
             while iterations is None or shown < iterations:
                 time.sleep(cfg.interval_s)
-                cur = poll(cfg, kafka_settings)
+                cur = poll(cfg, kafka_settings, tokens)
                 frame = derive(cur, prev)
                 prev = cur
                 live.update(render(frame, cfg))

@@ -24,8 +24,12 @@ def status_cmd(
     once: bool = typer.Option(False, "--once", help="Print one frame (two scrapes, one interval apart) and exit."),
     as_json: bool = typer.Option(False, "--json", help="With --once: the frame as JSON."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
+    token_file: Optional[str] = typer.Option(
+        None, "--token-file", help="consume's bearer token (its metrics require it), sent to the stage named "
+        "consume only. Default: $HAZARDCTL_CONSUME_TOKEN."),
 ) -> None:
     from hazardctl.config import load_kafka_settings
+    from stages.consume_auth import load_token
     from tools import status
 
     cfg = status.load_status_config(config)
@@ -36,4 +40,5 @@ def status_cmd(
     if interval is not None:
         cfg.interval_s = interval
     kafka = None if no_kafka else load_kafka_settings(kafka_config)
-    status.run(cfg, kafka, once=once or as_json, as_json=as_json)
+    token = load_token(token_file)
+    status.run(cfg, kafka, once=once or as_json, as_json=as_json, tokens={"consume": token} if token else None)

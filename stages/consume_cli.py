@@ -83,9 +83,10 @@ def consume_cmd(
     sink_ca_file: Optional[str] = typer.Option(None, help="Extra CA certificates (PEM) trusted for https webhooks "
                                                "and mqtts, besides the system's."),
     sink_max_attempts: int = typer.Option(12, min=1, help="Attempts before an event is a dead letter (with the "
-                                          "default backoff: about 7 minutes)."),
+                                          "default backoff: about 4 minutes; while the receiver is down only one probe event spends them)."),
     sink_retry_base: float = typer.Option(1.0, help="First retry after this many seconds; doubles each time."),
-    sink_retry_cap: float = typer.Option(60.0, help="Longest wait between two attempts, seconds."),
+    sink_retry_cap: float = typer.Option(30.0, help="Longest wait between two attempts, seconds (also how long a "
+                                        "receiver back from an outage may wait for the next probe)."),
     camera_status: Optional[str] = typer.Option(
         None, "--camera-status", help="Read detect's camera health (detect --status-out), e.g. "
         "kafka://camera-status: a camera incident opens while a camera is down and ends when it is back."),

@@ -115,14 +115,52 @@ def test_a_sink_back_after_failures_makes_its_whole_backlog_due_at_once():
         q.add(e)
     a1, b1 = q.due(0.0, sink="s")
     q.failed(a1, 0.0, "down")
-    q.failed(b1, 5.0, "down")  # due again at 35
+    q.failed(b1, 5.0, "down")  # two in a row: s is down, probed again at 5 + delay(2) = 65
     other = q.due(0.0, sink="other")
     q.failed(other[0], 10.0, "down")  # due again at 40
-    assert q.due(10.0) == []
-    (a,) = q.due(30.0, limit=1, sink="s")  # the first retry finds the receiver back
-    woken = q.delivered(a, 30.0)
-    assert [e.key for e in woken] == ["b:1"]
-    assert [e.key for e in q.due(30.0)] == ["b:1"]  # not the other sink's event: it is still failing
+    assert q.due(64.0, sink="s") == []
+    (probe,) = q.due(65.0, sink="s")  # one probe: the oldest event of s
+    assert probe.key == "a:1"
+    woken = q.delivered(probe, 65.0)  # the receiver is back
+    assert [e.key for e in woken] == []  # b's own retry time (65) has come anyway
+    assert [e.key for e in q.due(65.0, sink="s")] == ["b:1"]
+    assert [e.key for e in q.due(39.0, sink="other")] == []  # the other sink keeps its own schedule
+
+
+def test_a_down_sink_is_probed_with_one_event_at_a_time_and_the_others_keep_their_attempts():
+    q = OutboxQueue(RetryPolicy(base_s=1.0, factor=2.0, cap_s=8.0, max_attempts=4, jitter=0.0))
+    for i in range(10):
+        q.add(entry(f"i{i}", 1, at=float(i) / 100))
+    now = 0.1
+    first = q.due(now)
+    assert len(first) == 10  # up: every incident's head goes at once
+    for e in first:
+        q.failed(e, now, "connection refused")  # the receiver is down
+    probes = []
+    for _ in range(12):
+        nxt = q.next_due()
+        batch = q.due(nxt)
+        assert len(batch) == 1, batch  # one probe at a time
+        probes.append((round(nxt - now, 2), batch[0].key))
+        now = nxt
+        q.failed(batch[0], now, "connection refused")
+    # the oldest event is probed until it is dead (4 attempts), then the next oldest; waits double to the cap
+    assert [k for _w, k in probes][:5] == ["i0:1", "i0:1", "i0:1", "i1:1", "i1:1"]
+    assert [w for w, _k in probes][:4] == [8.0, 8.0, 8.0, 8.0]  # 10 failures in a row: already at the cap
+    assert q.pending() == 10 - 4 and all(q.queues[("s", f"i{i}")][0].attempts == 1 for i in range(5, 10))
+    t = q.next_due()
+    (probe,) = q.due(t)
+    q.delivered(probe, t)  # the receiver is back
+    assert not q.down("s") and len(q.due(t)) == len(q.queues) == 5  # i5…i9 at once, not one by one
+
+
+def test_a_4xx_does_not_mark_the_sink_down():
+    q = OutboxQueue(RetryPolicy(base_s=10.0, jitter=0.0))
+    for i in range(3):
+        q.add(entry(f"i{i}", 1))
+    for e in q.due(0.0):
+        q.failed(e, 0.0, "HTTP 400", permanent=True)
+    assert not q.down("s") and q.pending() == 0
 
 
 def test_restored_entries_keep_seq_order_whatever_order_they_come_in():

@@ -15,7 +15,9 @@ what these rules decide in the incident store, and talks to the receivers. Rules
   each other.
 - A failed attempt is retried after an exponential backoff (capped, with jitter); after
   `max_attempts` attempts, or at once when the receiver refused it for good (e.g. HTTP 400), it is a
-  dead letter. When a sink delivers again after failures in a row, everything it holds is due at
+  dead letter. A sink that failed twice in a row is *down*: it gets one probe at a time, its oldest
+  event, at the backoff of its failures in a row — an outage costs one attempt per backoff step, not
+  one per incident, and only the probe spends attempts. When a sink delivers again after failures in a row, everything it holds is due at
   once: a receiver back after an outage gets its backlog without waiting for each event's backoff
   (one event that keeps failing among deliveries does not wake the others: it keeps its backoff).
 """
@@ -36,10 +38,11 @@ class RetryPolicy:
     base_s: float = 1.0
     """first retry after this long"""
     factor: float = 2.0
-    cap_s: float = 60.0
+    cap_s: float = 30.0
     """never wait longer than this between two attempts"""
     max_attempts: int = 12
-    """attempts before an event is dead (12 with the defaults: retried for about 7 minutes)"""
+    """attempts before an event is dead (12 with the defaults: about 4 minutes of retries; while its sink is down
+    only the probe spends attempts, so the others wait for the receiver however long it is away)"""
     jitter: float = 0.2
     """± this fraction, so events that failed together do not all retry in the same instant"""
 
@@ -195,6 +198,15 @@ class OutboxQueue:
     """failed attempts in a row, per sink (reset by a delivery)"""
     counts: dict[str, int] = field(default_factory=dict)
     """pending entries per sink (read by the metrics thread: a plain int per sink, never an iteration)"""
+    probe_at: dict[str, float] = field(default_factory=dict)
+    """a sink that is down (DOWN_AFTER failures in a row) is tried again with one event at this time"""
+    flying: dict[str, int] = field(default_factory=dict)
+    """attempts in flight per sink"""
+
+    DOWN_AFTER = 2
+
+    def down(self, sink: str) -> bool:
+        return self.failing.get(sink, 0) >= self.DOWN_AFTER
 
     def add(self, entry: Pending) -> None:
         self.counts[entry.sink] = self.counts.get(entry.sink, 0) + 1
@@ -209,28 +221,43 @@ class OutboxQueue:
         return sum(self.counts.values()) if sink is None else self.counts.get(sink, 0)
 
     def due(self, now: float, limit: int | None = None, sink: str | None = None) -> list[Pending]:
-        """The heads whose time has come and that are not in flight, oldest first; marks them in flight."""
+        """The heads whose time has come and that are not in flight, oldest first; marks them in flight.
+
+        A sink that is down gets one probe at a time, its oldest event, at `probe_at`: an outage costs
+        one attempt per backoff step, not one per incident, and the other events keep their attempts."""
         heads = [q[0] for k, q in self.queues.items()
-                 if k not in self.in_flight and q[0].next_at <= now and (sink is None or k[0] == sink)]
-        heads.sort(key=lambda e: (e.next_at, e.created_at, e.seq))
-        if limit is not None:
-            heads = heads[:max(0, limit)]
+                 if k not in self.in_flight and (sink is None or k[0] == sink)
+                 and (q[0].next_at <= now or self.down(k[0]))]
+        out: list[Pending] = []
+        probed: set[str] = set()
+        heads.sort(key=lambda e: (e.created_at, e.seq) if self.down(e.sink) else (e.next_at, e.created_at, e.seq))
         for e in heads:
+            if self.down(e.sink):
+                if e.sink in probed or self.flying.get(e.sink, 0) or now < self.probe_at.get(e.sink, 0.0):
+                    continue
+                probed.add(e.sink)
+            out.append(e)
+            if limit is not None and len(out) >= limit:
+                break
+        for e in out:
             self.in_flight.add((e.sink, e.incident_id))
-        return heads
+            self.flying[e.sink] = self.flying.get(e.sink, 0) + 1
+        return out
 
     def next_due(self) -> float | None:
         """When the earliest head not in flight is due (None: nothing waits)."""
-        times = [q[0].next_at for k, q in self.queues.items() if k not in self.in_flight]
+        times = [self.probe_at.get(k[0], 0.0) if self.down(k[0]) else q[0].next_at
+                 for k, q in self.queues.items() if k not in self.in_flight]
         return min(times) if times else None
 
     def delivered(self, entry: Pending, now: float) -> list[Pending]:
         """`entry` reached its receiver; returns the entries brought forward because the sink is back."""
         self._pop(entry)
         woken: list[Pending] = []
-        if self.failing.pop(entry.sink, 0) >= 2:  # several failures in a row, then a delivery: it is back
-            for (s, _i), q in self.queues.items():
-                if s == entry.sink and q[0].next_at > now:
+        self.probe_at.pop(entry.sink, None)
+        if self.failing.pop(entry.sink, 0) >= self.DOWN_AFTER:  # it was down and delivers again: it is back
+            for k, q in self.queues.items():
+                if k[0] == entry.sink and k not in self.in_flight and q[0].next_at > now:
                     q[0].next_at = now
                     woken.append(q[0])
         return woken
@@ -238,19 +265,32 @@ class OutboxQueue:
     def failed(self, entry: Pending, now: float, error: str, *, permanent: bool = False,
                rand: float = 0.5) -> Failure:
         """An attempt failed; `permanent` (the receiver refused it for good) makes it dead at once."""
-        self.in_flight.discard((entry.sink, entry.incident_id))
-        self.failing[entry.sink] = self.failing.get(entry.sink, 0) + 1
+        self._landed(entry)
         entry.attempts += 1
         entry.last_error = error
+        if permanent:  # the receiver answered: it is up, this event is the problem
+            self.failing.pop(entry.sink, None)
+            self.probe_at.pop(entry.sink, None)
+        else:
+            self.failing[entry.sink] = self.failing.get(entry.sink, 0) + 1
+        delay = self.policy.delay(max(entry.attempts, self.failing.get(entry.sink, 0)), rand)
+        if self.down(entry.sink):
+            self.probe_at[entry.sink] = now + delay
         if permanent or entry.attempts >= self.policy.max_attempts:
             self._pop(entry)
             return Failure(entry, None)
-        entry.next_at = now + self.policy.delay(entry.attempts, rand)
+        entry.next_at = now + delay
         return Failure(entry, entry.next_at)
+
+    def _landed(self, entry: Pending) -> None:
+        """An attempt of `entry` is over (whatever its outcome)."""
+        if (entry.sink, entry.incident_id) in self.in_flight:
+            self.in_flight.discard((entry.sink, entry.incident_id))
+            self.flying[entry.sink] -= 1
 
     def _pop(self, entry: Pending) -> None:
         k = (entry.sink, entry.incident_id)
-        self.in_flight.discard(k)
+        self._landed(entry)
         q = self.queues.get(k)
         if not q or q[0] is not entry:
             raise ValueError(f"{entry.key} on {entry.sink} is not the head of its queue")

@@ -338,7 +338,7 @@ class ConsumeService:
             self.recorder.events(events)
             self.recorder.maybe_prune(now)
 
-    def act(self, incident_id: str, action: str, note: str | None) -> dict | None:
+    def act(self, incident_id: str, action: str, note: str | None, actor: str | None = None) -> dict | None:
         """An operator's action on an incident the board holds: applied, pushed to every client of its
         camera (`incident` event `ack` / `resolve` / `false_positive`) and recorded; the incident as
         shown, or None when the board does not hold it (stages.consume_actions asks the store)."""
@@ -349,7 +349,7 @@ class ConsumeService:
         for ev in events:
             self.publish(ev)
         if self.recorder is not None:
-            self.recorder.action(incident_id, action, note, now, inc)
+            self.recorder.action(incident_id, action, note, now, inc, actor)
         return inc.as_dict(crop=False)
 
     def health(self) -> dict:

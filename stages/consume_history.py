@@ -5,7 +5,7 @@
     GET  /incidents/{id}                  the incident with its timeline (results and actions) and evidence
     GET  /incidents/{id}/evidence/{n}     the n-th distinct crop (image/jpeg)
     GET  /incidents.csv | /incidents.jsonl  export of a range (same filters): a row per result / a line per incident
-    POST /incidents/{id}/ack | /resolve | /false-positive   body {"note": "…"} (optional), application/json
+    POST /incidents/{id}/ack | /resolve | /false-positive   body {"note": "…", "by": "…"} (optional), application/json
 
 `since`/`until` are Unix seconds on the opening time; `level` is the lowest peak level; `state` is open,
 ended, acked, resolved, false_positive or unacked. `/incidents?open=true` (and everything without a store)
@@ -33,6 +33,7 @@ from stages.consume_http import HttpResponse
 log = logging.getLogger("hazardctl.consume")
 
 MAX_NOTE = 2000
+MAX_BY = 64
 MAX_EXPORT = 20_000
 """most incidents one export returns (built in memory; narrow the time range for more: the answer
 then carries `X-Hazardctl-Truncated: true`)"""
@@ -60,12 +61,19 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def parse_action(action: str, body: bytes, content_type: str | None) -> tuple[str, str | None]:
-    """(action, note) of an action request; ValueError with the reason (→ 400)."""
+def _text(doc: dict, key: str, most: int) -> str | None:
+    v = doc.get(key)
+    if v is not None and (not isinstance(v, str) or len(v) > most):
+        raise ValueError(f"{key}: a string of at most {most} characters")
+    return v or None
+
+
+def parse_action(action: str, body: bytes, content_type: str | None) -> tuple[str, str | None, str | None]:
+    """(action, note, by) of an action request; ValueError with the reason (→ 400)."""
     name = _PATH_ACTIONS.get(action)
     if name is None:
         raise ValueError("action: one of ack, resolve, false-positive")
-    note = None
+    note = by = None
     if body.strip():
         if (content_type or "").split(";")[0].strip().lower() != "application/json":
             raise ValueError("Content-Type must be application/json")  # a form post from another site is refused
@@ -73,12 +81,10 @@ def parse_action(action: str, body: bytes, content_type: str | None) -> tuple[st
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise ValueError("body: not JSON (expected {\"note\": \"…\"})") from None
-        if not isinstance(doc, dict) or set(doc) - {"note"}:
-            raise ValueError("body: a JSON object with at most a \"note\"")
-        note = doc.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            raise ValueError(f"note: a string of at most {MAX_NOTE} characters")
-    return name, note
+        if not isinstance(doc, dict) or set(doc) - {"note", "by"}:
+            raise ValueError("body: a JSON object with at most a \"note\" and \"by\" (who)")
+        note, by = _text(doc, "note", MAX_NOTE), _text(doc, "by", MAX_BY)
+    return name, note, by
 
 
 class IncidentApi:
@@ -114,8 +120,8 @@ class IncidentApi:
             if method == "POST":
                 if len(parts) != 3:
                     return _json(404, {"error": "POST /incidents/{id}/ack, /resolve or /false-positive"})
-                action, note = parse_action(parts[2], body, content_type)
-                return await self.act(parts[1], action, note)
+                action, note, by = parse_action(parts[2], body, content_type)
+                return await self.act(parts[1], action, note, by)
             if self.store is not None:
                 await self._read_your_writes()
             if parts[0] in ("incidents.csv", "incidents.jsonl"):
@@ -187,7 +193,8 @@ class IncidentApi:
             if writer is None:
                 out.write(orjson.dumps(inc) + b"\n")
                 continue
-            notes = " | ".join(f"{a['action']}: {a['note']}" for a in inc["actions"] if a.get("note"))
+            notes = " | ".join(f"{a['action']}{' by ' + a['actor'] if a.get('actor') else ''}: {a['note']}"
+                               for a in inc["actions"] if a.get("note"))
             for r in inc["results"] or [{}]:  # a row per result: each with its model and prompt version
                 writer.writerow({k: _cell(v) for k, v in {
                     **inc, **r, "risk_types": ";".join(r.get("risk_types") or inc["risk_types"]),
@@ -197,12 +204,12 @@ class IncidentApi:
 
     # ---- actions -------------------------------------------------------------------------------
 
-    async def act(self, incident_id: str, action: str, note: str | None) -> HttpResponse:
+    async def act(self, incident_id: str, action: str, note: str | None, by: str | None = None) -> HttpResponse:
         """Apply (board), push and record one action; incidents only the store holds get it there."""
         if not incident_id or len(incident_id) > 128:
             return _bad("incident id: 1 to 128 characters")
         service = self.service
-        shown = service.act(incident_id, action, note)
+        shown = service.act(incident_id, action, note, by)
         if shown is not None:
             return _json(200, shown)
         if self.store is None:
@@ -211,7 +218,7 @@ class IncidentApi:
         if stored is None:
             return _json(404, {"error": f"unknown incident {incident_id!r}"})
         now = time.time()
-        if not service.recorder.action(incident_id, action, note, now, None):
+        if not service.recorder.action(incident_id, action, note, now, None, by):
             return _json(503, {"error": "the store is unreachable and its queue is full; try again"})
         stored.pop("timeline", None)
         stored.pop("evidence", None)
@@ -225,21 +232,22 @@ class IncidentApi:
         return _json(200, stored)
 
     def on_ws_message(self, hub: Any, client: Any, msg: dict) -> bytes | None:
-        """`{"type": "action", "incident_id": …, "action": "ack", "note": …}` from a WebSocket client (it
+        """`{"type": "action", "incident_id": …, "action": "ack", "note": …, "by": …}` from a WebSocket client (it
         passed the token at its handshake): the reply `action_result` goes to that client, the event to all."""
         action = _PATH_ACTIONS.get(str(msg.get("action")))
         if action not in OPERATOR_ACTIONS:
             return orjson.dumps({"type": "error", "error": "action: one of ack, resolve, false-positive"})
-        note = msg.get("note")
-        if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            return orjson.dumps({"type": "error", "error": f"note: a string of at most {MAX_NOTE} characters"})
+        try:
+            note, by = _text(msg, "note", MAX_NOTE), _text(msg, "by", MAX_BY)
+        except ValueError as e:
+            return orjson.dumps({"type": "error", "error": str(e)})
         incident_id = msg.get("incident_id")
         if not isinstance(incident_id, str):
             return orjson.dumps({"type": "error", "error": "incident_id: a string"})
 
         async def run() -> None:
             try:
-                r = await self.act(incident_id, action, note)
+                r = await self.act(incident_id, action, note, by)
             except Exception as e:  # the store went away during the lookup: the client hears why
                 if not is_transient(e):
                     log.exception("consume: action %s on %s failed", action, incident_id)

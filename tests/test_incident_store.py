@@ -192,13 +192,14 @@ def test_operator_actions_are_stored_pushed_and_a_resolved_incident_flares_up_an
                         (f"/incidents/{iid}/ack", b"{not json", "application/json", "JSON"),
                         (f"/incidents/{iid}/ack", b'{"note": 5}', "application/json", "note"),
                         (f"/incidents/{iid}/ack", b'note=x', "application/x-www-form-urlencoded", "application/json"),
+                        (f"/incidents/{iid}/ack", json.dumps({"by": "x" * 65}).encode(), "application/json", "by"),
                         (f"/incidents/{iid}/shred", b"{}", "application/json", "action")):
                     status, rbody, _ = await asyncio.to_thread(call, c, "POST", path, data, TOKEN, ctype)
                     assert status == 400 and why in json.loads(rbody)["error"], (path, rbody)
                 assert (await asyncio.to_thread(call, c, "POST", f"/incidents/{iid}/ack", b"{}", None))[0] == 401
                 assert (await asyncio.to_thread(call, c, "POST", "/incidents/inc-nope/ack", b"{}"))[0] == 404
                 status, rbody, _ = await asyncio.to_thread(call, c, "POST", f"/incidents/{iid}/ack",
-                                                           b'{"note": "on it"}')
+                                                           b'{"note": "on it", "by": "desk 3"}')
                 assert status == 200 and json.loads(rbody)["disposition"] == "acked"
                 for ws in (a, b):  # every client sees the ack
                     got = await recv_until(ws, lambda m: m["type"] == "incident")
@@ -218,8 +219,8 @@ def test_operator_actions_are_stored_pushed_and_a_resolved_incident_flares_up_an
         assert new_id != iid
         d = c.wait_for(lambda: (lambda x: x if len([e for e in x["timeline"] if e["type"] == "action"]) == 2
                                 else None)(get_json(c, f"/incidents/{iid}")), 15, "2 actions stored")
-        assert [(e["action"], e["note"]) for e in d["timeline"] if e["type"] == "action"] == [
-            ("ack", "on it"), ("resolve", "cleared")]
+        assert [(e["action"], e["note"], e["by"]) for e in d["timeline"] if e["type"] == "action"] == [
+            ("ack", "on it", "desk 3"), ("resolve", "cleared", None)]
         assert d["disposition"] == "resolved" and d["state"] == "ended"
         status, rbody, _ = call(c, "POST", f"/incidents/{new_id}/false-positive", b'{"note": "shadow"}')
         assert status == 200

@@ -102,7 +102,7 @@ def test_incidents_results_actions_round_trip(store_url, tmp_path):
         # a redelivered batch (retry after an outage) changes nothing
         incidents.write([IncidentWrite({**inc, "results": 3, "level": "medium"},
                                        _result("inc-0001", "t3", 1003.0, prompt="p2"), crop_b)])
-        incidents.write([ActionWrite("inc-0001", "ack", "seen it", 1004.0, None)])
+        incidents.write([ActionWrite("inc-0001", "ack", "seen it", 1004.0, None, actor="desk 3")])
         d = incidents.detail("inc-0001")
         assert d["results"] == 3 and d["level"] == "medium" and d["disposition"] == "acked"
         assert d["acked_at"] == 1004.0 and d["state"] == "open"
@@ -110,7 +110,7 @@ def test_incidents_results_actions_round_trip(store_url, tmp_path):
         assert kinds == [("result", "t1"), ("result", "t2"), ("result", "t3"), ("action", "ack")]
         assert [e.get("evidence") for e in d["timeline"][:3]] == [1, 1, 2]  # same crop twice: one evidence
         assert d["timeline"][2]["prompt_version"] == "p2" and d["timeline"][0]["model"] == "qwen-vl-plus"
-        assert d["timeline"][3]["note"] == "seen it"
+        assert (d["timeline"][3]["note"], d["timeline"][3]["by"]) == ("seen it", "desk 3")
         sha_b = incidents.evidence_hash("inc-0001", 2)
         assert sha_b == hashlib.sha256(base64.b64decode(crop_b)).hexdigest()
         assert incidents.evidence.read(sha_b) == base64.b64decode(crop_b)
@@ -251,4 +251,35 @@ def test_writer_lets_a_reader_wait_for_its_own_writes(tmp_path):
         assert d["disposition"] == "acked" and d["timeline"][-1]["note"] == "mine"
     finally:
         writer.stop(5)
+        store.close()
+
+
+def test_an_old_database_is_upgraded_by_the_new_version_only(store_url):
+    """A store made by incidents v1 (before actions had an actor) gets v2 on the next start: its rows
+    stay, the new column is there, and v1 is not run again."""
+    from hazardctl.store import SCHEMA_VERSIONS, registered
+
+    v1 = next(m for m in registered(["incidents"]) if m.version == 1)
+    old = Store(store_url)
+    with old.transaction() as conn:
+        conn.execute(text(old.sql(f"CREATE TABLE {SCHEMA_VERSIONS} (component TEXT NOT NULL, version INTEGER NOT NULL, "
+                                  "description TEXT NOT NULL, applied_at {float} NOT NULL, PRIMARY KEY (component, version))")))
+        for statement in v1.statements:
+            conn.execute(text(old.sql(statement)))
+        conn.execute(text(f"INSERT INTO {SCHEMA_VERSIONS} VALUES ('incidents', 1, 'v1', 0)"))
+        conn.execute(text("INSERT INTO incidents (incident_id, camera_id, group_id, state, level, peak_level, risk_types, "
+                          "description, opened_at, updated_at, last_hot_at, frame_id, frame_ts, task_id, results, times) "
+                          "VALUES ('inc-old', 'cam', 'g', 'ended', 'high', 'high', '[]', 'd', 1, 1, 1, 1, 1, 't', 1, '{}')"))
+        conn.execute(text("INSERT INTO incident_actions (incident_id, action, note, at) VALUES ('inc-old', 'ack', 'n', 2)"))
+    old.close()
+    store = open_store(store_url)
+    try:
+        applied = store.applied()
+        assert ("incidents", 2) in applied
+        with store.reading() as conn:
+            assert conn.execute(text(f"SELECT description FROM {SCHEMA_VERSIONS} WHERE component = 'incidents' "
+                                     "AND version = 1")).scalar_one() == "v1"  # not re-run
+        d = IncidentStore(store, None).detail("inc-old")
+        assert [(e["action"], e["note"], e["by"]) for e in d["timeline"]] == [("ack", "n", None)]
+    finally:
         store.close()

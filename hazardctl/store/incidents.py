@@ -48,7 +48,10 @@ register(Migration("incidents", 1, (
     "CREATE INDEX evidence_by_age ON evidence (created_at)",
     "CREATE TABLE consume_offsets (topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
     "record_ts {float}, updated_at {float} NOT NULL, PRIMARY KEY (topic, kafka_partition))",
-), "incidents, their results and actions, evidence, consume offsets"))
+), "incidents, their results and actions, evidence, consume offsets"),
+         Migration("incidents", 2, (
+             "ALTER TABLE incident_actions ADD COLUMN actor TEXT",
+         ), "who took an action, as the operator gave it"))
 
 ACTIONS = ("ack", "resolve", "false_positive")
 DISPOSITIONS = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
@@ -68,8 +71,8 @@ _INSERT_RESULT = text(
     "ON CONFLICT (incident_id, task_id) DO NOTHING")
 _INSERT_EVIDENCE = text("INSERT INTO evidence (sha256, bytes, created_at) VALUES (:sha256, :bytes, :at) "
                         "ON CONFLICT (sha256) DO NOTHING")
-_INSERT_ACTION = text("INSERT INTO incident_actions (incident_id, action, note, at) VALUES (:incident_id, :action, "
-                      ":note, :at)")
+_INSERT_ACTION = text("INSERT INTO incident_actions (incident_id, action, note, at, actor) VALUES (:incident_id, "
+                      ":action, :note, :at, :actor)")
 _UPSERT_OFFSET = text("INSERT INTO consume_offsets (topic, kafka_partition, next_offset, record_ts, updated_at) "
                       "VALUES (:topic, :partition, :next_offset, :record_ts, :at) ON CONFLICT (topic, kafka_partition) "
                       "DO UPDATE SET next_offset = excluded.next_offset, record_ts = excluded.record_ts, "
@@ -120,6 +123,8 @@ class ActionWrite:
     at: float
     incident: dict | None = None
     """the incident's row after the action when the board holds it, else None (patch the stored row)"""
+    actor: str | None = None
+    """who, as the operator gave it (one shared token cannot tell operators apart)"""
 
     def size(self) -> int:
         return 512 + len(self.note or "")
@@ -187,7 +192,7 @@ class IncidentStore:
                 conn.execute(_INSERT_RESULT, results)
             for a in actions:
                 conn.execute(_INSERT_ACTION, {"incident_id": a.incident_id, "action": a.action, "note": a.note,
-                                              "at": a.at})
+                                              "at": a.at, "actor": a.actor})
                 if a.incident is None:  # not on the board (ended long ago): set the disposition on the stored row
                     if a.action == "ack":
                         conn.execute(text("UPDATE incidents SET disposition = COALESCE(disposition, 'acked'), "
@@ -309,7 +314,8 @@ class IncidentStore:
             results = [dict(r._mapping) for r in conn.execute(text(
                 "SELECT * FROM incident_results WHERE incident_id = :i ORDER BY id"), {"i": incident_id})]
             actions = [dict(r._mapping) for r in conn.execute(text(
-                "SELECT action, note, at FROM incident_actions WHERE incident_id = :i ORDER BY id"), {"i": incident_id})]
+                "SELECT action, note, at, actor FROM incident_actions WHERE incident_id = :i ORDER BY id"),
+                {"i": incident_id})]
         inc["timeline"] = timeline(results, actions)
         inc["evidence"] = [e["evidence"] for e in inc["timeline"] if e.get("evidence")]
         return inc
@@ -343,7 +349,7 @@ class IncidentStore:
                         for x in by_id[i]["results"]:
                             x["risk_types"] = orjson.loads(x["risk_types"])
                         by_id[i]["actions"] = [dict(x._mapping) for x in conn.execute(text(
-                            "SELECT action, note, at FROM incident_actions WHERE incident_id = :i ORDER BY id"),
+                            "SELECT action, note, at, actor FROM incident_actions WHERE incident_id = :i ORDER BY id"),
                             {"i": i})]
             yield from rows
             if cursor is None:
@@ -363,7 +369,8 @@ def timeline(results: list[dict], actions: list[dict]) -> list[dict]:
         if sha:
             e["evidence"] = seen.setdefault(sha, len(seen) + 1)
         out.append(e)
-    out += [{"type": "action", "action": a["action"], "note": a["note"], "at": a["at"]} for a in actions]
+    out += [{"type": "action", "action": a["action"], "note": a["note"], "at": a["at"], "by": a.get("actor")}
+            for a in actions]
     out.sort(key=lambda e: e["at"])
     return out
 

@@ -82,13 +82,15 @@ def test_operators_act_from_the_page_and_browse_history(browser, tmp_path):
         assert "Still in the lane" in page.inner_text("#d-timeline")
         page.screenshot(path=str(ARTIFACTS / "consume-incident-detail.png"))
 
+        page.fill("#d-by", "desk 3")
         page.fill("#d-note", "bus driver warned")
         page.click('#d-acts button[data-act="resolve"]')
         resolved = next_incident_event(other, "resolve")
         assert (resolved["incident_id"], resolved["state"]) == (acked["incident_id"], "ended")
         wait_js(page, "document.querySelector('#d-msg').textContent === 'resolve recorded'", 10)
         wait_js(page, "document.querySelectorAll('#d-timeline .tl.action').length === 2", 10)
-        assert "bus driver warned" in page.inner_text("#d-timeline")
+        assert "bus driver warned" in page.inner_text("#d-timeline") and "resolve · desk 3" in page.inner_text(
+            "#d-timeline")
         page.click('[data-close="detail"]')
         wait_js(page, "document.querySelectorAll('#incidents .inc:not(.ended)').length === 29", 10)
 

@@ -26,6 +26,7 @@ import tools.llm_sim_cli  # noqa: E402,F401
 import tools.status_cli  # noqa: E402,F401
 import tools.loadtest_cli  # noqa: E402,F401
 import tools.compare_cli  # noqa: E402,F401
+import tools.zones_cli  # noqa: E402,F401
 
 __all__ = ["app", "run"]
 

@@ -13,7 +13,9 @@ its zones (hazardctl/zones.py: bottom-centre anchor) and raises named flags, whi
 * `stopped_in_roadway` — a vehicle in a roadway stopped for ≥ `stopped_s` seconds (kinematics'
   stopped time; when calibrated, slower than `stopped_kmh` on the ground).
 
-With a calibration each moving object also gets its ground speed in km/h (`Motion.speed_kmh`).
+With a calibration each tracked object with motion also gets its ground speed in km/h
+(`Motion.speed_kmh`): a least-squares line through its ground points (the homography of its box's
+bottom centre) over the last 1.5 s — on the ground motion is linear, in the image it is not.
 `FrameZones.group(members)` gives a group's zone names and flags, whether it lies entirely in
 `ignore` zones (detect drops it, counted) and whether it is all on a sidewalk with no vehicle
 (detect marks it calm). State per track (wrong-way runs, calibrated stop times) is forgotten after
@@ -23,6 +25,7 @@ With a calibration each moving object also gets its ground speed in km/h (`Motio
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -79,6 +82,28 @@ class _Track:
     against: int = 0
     slow_since: float | None = None
     last_ts: float = 0.0
+    ground: deque = field(default_factory=lambda: deque(maxlen=16))
+    """(ts, x m, y m) of its ground point: calibrated speed is fitted on the ground, where motion is
+    linear (image velocity shrinks with distance, and a box centre is not where the wheels are)"""
+
+
+def ground_speed_kmh(samples, window_s: float) -> float | None:
+    """Least-squares ground speed over the samples of the last `window_s` seconds (at least two)."""
+    if len(samples) < 2:
+        return None
+    last = samples[-1][0]
+    pts = [s for s in samples if s[0] >= last - window_s] or list(samples)[-2:]
+    if len(pts) < 2:
+        pts = list(samples)[-2:]
+    t = np.array([p[0] - last for p in pts])
+    xy = np.array([(p[1], p[2]) for p in pts])
+    dt = t - t.mean()
+    den = float((dt * dt).sum())
+    if den <= 0:
+        return None
+    vx, vy = (dt[:, None] * (xy - xy.mean(axis=0))).sum(axis=0) / den
+    v = float(np.hypot(vx, vy)) * 3.6
+    return v if math.isfinite(v) else None
 
 
 @dataclass
@@ -87,6 +112,8 @@ class SceneCues:
 
     scene: Scene
     forget_after_s: float = 5.0
+    speed_window_s: float = 1.5
+    """calibrated speed: least squares over the ground points of this many seconds (kinematics' window)"""
     _tracks: dict[int, _Track] = field(default_factory=dict)
     _sized: dict[tuple[int, int], Scene] = field(default_factory=dict)
 
@@ -113,17 +140,24 @@ class SceneCues:
         feet = footpoints([o.bbox for o in objects]) if n else np.zeros((0, 2))
         cal = scene.calibration
         cos_line = math.cos(math.radians(cfg.wrong_way_angle_deg))
+        ground = cal.ground_of(feet) if cal is not None and n else None
         for i, o in enumerate(objects):
             m = o.motion
-            if cal is not None and m is not None:
-                speeds[i] = cal.speed_kmh(tuple(feet[i]), (m.vx, m.vy))
             cls, k = o.class_name, kinds[i]
             if cls in PEDESTRIANS and "roadway" in k and "crosswalk" not in k:
                 flags[i].append(PEDESTRIAN_IN_ROADWAY)
             track = None
             if o.track_id is not None:
                 track = self._tracks.setdefault(o.track_id, _Track())
+                if ts <= track.last_ts or ts - track.last_ts > self.forget_after_s:
+                    track.ground.clear()  # time went back or a long gap: old points say nothing now
                 track.last_ts = ts
+                if m is None:
+                    track.ground.clear()  # a first sighting, or kinematics rejected the box (an id switch)
+                if ground is not None and np.isfinite(ground[i]).all():
+                    track.ground.append((ts, float(ground[i][0]), float(ground[i][1])))
+                    if m is not None:  # a motion: kinematics accepted the box (no id switch, no bad time)
+                        speeds[i] = ground_speed_kmh(track.ground, self.speed_window_s)
             if cls not in LANE_USERS or track is None:
                 continue
             # wrong way: against the arrow of a roadway it is in

@@ -134,7 +134,7 @@ def detect_cmd(
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
         status_out=status_out, heartbeat_s=heartbeat,
         frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,
-                            token_budget=image_token_budget, resend_s=5.0),
+                            token_budget=image_token_budget),
     )
     serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

@@ -148,17 +148,22 @@ def test_calibrated_thresholds_are_in_real_units():
     scene = build_scene("c", SceneConfig(frame_size=(W, H), zones=zones,
                                          calibration={"image": CAL_IMAGE, "ground": CAL_GROUND},
                                          scene_cues={"wrong_way_frames": 1, "wrong_way_min_kmh": 10}))
+
+    def toward_camera(track: int, kmh: float, t: float) -> Obj:
+        """A car coming toward the camera (against the arrow) at `kmh`, at time t of its drive."""
+        y = 30 - kmh / 3.6 * t
+        a, b = to_image(5, y), to_image(5, y - kmh / 3.6 * 0.01)
+        return at("car", a, track, v=((b[0] - a[0]) / 0.01, (b[1] - a[1]) / 0.01), size=(60, 30))
+
     cues = SceneCues(scene)
-    foot = to_image(5, 20)
-
-    def toward_camera(kmh: float) -> Obj:
-        a, b = to_image(5, 20), to_image(5, 20 - kmh / 3.6 * 0.01)
-        return at("car", foot, 1, v=((b[0] - a[0]) / 0.01, (b[1] - a[1]) / 0.01), size=(60, 30))
-
-    fz = cues.observe([toward_camera(8.0)], 1.0, W, H)
-    assert fz.speed_kmh[0] == pytest.approx(8.0, rel=0.02) and fz.flags == [[]]  # 8 km/h < 10 km/h: not driving
-    fz = cues.observe([toward_camera(30.0)], 1.5, W, H)
-    assert fz.speed_kmh[0] == pytest.approx(30.0, rel=0.02) and fz.flags == [[WRONG_WAY]]
+    first = cues.observe([toward_camera(1, 8.0, 0.0)], 1.0, W, H)
+    assert first.speed_kmh == [None] and first.flags == [[]]  # one ground point: no speed yet
+    fz = cues.observe([toward_camera(1, 8.0, 0.5)], 1.5, W, H)
+    assert fz.speed_kmh[0] == pytest.approx(8.0, rel=0.01) and fz.flags == [[]]  # 8 km/h < 10 km/h: not driving
+    cues = SceneCues(scene)
+    cues.observe([toward_camera(2, 30.0, 0.0)], 1.0, W, H)
+    fz = cues.observe([toward_camera(2, 30.0, 0.5)], 1.5, W, H)
+    assert fz.speed_kmh[0] == pytest.approx(30.0, rel=0.01) and fz.flags == [[WRONG_WAY]]
 
 
 # --- bad config: one line naming the camera and the zone ---------------------------------------------

@@ -477,7 +477,7 @@ class DetectStage:
     def _attach_frames(self, cam: CameraRun, result: DetectionResult, image, ts: float, size_of, crops) -> None:
         """Earlier crops for the groups that will be `new` or `suspect` tasks, then under the size limit."""
         scene = cam.scene
-        attached = scene.attach_frames(result.groups, image, ts)
+        attached = scene.attach_frames(result.camera_id, result.groups, result.objects, image, result.frame_ts, ts)
         if not attached:
             return
         extra = sum(len(f.jpeg_b64) + 96 for g in attached for f in g.frames)

@@ -5,10 +5,11 @@ first time still has a past (its road users were in the earlier frames before th
 to group), and cutting the group's *current* region out of each earlier frame shows the motion in
 the same window. Memory: `count` frames per camera (three 1080p frames ≈ 18 MB).
 
-Which groups get frames is decided by detect (stages/detect/__init__.py): a group id seen for the
-first time (expand sends it as `new`) and a group whose cues cross the gate's default suspect lines
-(`suspect`), at most once per `resend_s` per group; expand strips them from `changed` and `refresh`
-tasks (stages/expand/tasks.py), so frames never ride on refreshes.
+Which groups get frames is decided in detect (stages/detect/scene.py) by a shadow of expand's gate —
+the same pure `hazardctl.gating.decide` with its default settings — so the groups expand will send as
+`new` or `suspect` carry them and no others; when expand runs other settings and sends a group with
+frames as `changed` or `refresh`, it strips them (stages/expand/tasks.py): frames never ride on
+refreshes. (detect cannot know expand's decision for sure; expand cannot add frames it never got.)
 
 Token budget: Qwen-VL bills one token per 28×28 px patch. The task's images together (the latest
 crop, which detect already carries, plus these) stay within `token_budget` (default 1024): a 768×432
@@ -45,8 +46,6 @@ class FramesConfig:
     token_budget: int = 1024
     """image tokens per task, all images (28×28 px patches)"""
     jpeg_quality: int = 80
-    resend_s: float = 5.0
-    """a group gets frames at most this often (the gate's suspect cooldown)"""
 
     @property
     def enabled(self) -> bool:

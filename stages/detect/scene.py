@@ -9,7 +9,8 @@ stages/detect/frames.py), called by the stage for each frame of a camera that ha
 * `annotate(groups, ...)`: zone names, zone flags into `GroupCues.flags` (the gate's `suspect`), the
   ground gap of the worst pair, groups entirely in `ignore` zones removed (counted by the stage),
   groups all on a sidewalk with no vehicle marked calm;
-* `attach_frames(groups, image, ts)`: earlier crops for groups that will be `new` or `suspect` tasks.
+* `attach_frames(...)`: earlier crops for the groups expand will send as `new` or `suspect`, known by
+  running a shadow of its gate (the same pure `hazardctl.gating.decide`, default settings) here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hazardctl.gating import GateConfig, cues_of, suspect
+from hazardctl.gating import GateConfig, GroupGate, view_of
 from hazardctl.grouping import Cluster, GroupingConfig, spatial_features
 from hazardctl.messages import DetectedObject, Group, GroupCues, GroupFrame
 from hazardctl.zone_cues import FrameZones, SceneCues
@@ -30,10 +31,6 @@ from stages.detect.frames import FrameHistory, FramesConfig, group_frames
 if TYPE_CHECKING:
     from stages.detect.sources import SourceSpec
 
-#: detect's copy of the gate's default lines, to know which groups will be `suspect` (and get frames)
-DEFAULT_GATE = GateConfig()
-#: a group id detect has not seen for this long is new again (the gate's TTL)
-SEEN_TTL_S = DEFAULT_GATE.ttl_s
 
 
 @dataclass
@@ -41,10 +38,9 @@ class SceneRun:
     cues: SceneCues | None
     history: FrameHistory | None
     crops: CropConfig = CropConfig()
-    _seen: dict[str, float] = field(default_factory=dict)
-    """group id → last frame time it was seen (a group unseen for SEEN_TTL_S is new again)"""
-    _framed: dict[str, float] = field(default_factory=dict)
-    """group id → when it last got frames"""
+    gate: GroupGate = field(default_factory=lambda: GroupGate(GateConfig()))
+    """a shadow of expand's gate (the same pure `decide`, default settings) over this camera's groups:
+    it says which groups expand will send as `new` or `suspect`, so only those carry frames"""
     _scene: Scene | None = None
     """the scene in the pixels of the camera's latest frame"""
 
@@ -114,28 +110,20 @@ class SceneRun:
             kept.append(g)
         return kept, ignored
 
-    def attach_frames(self, groups: list[Group], image, ts: float) -> list[Group]:
-        """Frames onto the groups that will be `new` (id unseen for the gate's TTL) or `suspect` (cues
-        over the gate's default lines), at most once per `resend_s` per group; returns those groups."""
+    def attach_frames(self, camera_id: str, groups: list[Group], objects: list[DetectedObject], image,
+                      capture_ts: float, media_ts: float) -> list[Group]:
+        """Frames onto the groups the shadow gate sends as `new` or `suspect` (at the frame's capture time,
+        as expand decides); the earlier frames are picked on the media clock. Returns those groups."""
         assert self.history is not None
-        cfg = self.history.cfg
+        tracks = {o.object_id: o.track_id for o in objects}
         out = []
         for g in groups:
-            last_seen = self._seen.get(g.group_id)
-            new = last_seen is None or ts - last_seen > SEEN_TTL_S
-            self._seen[g.group_id] = ts
-            hot = suspect(cues_of(g.cues), DEFAULT_GATE)
-            last = self._framed.get(g.group_id)
-            if not (new or (hot and (last is None or ts - last >= cfg.resend_s))):
+            view = view_of(g.group_id, g.member_ids, g.classes, g.bbox, tracks, g.cues)
+            if self.gate.check(camera_id, g.group_id, view, capture_ts) not in ("new", "suspect"):
                 continue
-            frames = group_frames(self.history, ts, image, g.bbox, g.crop_size, self.crops)
-            if not frames:
-                continue
-            self._framed[g.group_id] = ts
-            g.frames = [GroupFrame(offset_s=min(0.0, f.offset_s), kind=f.kind, jpeg_b64=f.crop.jpeg_b64,  # type: ignore[arg-type]
-                                   size=f.crop.size) for f in frames]
-            out.append(g)
-        if len(self._seen) > 4096:
-            self._seen = {k: t for k, t in self._seen.items() if ts - t <= SEEN_TTL_S}
-            self._framed = {k: t for k, t in self._framed.items() if k in self._seen}
+            frames = group_frames(self.history, media_ts, image, g.bbox, g.crop_size, self.crops)
+            if frames:
+                g.frames = [GroupFrame(offset_s=min(0.0, f.offset_s), kind=f.kind, jpeg_b64=f.crop.jpeg_b64,  # type: ignore[arg-type]
+                                       size=f.crop.size) for f in frames]
+                out.append(g)
         return out

@@ -103,7 +103,7 @@ class AcquireQueue:
         kept: list[Waiter] = []
         pool = self.pool
         # once a plain waiter (no keys to avoid) is stuck, every later plain one of the same key set is too
-        blocked: dict[frozenset[str] | None, float | None] = {}
+        blocked: dict = {}  # key set (or ('spare', key set) for shadows) -> when it may serve again
         wake: float | None = None
         spare_ok = pool.ready_count(now) > 1 if any(w.spare for w in self.waiters) else False
 
@@ -117,10 +117,11 @@ class AcquireQueue:
             if latest <= now:
                 expired.append(w)
                 continue
-            if w.spare and not spare_ok:  # a shadow: never the last ready key
-                t = pool.ready_at(now, w.avoid, w.cost, w.only)
-                if t is not None:
-                    t = max(t, now + SHADOW_RECHECK_S)
+            if w.spare and not spare_ok:  # a shadow: never the last ready key (one look per key set)
+                if ("spare", w.only) not in blocked:
+                    t = pool.ready_at(now, w.avoid, w.cost, w.only)
+                    blocked[("spare", w.only)] = None if t is None else max(t, now + SHADOW_RECHECK_S)
+                t = blocked[("spare", w.only)]
             elif not w.avoid and w.only in blocked:
                 t = blocked[w.only]
             else:

@@ -218,3 +218,20 @@ def test_pending_counts_per_sink():
     (h, _t) = q.due(0.0)
     q.delivered(h, 0.0)
     assert (q.pending(), q.pending("s")) == (2, 1)
+
+
+def test_next_due_never_points_at_what_an_attempt_in_flight_holds_back():
+    """The dispatcher sleeps until next_due: a time in the past that `due` cannot serve would spin it."""
+    q = OutboxQueue(RetryPolicy(base_s=1.0, jitter=0.0))
+    for i in range(3):
+        q.add(entry(f"i{i}", 1))
+    for e in q.due(0.0):
+        q.failed(e, 0.0, "down")  # down, probe at 1 + …
+    t = q.next_due()
+    (probe,) = q.due(t)
+    assert q.due(t + 10) == [] and q.next_due() is None  # the probe is in flight: nothing to wake for
+    q.failed(probe, t + 0.5, "down")
+    assert q.next_due() > t + 0.5
+    q2 = OutboxQueue()
+    q2.add(entry("a", 1))
+    assert q2.next_due(skip=frozenset({"s"})) is None and q2.next_due() == 0.0

@@ -179,17 +179,16 @@ class SinkDispatcher:
                             t = asyncio.get_running_loop().create_task(self._attempt(e))
                             self._tasks.add(t)
                             t.add_done_callback(self._tasks.discard)
-            if self._stopping:
-                nothing_due = self.queue.next_due() is None or self.queue.next_due() > now
-                if (not self._tasks and nothing_due) or time.monotonic() >= self._deadline:
-                    return
-            nxt = self.queue.next_due()
+            full = frozenset(n for n in self.sinks if self._in_flight[n] >= self.concurrency)  # woken by a finish
+            nxt = self.queue.next_due(full)
+            if self._stopping and ((not self._tasks and (nxt is None or nxt > now)) or time.monotonic() >= self._deadline):
+                return
             wait = 0.5 if nxt is None else min(0.5, max(0.0, nxt - time.time()))
             if self.journal is not None and self.journal.ops:
                 wait = min(wait, 0.05)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait if wait > 0 else 0.001)
+            try:  # never a busy loop: at least 2 ms between two passes (an attempt's end or an offer wakes it)
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.002))
             except asyncio.TimeoutError:
                 pass
 

@@ -244,10 +244,12 @@ class OutboxQueue:
             self.flying[e.sink] = self.flying.get(e.sink, 0) + 1
         return out
 
-    def next_due(self) -> float | None:
-        """When the earliest head not in flight is due (None: nothing waits)."""
+    def next_due(self, skip: frozenset[str] = frozenset()) -> float | None:
+        """When `due` will next have something (None: nothing waits, or only what an attempt in flight holds
+        back): a down sink's probe time unless its probe is in flight; sinks in `skip` (no room) left out."""
         times = [self.probe_at.get(k[0], 0.0) if self.down(k[0]) else q[0].next_at
-                 for k, q in self.queues.items() if k not in self.in_flight]
+                 for k, q in self.queues.items()
+                 if k not in self.in_flight and k[0] not in skip and not (self.down(k[0]) and self.flying.get(k[0]))]
         return min(times) if times else None
 
     def delivered(self, entry: Pending, now: float) -> list[Pending]:

@@ -87,12 +87,17 @@ class OutboxJournal:
         keeping them for the next call)."""
         if not self.ops:
             return 0
-        ops = self.ops
+        n = len(self.ops)
         with self.store.transaction() as conn:
-            for stmt, params in ops:
-                conn.execute(stmt, params)
-        del self.ops[:len(ops)]
-        return len(ops)
+            i = 0
+            while i < n:  # consecutive writes of one kind go as one executemany, in order
+                stmt, j = self.ops[i][0], i + 1
+                while j < n and self.ops[j][0] is stmt:
+                    j += 1
+                conn.execute(stmt, [p for _s, p in self.ops[i:j]])
+                i = j
+        del self.ops[:n]
+        return n
 
     # ---- a restart ----
     def load(self, recent_s: float, now: float) -> tuple[list[tuple[str, Route]], list[Pending]]:

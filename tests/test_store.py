@@ -117,6 +117,8 @@ def test_incidents_results_actions_round_trip(store_url, tmp_path):
         assert incidents.evidence_hash("inc-0001", 3) is None
         assert len(list((tmp_path / "evidence").rglob("*.jpg"))) == 2  # deduplicated by content
         assert incidents.offsets() == {("results", 0): (41, 1003.0), ("results", 1): (7, 999.0)}  # never back
+        incidents.write([IncidentWrite({**inc, "results": 4})])  # a board that never saw the ack (another instance)
+        assert incidents.detail("inc-0001")["disposition"] == "acked"  # never taken back
         incidents.write([ActionWrite("inc-0001", "false_positive", "a shadow", 1005.0, None)])
         d = incidents.detail("inc-0001")
         assert (d["disposition"], d["state"], d["ended_at"]) == ("false_positive", "ended", 1005.0)

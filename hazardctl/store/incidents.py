@@ -62,10 +62,13 @@ _INCIDENT_COLS = ("incident_id", "camera_id", "group_id", "state", "disposition"
                   "frame_ts", "task_id", "results", "times", "acked_at", "resolved_at")
 _RESULT_COLS = ("incident_id", "task_id", "received_at", "frame_id", "frame_ts", "level", "risk_types", "description",
                 "confidence", "key_name", "model", "prompt_version", "times", "crop_sha256")
+_KEPT = ("disposition", "acked_at", "resolved_at")
+"""an operator's word is never taken back by a later upsert that lacks it (another instance's board)"""
 _UPSERT_INCIDENT = text(
     f"INSERT INTO incidents ({', '.join(_INCIDENT_COLS)}) VALUES ({', '.join(':' + c for c in _INCIDENT_COLS)}) "
     "ON CONFLICT (incident_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _INCIDENT_COLS if c not in ("incident_id", "opened_at")))
+    + ", ".join(f"{c} = COALESCE(excluded.{c}, incidents.{c})" if c in _KEPT else f"{c} = excluded.{c}"
+                for c in _INCIDENT_COLS if c not in ("incident_id", "opened_at")))
 _INSERT_RESULT = text(
     f"INSERT INTO incident_results ({', '.join(_RESULT_COLS)}) VALUES ({', '.join(':' + c for c in _RESULT_COLS)}) "
     "ON CONFLICT (incident_id, task_id) DO NOTHING")

@@ -96,6 +96,9 @@ bench-detect: venv models        ## whole detect stage vs bare backend inference
 bench-motion: venv               ## detect's per-frame cost of motion cues (kinematics, pair cues, predicted grouping) vs grouping alone, 20 and 50 objects (~10 s)
 	$(PY) scripts/bench_motion.py $(BENCH_ARGS)
 
+bench-frames: venv models        ## frames over time: single crop vs 3 frames + thumbnail on 30 s of vtest.avi with zones: bytes, tokens/task, tokens/s vs TPM, calls/camera-s (~1 min)
+	$(PY) scripts/bench_frames.py $(BENCH_ARGS)
+
 bench: bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency bench-gate
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s; asserts expand produced the predicted tasks and per-task e2e - LLM P95 <= 150 ms (LOADTEST_ARGS adds flags)

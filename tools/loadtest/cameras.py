@@ -86,7 +86,7 @@ class Cameras:
         hazard_shares = [(hazard[i] + hz_rng.random()) / n for i in range(n)]
         self.scenes = [CameraScene(f"lt-cam-{i:03d}", cfg, crops, seed=rng.randrange(1 << 30),
                                    queue_share=(queue[i] + rng.random()) / n, event_share=(event[i] + rng.random()) / n,
-                                   hazard_share=hazard_shares[i])
+                                   hazard_share=hazard_shares[i], replace_first=bool(i % 2))
                        for i in range(n)]
         self.phases = [rng.uniform(0, 1.0 / cfg.fps) for _ in range(n)]
         self.gate = GroupGate(gate)

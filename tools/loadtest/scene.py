@@ -159,6 +159,11 @@ class CameraScene:
     """where in the hazard interval the camera's first hazard appears (0..1); default random"""
     hazard: Hazard | None = None
     hazards_started: int = 0
+    replace_first: bool = False
+    """with motion: the camera's first dynamic groups are replaced at their next event instead of changed.
+    The danger gate holds a calm group's changes and sends only the replacements (new groups), which
+    come in pairs every other pair of events; half the cameras (Cameras alternates it) run that cycle
+    half a turn later, so the rate the gate passes is flat instead of 5 s on, 5 s off"""
     _turn: int = 0
     _tracks: int = 0
     _group_seq: int = 0
@@ -196,6 +201,8 @@ class CameraScene:
         g = self.groups[slot]
         if g is None:  # a group arrives on an empty part of the road
             self.groups[slot] = self._new_group(slot, drift=1.0, t=t)
+            if self.cfg.motion and self.replace_first and self._turn < self.cfg.dynamic:
+                self.groups[slot].events = 1  # this camera's first arrivals are replaced before they change
         elif g.events % 2 == 0:  # one road user leaves, another of the same kind takes its place
             self._tracks += 1
             g.members[0] = Member(self._tracks, g.members[0].cls, g.members[0].dx, g.members[0].dy)

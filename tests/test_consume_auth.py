@@ -249,6 +249,12 @@ def test_host_names_a_wildcard_listener_answers_to():
     g.listen_hosts = {"10.1.2.3"}  # bound to one address: that one only
     assert g.host_ok("10.1.2.3:8765") and not g.host_ok("10.1.2.4:8765")
     assert host_name("[::1]:8765") == "::1" and host_name("Name.:80") == "name"
+    from hazardctl.errors import ConfigError
+
+    for bad in ("", "a b", "x/y", "https://ops.example.com", "ops.example.com:8080"):
+        with pytest.raises(ConfigError, match="--allow-host"):
+            parse_hosts([bad])
+    assert parse_hosts(["[::1]", "10.0.0.5", "*"]) == {"::1", "10.0.0.5", "*"}
 
 
 def test_bad_allow_host_is_a_one_line_error():

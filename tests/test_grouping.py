@@ -193,11 +193,28 @@ def test_new_road_users_at_the_same_place_are_a_new_group_when_tracked():
 
 
 def test_a_missed_frame_does_not_change_the_id_but_a_long_absence_does():
-    ids = GroupIds(memory_s=3.0)
+    ids = GroupIds(memory_s=3.0, reform_memory_s=0.0)
     assert frame(walking_pair(100), ids, 0.0) == {(1, 2): "g1"}
     assert frame([], ids, 0.5) == {}
     assert frame(walking_pair(110), ids, 1.0) == {(1, 2): "g1"}
     assert frame(walking_pair(120), ids, 10.0) == {(1, 2): "g2"}
+
+
+def test_the_same_road_users_together_again_get_their_old_id_back_within_reform_memory():
+    """Persons 1 and 2 walk apart for 9 s and together again: the same group (not `new` again);
+    after 40 s, or with mostly other road users, it is a new group; untracked groups never re-form."""
+    ids = GroupIds(memory_s=3.0, reform_memory_s=30.0)
+    assert frame(walking_pair(100), ids, 0.0) == {(1, 2): "g1"}
+    assert frame(walking_pair(100, (3, 4)), ids, 1.0) == {(3, 4): "g2"}
+    assert frame(walking_pair(120), ids, 10.0) == {(1, 2): "g1"}
+    assert frame(walking_pair(120, (3, 4)) + walking_pair(900, (5, 6)), ids, 11.0) == {(3, 4): "g2", (5, 6): "g3"}
+    assert frame([person(100, 100, track=1), person(150, 100, track=7), person(200, 100, track=8)], ids,
+                 20.0) == {(1, 7, 8): "g4"}  # Jaccard 1/4 with g1
+    assert frame(walking_pair(100, (5, 6)), ids, 60.0) == {(5, 6): "g5"}  # gone 49 s: past reform_memory_s
+    untracked = GroupIds(memory_s=3.0, reform_memory_s=30.0)
+    pair = [Obj(o.class_name, o.bbox) for o in walking_pair(100)]
+    assert untracked.assign([(None, c.bbox) for c in find_groups(pair)], 0.0) == ["g1"]
+    assert untracked.assign([(None, c.bbox) for c in find_groups(pair)], 10.0) == ["g2"]
 
 
 def test_merge_keeps_the_older_id_and_a_re_split_gets_the_other_back():

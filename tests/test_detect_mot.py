@@ -128,6 +128,15 @@ def test_fps_below_the_frame_rate_samples_frames_and_speeds_stay_right(tmp_path)
     assert car.motion.vx == pytest.approx(100.0, abs=0.5)
 
 
+def test_a_cameras_yaml_entry_replays_at_the_sequence_rate_not_the_files_default_fps(tmp_path):
+    seq = write_sequence(tmp_path / "fast", frames=4, rate=10.0, bad_line=False)
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f"fps: 2\ncameras:\n  - id: replay-1\n    source: mot:{seq}\n")
+    rs = results(detect("--cameras", str(cams), "--as-fast-as-possible"))
+    assert [r.frame_id for r in rs] == [1, 2, 3, 4] and {r.camera_id for r in rs} == {"replay-1"}
+    assert rs[1].frame_ts - rs[0].frame_ts == pytest.approx(0.1)
+
+
 def test_mot_ids_track_runs_the_boxes_through_bytetrack(tmp_path):
     seq = write_sequence(tmp_path / "crossing", bad_line=False)
     rs = results(detect("--source", f"mot:{seq}", "--as-fast-as-possible", "--mot-ids", "track"))

@@ -430,7 +430,7 @@ class DetectStage:
         clusters = find_groups(objects, self.cfg.grouping, predicted)
         if placed is not None:
             clusters = cam.scene.with_flagged_alone(objects, clusters, placed, self.cfg.grouping)
-        ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], frame.capture_ts)
+        ids = cam.group_ids.assign([(cluster_tracks(objects, c), c.bbox) for c in clusters], scene_ts)
         groups = to_groups(objects, clusters, ids, pairs)
         if placed is not None:
             groups, ignored = cam.scene.annotate(groups, objects, placed)

@@ -164,7 +164,8 @@ class SinkDispatcher:
             self.queue.add(e)
             if self.journal is not None:
                 self.journal.enqueued(e)
-        self._wake.set()
+        if not all(self.queue.down(n) for n in self.sinks):  # a down sink only waits for its probe time
+            self._wake.set()
 
     async def _schedule(self) -> None:
         while True:

@@ -4,12 +4,13 @@
 
 What runs: a 30 s clip of real footage (OpenCV's vtest.avi, 768x576, people walking; `make models`
 fetches it) with zones (a roadway across the middle of the street, sidewalks beside it: walkers in the
-roadway are `pedestrian_in_roadway` suspects), through two real `hazardctl detect` processes at --fps 2
-with the real detector, `--as-fast-as-possible` (no sampled frame lost, so both analyse the same
-frames; paced in real time on a loaded 2-core box they did not): one `--frames 1 --no-thumbnail`
-(today's single crop), one `--frames 3 --thumbnail`. Each detection stream goes through expand's gate
-(stages/expand/tasks.py + hazardctl/gating.py, in this process: the same code `hazardctl expand` runs)
-on the video's own clock (frame k at k / 10 s: a batch run's capture times are the machine's speed).
+roadway are `pedestrian_in_roadway` suspects), through the real `hazardctl detect` (real detector,
+--fps 2) twice: `--frames 1 --no-thumbnail` (today's single crop) and `--frames 3 --thumbnail`, both
+`--as-fast-as-possible --media-clock` — no sampled frame lost and capture times on the video's own
+clock, so both runs analyse the same frames at the same times and are gated as in real time (paced
+in real time on a loaded 2-core box, runs skipped different frames). Each detection stream goes
+through expand's gate (stages/expand/tasks.py + hazardctl/gating.py, in this process: the same code
+`hazardctl expand` runs).
 
 Per run, per task: bytes (the task's JSON), image tokens (one per 28x28 px, every image), tokens as
 schedule estimates them before a call (images + prompt text + max_tokens 300,
@@ -37,7 +38,6 @@ sys.path.insert(0, str(ROOT))
 FOOTAGE = ROOT / ".cache" / "footage" / "vtest.avi"
 MODEL = ROOT / ".cache" / "models" / "centernet-coco.onnx"
 TPM, RPM = 1_000_000, 1_200
-VIDEO_FPS = 10.0
 ZONES = [
     {"name": "street", "kind": "roadway", "polygon": [[0.0, 0.45], [1.0, 0.45], [1.0, 0.75], [0.0, 0.75]],
      "direction": [[0.2, 0.6], [0.8, 0.6]]},
@@ -61,15 +61,6 @@ def clip(seconds: float, out: Path) -> Path:
     writer.release()
     cap.release()
     return out
-
-
-def on_video_clock(det_path: Path, fps: float) -> list[dict]:
-    """The detections with capture times on the video's own clock (frame k at t0 + k / fps)."""
-    dets = [json.loads(x) for x in det_path.read_text().splitlines()]
-    t0 = dets[0]["frame_ts"] if dets else 0.0
-    for d in dets:
-        d["frame_ts"] = d["times"]["capture"] = t0 + d["frame_id"] / fps
-    return dets
 
 
 def gate(dets: list[dict]) -> list[dict]:
@@ -125,20 +116,21 @@ def main() -> int:
     cams = work / "cameras.yaml"
     cams.write_text(yaml.safe_dump({"cameras": [{"id": "vtest", "source": str(video), "zones": ZONES}]}))
     runs = {"single crop": ["--frames", "1", "--no-thumbnail"], "3 frames + thumbnail": ["--frames", "3", "--thumbnail"]}
-    procs = {}
+    res, analysed = {}, {}
     for name, flags in runs.items():
         out = work / f"det-{flags[1]}.jsonl"
-        procs[name] = (out, subprocess.Popen(
-            [sys.executable, "-m", "hazardctl.cli", "detect", "--cameras", str(cams), "--fps", "2", "--model", str(MODEL),
-             "--as-fast-as-possible", *flags], stdout=out.open("wb"), stderr=subprocess.DEVNULL, cwd=ROOT))
-    res = {}
-    for name, (out, p) in procs.items():
-        if p.wait(timeout=args.seconds * 4 + 60) != 0:
+        p = subprocess.run([sys.executable, "-m", "hazardctl.cli", "detect", "--cameras", str(cams), "--fps", "2",
+                            "--model", str(MODEL), "--as-fast-as-possible", "--media-clock", *flags], stdout=out.open("wb"), stderr=subprocess.DEVNULL, cwd=ROOT,
+                           timeout=args.seconds * 4 + 60)
+        if p.returncode != 0:
             print(f"bench_frames: detect ({name}) exited {p.returncode}", file=sys.stderr)
             return 1
-        dets = on_video_clock(out, VIDEO_FPS)
+        analysed[name] = [json.loads(x) for x in out.read_text().splitlines()]
+    both = set.intersection(*({d["frame_id"] for d in dets} for dets in analysed.values()))
+    for name, dets in analysed.items():
+        dets = [d for d in dets if d["frame_id"] in both]
         tasks = gate(dets)
-        (work / f"tasks-{out.stem}.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
+        (work / f"tasks-{name.split()[0]}.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
         res[name] = figures(dets, tasks)
     a, b = res["single crop"], res["3 frames + thumbnail"]
     rows = [("tasks", "tasks", "{:.0f}"), ("calls per camera-second", "calls_per_cam_s", "{:.3f}"),
@@ -150,13 +142,17 @@ def main() -> int:
             ("cameras per 1M-TPM / 1200-RPM account", "cameras_per_account", "{:.0f}"),
             ("tasks carrying frames", "tasks_with_frames", "{:.0f}"),
             ("detection message bytes (mean)", "detection_bytes_mean", "{:,.0f}")]
-    print(f"bench-frames: {args.seconds:g} s of vtest.avi, --fps 2, zones (a roadway across the street), the gate "
-          "on the video's clock")
+    skipped = sum(len(d) for d in analysed.values()) - 2 * len(both)
+    print(f"bench-frames: {args.seconds:g} s of vtest.avi, --fps 2, --media-clock, zones (a roadway across the street); "
+          f"{len(both)} frames analysed by both runs ({skipped} by one run only, left out)")
     print(f"{'':40} {'single crop':>14} {'3 frames+thumb':>15} {'ratio':>7}")
     for label, key, fmt in rows:
         ratio = b[key] / a[key] if a[key] else float("nan")
         print(f"{label:40} {fmt.format(a[key]):>14} {fmt.format(b[key]):>15} {ratio:>7.2f}")
     print(f"reasons: single {a['reasons']}  frames {b['reasons']}")
+    full = sum(1 for t in tasks if sum(f["kind"] == "crop" for f in t["group"].get("frames") or []) == 2)
+    print(f"tasks with 2 earlier crops (3 frames): {full} of {len(tasks)}; the others were sent in the clip's first "
+          "2 s (no past yet) or their region's earlier crops did not fit the budget")
     print(f"detections and tasks: {work}")
     return 0
 

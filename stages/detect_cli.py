@@ -45,6 +45,9 @@ def detect_cmd(
     as_fast_as_possible: bool = typer.Option(False, "--as-fast-as-possible",
                                              help="Files: do not pace at real time, lose no sampled frame."),
     loop: bool = typer.Option(False, "--loop", help="Files: start again at the end."),
+    media_clock: bool = typer.Option(False, "--media-clock", help="Files: stamp each frame with its place on the "
+                                     "file's own clock (as mot: replays do), so an --as-fast-as-possible run is gated "
+                                     "(refreshes, cooldowns) as in real time; latency figures of such a run mean nothing."),
     max_message_bytes: Optional[int] = typer.Option(
         None, help="Keep each result under this size by shrinking crops (default: the Kafka topic's "
         "max.message.bytes, 1000000 for pipes)."),
@@ -129,7 +132,7 @@ def detect_cmd(
         buffer_bytes=int(buffer_mb * 1024 * 1024),
         grouping=GroupingConfig(link_k=link_k, max_size=max_group),
         crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
-        reader=ReaderSettings(realtime=not as_fast_as_possible),
+        reader=ReaderSettings(realtime=not as_fast_as_possible, media_clock=media_clock),
         group_memory_s=group_memory, motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
         status_out=status_out, heartbeat_s=heartbeat,

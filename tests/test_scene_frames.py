@@ -48,7 +48,7 @@ def scene(tmp_path_factory) -> Path:
 def run(cams: Path, *flags: str) -> tuple[list[dict], list[dict]]:
     det = cams.parent / f"det{'-'.join(flags)}.jsonl"
     proc = subprocess.run(f"{CMD} detect --cameras {cams} --as-fast-as-possible --fps 2 --conf 0.3 --classes person "
-                          f"--model {MODEL} {' '.join(flags)} | tee {det} | {CMD} expand",
+                          f"--media-clock --model {MODEL} {' '.join(flags)} | tee {det} | {CMD} expand",
                           shell=True, capture_output=True, text=True, timeout=200, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ([json.loads(x) for x in det.read_text().splitlines()],

@@ -57,8 +57,11 @@ def image_tokens(w: int, h: int) -> int:
 
 
 def fit_side(w: int, h: int, max_side: int, max_tokens: int) -> int:
-    """The longest side (≤ max_side) at which a w×h region costs at most `max_tokens`; 0: not even MIN_SIDE."""
+    """The longest side (≤ max_side, ≤ the region's own) at which a w×h region costs at most `max_tokens`;
+    0: it does not fit even at MIN_SIDE (or, for a smaller region, at its own size)."""
     side = min(max_side, max(w, h))
+    if side < MIN_SIDE:  # a small region: at its own size if that fits, never enlarged
+        return side if image_tokens(w, h) <= max_tokens else 0
     while side >= MIN_SIDE:
         s = side / max(w, h)
         if image_tokens(max(1, round(w * s)), max(1, round(h * s))) <= max_tokens:

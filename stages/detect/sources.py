@@ -72,6 +72,9 @@ class SourceSpec:
 class ReaderSettings:
     realtime: bool = True
     """pace files and image folders at their own speed (False: --as-fast-as-possible)"""
+    media_clock: bool = False
+    """files: a frame's capture time is its place on the file's own clock (start + position), as MOT
+    replays always do, so a batch run (--as-fast-as-possible) is gated as if it ran in real time"""
     stale_after_s: float = 5.0
     reconnect_base_s: float = 0.5
     reconnect_cap_s: float = 30.0
@@ -425,7 +428,8 @@ class CameraReader:
                     if not ok or image is None:
                         self._event("drop", "undecodable")
                         continue
-                    self._deliver(Frame(spec.camera_id, frame_no - 1, time.time(), image, wall0 + vt))
+                    self._deliver(Frame(spec.camera_id, frame_no - 1, wall0 + vt if self.settings.media_clock else time.time(),
+                                        image, wall0 + vt))
             finally:
                 cap.release()
             if n == 0:
@@ -452,7 +456,8 @@ class CameraReader:
                     log.warning("camera %s: cannot read image %s", spec.camera_id, path)
                     self._event("drop", "undecodable")
                     continue
-                self._deliver(Frame(spec.camera_id, i - 1, time.time(), image, wall0 + (i - 1) * period))
+                media = wall0 + (i - 1) * period
+                self._deliver(Frame(spec.camera_id, i - 1, media if self.settings.media_clock else time.time(), image, media))
             if not spec.loop:
                 return None
         return None

@@ -1,0 +1,75 @@
+"""Frames over time (stages/detect/frames.py), pure: the per-camera ring, the picks, the token budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.detect.crops import CropConfig
+from stages.detect.frames import FrameHistory, FramesConfig, fit_side, group_frames, image_tokens
+
+
+def frame(v: int, h: int = 720, w: int = 1280) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 0] = v  # tells the frames apart
+    img[::7, ::5] = 255  # something for the JPEG to encode
+    return img
+
+
+def test_the_ring_keeps_frames_about_a_spacing_apart_and_picks_the_nearest():
+    hist = FrameHistory(FramesConfig(count=3, spacing_s=1.0))
+    for k in range(11):  # 2 fps for 5 s: every other frame is kept (0.5 s < 0.75 × spacing)
+        hist.push(100.0 + 0.5 * k, frame(k))
+    assert len(hist) <= 4
+    picks = hist.pick(105.0)
+    assert [round(o, 3) for o, _ in picks] == [-2.0, -1.0]
+    assert [int(img[0, 1, 0]) for _, img in picks] == [6, 8]  # frames of t = 103 s and 104 s
+
+
+def test_a_missing_frame_gives_fewer_picks_never_a_far_one():
+    hist = FrameHistory(FramesConfig(count=3, spacing_s=1.0))
+    hist.push(100.0, frame(1))
+    hist.push(103.9, frame(2))  # nothing between: the camera was away
+    picks = hist.pick(105.0)
+    assert [round(o, 1) for o, _ in picks] == [-1.1]  # -2 has no frame within ±0.5 s
+
+
+def test_time_going_back_starts_the_ring_afresh():
+    hist = FrameHistory(FramesConfig(count=3, spacing_s=1.0))
+    for t in (100.0, 101.0, 102.0):
+        hist.push(t, frame(int(t)))
+    hist.push(10.0, frame(9))  # a looped replay
+    assert len(hist) == 1 and hist.pick(11.0) == [(-1.0, hist._frames[0][1])]
+
+
+def test_fit_side_respects_the_budget_and_never_enlarges():
+    assert image_tokens(768, 432) == 28 * 16
+    assert fit_side(768, 432, 448, 1000) == 448 and image_tokens(448, 252) == 144
+    side = fit_side(800, 800, 448, 100)
+    assert side and image_tokens(side, side) <= 100 and image_tokens(side + 28, side + 28) > 100 - 1
+    assert fit_side(55, 106, 448, 100) == 106  # a small region at its own size
+    assert fit_side(55, 106, 448, 5) == 0       # not even that fits
+    assert fit_side(2000, 2000, 448, 10) == 0   # below 112 px: left out
+
+
+@pytest.mark.parametrize("budget,thumb", [(1024, True), (600, True), (1024, False)])
+def test_group_frames_fit_the_budget_with_the_latest_crop(budget, thumb):
+    cfg = FramesConfig(count=3, spacing_s=1.0, thumbnail=thumb, token_budget=budget)
+    hist = FrameHistory(cfg)
+    for k in range(5):
+        hist.push(200.0 + k, frame(k))
+    latest = (768, 432)  # the group's crop detect already made
+    out = group_frames(hist, 204.0, frame(4), (100, 100, 900, 500), latest, CropConfig())
+    kinds = [(f.kind, f.offset_s) for f in out]
+    assert kinds == [("crop", -2.0), ("crop", -1.0)] + ([("context", 0.0)] if thumb else [])
+    total = image_tokens(*latest) + sum(image_tokens(*f.crop.size) for f in out)
+    assert total <= budget
+    assert all(max(f.crop.size) <= cfg.max_side for f in out)
+
+
+def test_a_stream_that_changed_size_gives_no_earlier_crop_of_another_place():
+    cfg = FramesConfig(count=3, spacing_s=1.0)
+    hist = FrameHistory(cfg)
+    hist.push(10.0, frame(1, 360, 640))
+    hist.push(11.0, frame(2, 360, 640))
+    assert group_frames(hist, 12.0, frame(3), (100, 100, 300, 300), (240, 240), CropConfig()) == []

@@ -13,9 +13,9 @@ from scripts.bench_sinks import outage_run
 
 @pytest.mark.timeout(180)
 def test_webhook_down_and_broker_restart_during_a_run_lose_nothing(tmp_path):
-    rep = outage_run(tmp_path, duration=14.0, rate=50.0, outage_at=3.0, outage=6.0, broker_outage_at=5.0,
+    rep = outage_run(tmp_path, duration=10.0, rate=50.0, outage_at=2.0, outage=5.0, broker_outage_at=3.0,
                      broker_outage=3.0, log=lambda *_: None)
-    assert rep["results_sent"] >= 690
+    assert rep["results_sent"] >= 495
     assert rep["incidents"] >= 20 and rep["webhook"]["keys"] == rep["ws_incident_events"]
     assert rep["mqtt"]["keys"] == rep["ws_incident_events"]
     assert rep["ws_events_during_outage"] > 0  # the push did not wait for the dead receiver
@@ -57,11 +57,28 @@ def test_bad_sink_flags_are_one_line_and_exit_2(tmp_path):
 
     from tests.conftest import HAZARDCTL, ROOT
 
-    for args, needle in ((["--sink", "smtp://mail"], "--sink"), (["--sink", "webhook:https://u:pw@h/x"], "credentials"),
-                         (["--sink", "kafka://x", "--sink-secret-file", str(tmp_path / "none")], "--sink-secret-file"),
-                         (["--sink", "mqtt://h:1883/p", "--sink-min-level", "extreme"], "--sink-min-level")):
+    for args, needle in ((["--sink", "webhook:https://u:pw@h/x"], "credentials"),
+                         (["--sink", "kafka://x", "--sink-secret-file", str(tmp_path / "none")], "--sink-secret-file")):
         r = subprocess.run([*HAZARDCTL, "consume", "--ws", "127.0.0.1:0", *args], cwd=ROOT, capture_output=True,
                            text=True, timeout=60, stdin=subprocess.DEVNULL)
         err = r.stderr.strip()
         assert r.returncode == 2 and needle in err and len(err.splitlines()) == 1, (args, r.returncode, err)
         assert "pw" not in err and "Traceback" not in err
+
+
+def test_sink_flags_checked_before_anything_starts(tmp_path):
+    import pytest
+
+    from hazardctl.errors import ConfigError
+    from stages.consume_sinks import sink_options
+
+    kw = dict(min_level="medium", cooldown_s=0.0, secret_file=None, timeout_s=5.0, ca_file=None, max_attempts=12,
+              retry_base_s=1.0, retry_cap_s=30.0)
+    assert sink_options([], **kw) is None
+    assert sink_options(["kafka://incidents"], **kw).policy.max_attempts == 12
+    for bad in ({"min_level": "extreme"}, {"cooldown_s": -1.0}, {"timeout_s": 0.0}, {"retry_cap_s": 0.5},
+                {"ca_file": str(tmp_path / "none.pem")}):
+        with pytest.raises(ConfigError):
+            sink_options(["mqtt://h:1883/p"], **{**kw, **bad})
+    with pytest.raises(ConfigError):
+        sink_options(["smtp://mail"], **kw)

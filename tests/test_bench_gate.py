@@ -38,7 +38,7 @@ def test_bench_gate_quick_classic_beside_danger(tmp_path):
     for h in hazards:  # the delay is the frame wait plus the measured processing, in real time
         assert h["delay_s"] == pytest.approx(h["frame_wait_s"] + h["processing_s"], abs=1e-6)
         assert 0 <= h["frame_wait_s"] <= h["conflict_s"] - h["onset_s"]
-        assert 0 < h["processing_s"] < 0.5
+        assert 0 < h["processing_s"] < 2.0  # detect + pipe + expand; milliseconds on a quiet machine
     assert not any(x["reasons"].get("suspect") for x in classic["scenarios"])  # classic knows no suspect
 
     calm_c = {x["name"]: x for x in classic["scenarios"] if x["kind"] == "calm"}

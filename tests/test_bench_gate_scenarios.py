@@ -153,3 +153,25 @@ def test_grid_and_trajectories_are_deterministic():
     assert [s.name for s in a] == [s.name for s in b]
     assert all(np.array_equal(x.cx, y.cx) for s, t in zip(a, b) for x, y in zip(s.actors, t.actors))
     assert len(grid(1.0)) == 51
+
+
+def test_check_names_every_must_show_figure_missed_and_nothing_when_met():
+    from scripts.bench_gate import check
+    from tools.scenarios.score import HazardOutcome, ScenarioFigures
+
+    def hz(delay):
+        return HazardOutcome("h", "vehicle-pedestrian", 3.0, 5.0, delay is not None, "suspect", delay, delay, 0.01)
+
+    good = GateFigures("danger", [
+        ScenarioFigures("h", "hazard", 10.0, 4, {"suspect": 4}, [hz(0.2), hz(0.5)]),
+        ScenarioFigures("c", "calm", 3600.0, 300, {"new": 300})])
+    footage = ScenarioFigures("vtest", "footage", 80.0, 16, {"new": 16})
+    assert check(good, footage, fps=2.0) == []
+    bad = GateFigures("danger", [
+        ScenarioFigures("h", "hazard", 10.0, 4, {"suspect": 4}, [hz(0.2), hz(0.6), hz(None)]),
+        ScenarioFigures("c", "calm", 3600.0, 400, {"new": 398, "suspect": 2})])
+    missed = check(bad, ScenarioFigures("vtest", "footage", 80.0, 30, {"new": 30}), fps=2.0)
+    assert len(missed) == 5, missed
+    assert any("recall 67%" in m for m in missed) and any("600 ms > 550 ms" in m for m in missed)
+    assert any("calm c: 0.111" in m for m in missed) and any("2.00 false suspects" in m for m in missed)
+    assert any("real footage 0.375" in m for m in missed)

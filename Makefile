@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
-        bench bench-sinks bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
+        bench bench-sinks bench-transport bench-schedule bench-shadow bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
         flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate
 
 $(VENV)/.installed: pyproject.toml
@@ -77,6 +77,9 @@ bench-latency: venv kafka-up     ## every hop at 20/s and 45/s over Kafka and pi
 bench-schedule: venv             ## key pool vs the strict simulated LLM: 12 rows x 60 s (~14 min); BENCH_ARGS="--rows sliding --seconds 20"
 	$(PY) scripts/bench_schedule.py --check $(BENCH_ARGS)
 
+bench-shadow: venv               ## a shadow variant at 20 % vs none, 45 tasks/s on 10 keys x 5 qps, same session: primary rate and e2e - LLM P95 unchanged (~1.5 min)
+	$(PY) scripts/bench_shadow.py --check $(BENCH_ARGS)
+
 bench-answers: venv              ## a drifting model: 30 % variants at 45 tasks/s for 60 s, 30 s of garbage, reader micro-benchmark (~2.5 min)
 	$(PY) scripts/bench_answer_reader.py
 	$(PY) scripts/bench_answers.py --check $(BENCH_ARGS)
@@ -99,7 +102,7 @@ bench-motion: venv               ## detect's per-frame cost of motion cues (kine
 bench-frames: venv models        ## frames over time: single crop vs 3 frames + thumbnail on 30 s of vtest.avi with zones: bytes, tokens/task, tokens/s vs TPM, calls/camera-s (~1 min)
 	$(PY) scripts/bench_frames.py $(BENCH_ARGS)
 
-bench: bench-transport bench-schedule bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency bench-gate
+bench: bench-transport bench-schedule bench-shadow bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency bench-gate
 
 loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/s over Kafka for 60 s; asserts expand produced the predicted tasks and per-task e2e - LLM P95 <= 150 ms (LOADTEST_ARGS adds flags)
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \

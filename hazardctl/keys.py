@@ -123,6 +123,9 @@ class Shadow(BaseModel):
 
     variant: str
     share: float = Field(gt=0, le=100, description="percent of tasks (by a stable hash of the task id)")
+    keep_ready: float = Field(default=0.5, ge=0, le=1, description=(
+        "share of the pool's keys that must stay ready after a shadow request takes one (at least one): "
+        "the reserve for a burst of tasks; higher delays tasks less and answers fewer shadows"))
 
 
 #: the variant of a keys file without `variants:`: each key's own model, base URL and response format

@@ -254,6 +254,10 @@ class Scheduler:
         self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
         self.clients = Clients()
 
+    def keep_ready(self) -> None:
+        if self.keys.shadow is not None:
+            self.pool.queue.shadow_reserve = self.keys.shadow.keep_ready
+
     def open_clients(self) -> None:
         """A client per key and variant now, not at a task's first call (that would cost its time)."""
         for plan in self.variants.plans.values():
@@ -527,6 +531,7 @@ class Scheduler:
             self._forget_key_series(name)
         self.keys, self.variants = keys, variants
         self.open_clients()
+        self.keep_ready()
         self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
         RELOADS.labels("ok").inc()
         changes = [f"+{n}" for n in added] + [f"-{n}" for n in removed] + [f"~{n} (new secret or address)"
@@ -627,6 +632,7 @@ class Scheduler:
         self.pool = AsyncKeyPool(KeyPool([k.limits() for k in self.keys.keys], self.keys.policy(), now=loop.time(),
                                          accounts=self.keys.account_limits()))
         self.open_clients()
+        self.keep_ready()
         on_hup = self.request_reload if self.reload_keys is not None else self.stop  # never killed at once
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, on_hup)):
             try:

@@ -115,3 +115,19 @@ def test_a_reload_without_keys_or_with_a_bad_strategy_is_refused_and_nothing_cha
     with pytest.raises(ValueError):
         p.reconfigure(keys(1), PoolPolicy(strategy="fastest"), now=0.0)
     assert [h.name for h in p.snapshot(0.0)] == ["k0", "k1"]
+
+
+def test_keep_ready_is_the_share_of_keys_a_shadow_leaves_ready_for_a_burst():
+    p = KeyPool(keys(4, qps=1), PLAIN)
+    q = AcquireQueue(p)
+    q.shadow_reserve = 0.5  # 2 of 4 keys must stay ready after a shadow takes one
+    shadows = [Waiter(i, deadline=100.0, priority=SHADOW) for i in range(3)]
+    for w in shadows:
+        q.add(w)
+    granted, _, _ = q.dispatch(0.0)
+    assert granted == shadows[:2] and p.ready_count(0.0) == 2  # 4 ready -> 3 -> 2: two stay ready
+    granted, _, _ = q.dispatch(0.0)
+    assert granted == [] and p.ready_count(0.0) == 2  # one more would leave only 1 of 4 ready
+    q.shadow_reserve = 0.0  # at least one key always stays ready
+    granted, _, _ = q.dispatch(0.0)
+    assert granted == [shadows[2]] and p.ready_count(0.0) == 1

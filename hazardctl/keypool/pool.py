@@ -274,6 +274,10 @@ class KeyPool:
         self._by_name = {k.name: k for k in self.keys}
 
     # -- choosing -------------------------------------------------------------------------------
+    def serving(self) -> list[_Key]:
+        """The keys of the current config (none retired by a reload)."""
+        return self._serving(None)
+
     def _serving(self, only: frozenset[str] | None) -> list[_Key]:
         """The keys of the current config (not retired), within `only` when given (a variant's keys)."""
         return [k for k in self.keys if not k.retired and (only is None or k.name in only)]

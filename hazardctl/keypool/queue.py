@@ -6,6 +6,7 @@ Pure logic with the clock passed in; `shell.AsyncKeyPool` drives it from the eve
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 
 from hazardctl.keypool.pool import KeyPool, Lease
@@ -18,6 +19,11 @@ SUSPECT, NEW, CHANGED, REFRESH = 0, 1, 2, 3
 SHADOW = 4
 #: how often a shadow waiter kept out only by the spare rule looks again (no timer spin)
 SHADOW_RECHECK_S = 0.02
+#: share of the pool's keys that must stay ready after a shadow takes one. Ready keys are the pool's
+#: reserve for a burst of tasks: a key's bucket holds one send, and a send a shadow makes leaves that key
+#: unready for 1/qps s; with the last ready key alone kept (no share), bursty arrivals waited longer at
+#: 40-45 tasks/s on 10 x 5 qps (scripts/bench_shadow.py's fake-clock rows).
+SHADOW_RESERVE = 0.5
 #: the task reasons of `messages.TaskReason`, ranked
 RANKS = {"suspect": SUSPECT, "new": NEW, "changed": CHANGED, "refresh": REFRESH}
 #: before issue 16 there were two classes, new/changed vs refresh; kept for callers of that time
@@ -41,9 +47,9 @@ class Waiter:
     only: frozenset[str] | None = None  # the keys of the task's variant (None: any key)
 
     @property
-    def spare(self) -> int:
-        """Keys that must stay ready for others when this waiter takes one: 1 for a shadow request."""
-        return 1 if self.priority >= SHADOW else 0
+    def spare(self) -> bool:
+        """A shadow request: it may only take a key while enough others stay ready (`AcquireQueue.shadow_reserve`)."""
+        return self.priority >= SHADOW
 
 
 class AcquireQueue:
@@ -63,6 +69,8 @@ class AcquireQueue:
         self.reserve = 0.0
         """seconds a call is expected to take (the shell keeps it current): a waiter with `reserve`
         expires once the deadline is nearer than that"""
+        self.shadow_reserve = SHADOW_RESERVE
+        """share of the pool's keys that must stay ready after a shadow request takes one (at least one key)"""
 
     def add(self, waiter: Waiter) -> None:
         bisect.insort(self.waiters, waiter, key=lambda w: (w.priority, w.seq))
@@ -97,6 +105,10 @@ class AcquireQueue:
                 return w
         return None
 
+    def shadow_need(self) -> int:
+        """Keys that must stay ready (besides the one taken) for a shadow request to get a key."""
+        return max(1, math.ceil(self.shadow_reserve * len(self.pool.serving())))
+
     def dispatch(self, now: float) -> tuple[list[Waiter], list[Waiter], float | None]:
         granted: list[Waiter] = []
         expired: list[Waiter] = []
@@ -105,7 +117,8 @@ class AcquireQueue:
         # once a plain waiter (no keys to avoid) is stuck, every later plain one of the same key set is too
         blocked: dict = {}  # key set (or ('spare', key set) for shadows) -> when it may serve again
         wake: float | None = None
-        spare_ok = pool.ready_count(now) > 1 if any(w.spare for w in self.waiters) else False
+        need = self.shadow_need() if any(w.spare for w in self.waiters) else 0
+        spare_ok = need > 0 and pool.ready_count(now) > need
 
         def soonest(t: float | None) -> None:
             nonlocal wake
@@ -125,12 +138,12 @@ class AcquireQueue:
             elif not w.avoid and w.only in blocked:
                 t = blocked[w.only]
             else:
-                lease = pool.acquire(now, w.avoid, w.cost, w.only, w.spare)
+                lease = pool.acquire(now, w.avoid, w.cost, w.only, need if w.spare else 0)
                 if lease is not None:
                     w.lease = lease
                     granted.append(w)
                     if w.spare:
-                        spare_ok = pool.ready_count(now) > 1
+                        spare_ok = pool.ready_count(now) > need
                     continue
                 t = pool.ready_at(now, w.avoid, w.cost, w.only)
                 if w.spare and t is not None:

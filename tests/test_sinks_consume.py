@@ -41,6 +41,7 @@ def test_undeliverable_events_become_dead_letters_on_consumes_dlq_without_the_se
         wait_until(lambda: dlq.exists() and dlq.read_text().strip(), 15, "the dead letter")
         assert c.metric("hazardctl_sink_attempts_total", outcome="dead") == 1
         assert c.metric("hazardctl_sink_attempts_total", outcome="failed") == 1
+        assert c.metric("hazardctl_dead_letters_total", stage="consume", reason="sink_undeliverable") == 1
     finally:
         c.stop()
         c.kill()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from hazardctl import metrics as shared_metrics
 from hazardctl.messages import DeadLetter
 from hazardctl.sinks import Sink, SinkError, encode_event
 from hazardctl.sinks.outbox import OutboxQueue, Pending, RetryPolicy, Router
@@ -236,6 +237,7 @@ class SinkDispatcher:
                         error_class="sink_rejected" if permanent else "sink_undeliverable",
                         payload=e.payload.decode("utf-8", "replace"), source=f"sink:{e.sink}", key=e.camera_id,
                         attempts=e.attempts, last_error=error, ts=now)
+        shared_metrics.DEAD_LETTERS.labels(self.stage, dl.error_class).inc()  # HazardctlDeadLettersRising
         try:
             self._dead_letter(dl, e.camera_id.encode())
         except Exception as err:  # noqa: BLE001

@@ -45,7 +45,9 @@ from hazardctl.answer_watch import AnswerWatch
 from hazardctl.llm_client import Call, call_llm, estimate_tokens
 from hazardctl.messages import AssessmentTask, RiskAssessmentResult, StageTimes
 from hazardctl.prompt import prompt_for_task
+from hazardctl.keypool.cover import Cover, paced_room
 from hazardctl.transports import Endpoints, Input, Output, Record, Ticket
+from hazardctl.transports.base import can_hand_over
 from stages.schedule_variants import Clients, VariantPlan, Variants, key_changes
 
 STAGE = "schedule"
@@ -83,6 +85,11 @@ VARIANT_TOKENS = Counter("hazardctl_variant_tokens_total", "Tokens the provider 
 SHADOW_SHED = Counter("hazardctl_shadow_shed_total",
                       "Shadow requests given up without a call: no spare key in time, or too many shadows waiting",
                       ["variant"])
+HANDED_OVER = Gauge("hazardctl_schedule_handed_over", "1 while this shard is out of its consumer group because "
+                    "no key can serve a task before its deadline (--hand-over)")
+HAND_OVERS = Counter("hazardctl_schedule_hand_overs_total", "Times this shard left its consumer group for lack "
+                     "of a usable key (--hand-over)")
+DEFAULT_BUDGET_S = 10.0
 RELOADS = Counter("hazardctl_schedule_reloads_total", "Key file reloads (SIGHUP) by outcome: ok or refused",
                   ["outcome"])
 
@@ -105,6 +112,11 @@ class ScheduleConfig:
     """WARNING above this share of unusable answers of a model; None: the keys file's `bad_answer_warn`"""
     shadow_max: int = 64
     """shadow requests waiting or in a call at once; more are shed at once"""
+    hand_over: bool = False
+    """--hand-over (Kafka input): leave the consumer group while no key can serve a task before its
+    deadline, so the other shards take its partitions; rejoin when a key can again (issue 20.5)"""
+    hand_over_hold_s: float = 1.0
+    """how long the keys must be unable to serve before the shard leaves"""
     replay_before: float | None = None
     """--from-time: tasks made before this (Unix s) are a replay: their deadline budget counts from when
     they are read, not from their capture (they would all be stale otherwise)"""
@@ -218,6 +230,12 @@ class InputThread:
         await asyncio.get_running_loop().run_in_executor(self._ex, self.input.close)
         self._ex.shutdown(wait=True)
 
+    async def leave(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._ex, self.input.leave)
+
+    async def rejoin(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._ex, self.input.rejoin)
+
 
 class Scheduler:
     def __init__(self, keys: KeysConfig, input_: Input, output: Output, dlq: Output,
@@ -253,6 +271,11 @@ class Scheduler:
         self.call_times = CallTimes()
         self.count_tokens = any(k.tpm_limit for k in keys.keys) or any(a.tpm for a in keys.accounts.values())
         self.clients = Clients()
+        self.cover = Cover(hold_s=cfg.hand_over_hold_s) if cfg.hand_over and can_hand_over(input_) else None
+        self._waiting_key: set[asyncio.Task] = set()  # tasks waiting for their first key (handed over on leave)
+        self._budget = DEFAULT_BUDGET_S  # a task's deadline budget (deadline − capture), the largest seen lately
+        self._probe_task: AssessmentTask | None = None  # a recent task: the payload of a probe while out
+        self._probing = False
 
     def keep_ready(self) -> None:
         if self.keys.shadow is not None:
@@ -302,6 +325,8 @@ class Scheduler:
             ticket.seal()
             self.observe_hops(result.times, no_call)
             return
+        if self.cover is not None:
+            self.note_budget(task)
         plan = self.variants.for_camera(task.camera_id)  # sticky by camera: one camera, one variant
         shadow = self.variants.shadow_for(task.task_id, plan.name)
         if shadow is not None:
@@ -361,6 +386,9 @@ class Scheduler:
         while out.attempts < max_attempts:
             t0 = loop.time()
             # a key is only worth having while a call of the usual length still ends before the deadline
+            me = asyncio.current_task() if out.attempts == 0 and not shadow else None
+            if me is not None:
+                self._waiting_key.add(me)
             try:
                 lease = await self.pool.acquire(deadline, frozenset(avoid), place, priority, cost,
                                                 reserve=out.attempts == 0, only=plan.only)
@@ -378,6 +406,9 @@ class Scheduler:
                 if out.call.error is None:
                     out.call.error = "no key could take the task before its deadline"
                 return out
+            finally:
+                if me is not None:
+                    self._waiting_key.discard(me)
             key = self.variants.key_for(plan, self.by_name[lease.key])
             t1 = loop.time()
             out.key_wait_s += t1 - t0
@@ -640,6 +671,8 @@ class Scheduler:
             except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
                 pass
         side = [asyncio.ensure_future(self._serve_outputs()), asyncio.ensure_future(self._monitor())]
+        if self.cover is not None:
+            side.append(asyncio.ensure_future(self._cover()))
         try:
             await self._receive()
             await self._finish_in_flight()
@@ -670,6 +703,9 @@ class Scheduler:
         paused = False
         while not self._stop.is_set():
             room = cfg.workers - len(self._active)
+            if self.cover is not None:  # unequal shards: hold no more than the open keys serve in a budget
+                now = self.pool.now()
+                room = min(room, paced_room(self.pool.pool.open_qps(now), self._budget, len(self._active)))
             if room <= 0:
                 # full, but refreshes wait for a key: read on, so a suspect behind them in the input is
                 # not kept out by them; each task read past the cap makes one refresh give way (`assess`)
@@ -763,6 +799,58 @@ class Scheduler:
             if self.cfg.live_every and time.monotonic() >= next_line:
                 next_line += self.cfg.live_every
                 log.info(self.stats.line(len(self._active), self.key_summary()))
+
+    # -- hand-over (issue 20.5; the decision is keypool/cover.py) -----------------------------------
+    def note_budget(self, task: AssessmentTask) -> None:
+        """Remember the deadline budget of tasks (and one task, the payload of a probe while out)."""
+        start = task.times.capture if task.times.capture is not None else task.frame_ts
+        budget = task.deadline - start
+        if 0 < budget < 3600:
+            self._budget = max(budget, self._budget * 0.99)  # the largest lately, forgetting slowly
+        self._probe_task = task
+
+    async def _cover(self) -> None:
+        """Leave the group while no key can serve a task within its budget; rejoin when one can; while
+        out, probe a disabled key when its probe is due (no task reaches the pool then)."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = self.pool.now()
+            pool = self.pool.pool
+            act = self.cover.update(now, pool.serving_at(now), self._budget)
+            if act == "leave":
+                await self._hand_over()
+            elif act == "rejoin":
+                log.warning("%s: a key can serve again (%s): rejoining the consumer group", STAGE, self.key_summary())
+                await self.input.rejoin()
+                HANDED_OVER.set(0)
+            if self.cover.probe_due(now, pool.next_probe_at()) and not self._probing and self._probe_task:
+                asyncio.ensure_future(self._probe())
+
+    async def _hand_over(self) -> None:
+        waiting = [t for t in self._waiting_key if not t.done()]
+        log.warning("%s: no key can serve a task within its %.0f s budget (%s): leaving the consumer group so "
+                    "the other shards take its partitions; %d tasks waiting for a key go back uncommitted",
+                    STAGE, self._budget, self.key_summary(), len(waiting))
+        for t in waiting:  # never sealed: their offsets stay uncommitted and the partitions' new owners read them
+            t.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        self.input.finished += len(waiting)  # not ours any more: no longer pending here
+        await self.input.leave()
+        HANDED_OVER.set(1)
+        HAND_OVERS.inc()
+
+    async def _probe(self) -> None:
+        """One call with a recent task as payload, its answer thrown away: only the key's verdict counts."""
+        self._probing = True
+        try:
+            task = self._probe_task.model_copy(update={"deadline": time.time() + self._budget})
+            a = await self.assess(task, self.variants.for_camera(task.camera_id))
+            log.info("%s: probe while handed over: %s on %s", STAGE, a.call.outcome.value,
+                     a.key.name if a.key else "no key")
+        except Exception as e:  # a probe must never stop the stage
+            log.warning("%s: probe failed: %r", STAGE, e)
+        finally:
+            self._probing = False
 
     def key_summary(self) -> str:
         if not hasattr(self, "pool"):

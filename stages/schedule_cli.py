@@ -52,6 +52,11 @@ def schedule_cmd(
     shard: Optional[str] = typer.Option(
         None, help="I/N: use only the keys whose position in the file % N == I, so N instances never share a key."),
     group_id: str = typer.Option("hazardctl-schedule", "--group", help="Kafka consumer group."),
+    hand_over: bool = typer.Option(
+        False, "--hand-over/--no-hand-over", help="Kafka input, several shards in one --group: while no key of this "
+        "shard can serve a task before its deadline (all disabled, or cooling longer), leave the group so the other "
+        "shards take its partitions; rejoin when a key recovers (probed meanwhile). Reads no more tasks than its open "
+        "keys can serve in a deadline (docs/operations.md)."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port."),
     metrics_bind: str = typer.Option("127.0.0.1", "--metrics-bind", help="Address of the --metrics-port listener "
@@ -113,7 +118,10 @@ def schedule_cmd(
             cfg = cfg.shard(*parts)
         if not cfg.keys:
             raise ConfigError(f"{path}: no keys" + (f" in shard {shard}" if shard else "") + f"; {NO_KEYS_HINT}")
-        stage_cfg = schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn)
+        stage_cfg = schedule.ScheduleConfig(workers=workers, language=language, bad_answer_warn=bad_answer_warn,
+                                            hand_over=hand_over)
+        if hand_over and not in_spec.startswith("kafka://"):
+            raise ConfigError(f"--hand-over needs a kafka:// input (shards in one consumer group), not {in_spec!r}")
         schedule.check_config(cfg, stage_cfg, shadow_out)  # bad routes: one line, exit 2, nothing started
         serve_metrics(metrics_port, metrics_bind)
         schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,

@@ -476,6 +476,22 @@ class KeyPool:
     def state(self, name: str, now: float) -> KeyState:
         return self._by_name[name].state(now)
 
+    # -- cover (issue 20.5, cover.py) ---------------------------------------------------------------
+    def serving_at(self, now: float) -> float | None:
+        """When the first key is open for ordinary tasks (≥ now; a cooling key when its cooling ends);
+        None when every key is disabled (only a probe can bring one back)."""
+        times = [max(now, k.cool_until) for k in self._serving(None) if not k.disabled]
+        return min(times) if times else None
+
+    def next_probe_at(self) -> float | None:
+        """When the next probe of a disabled key may go (None: no disabled key waits for one)."""
+        times = [k.probe_at for k in self._serving(None) if k.disabled and not k.probing and not k.in_flight]
+        return min(times) if times else None
+
+    def open_qps(self, now: float) -> float:
+        """The send rate of the keys open now, together (what the shard can serve)."""
+        return sum(self.effective_qps(k.name, now) for k in self._serving(None) if k.open(now))
+
 
 # -- strategies: pick one of the keys that may send now --------------------------------------------
 

@@ -52,6 +52,12 @@ class Input(Protocol):
         """Commit what is done and release the input."""
 
 
+def can_hand_over(input_: Input) -> bool:
+    """Can this input give its share of the work to other consumers (`leave`) and take it back
+    (`rejoin`)? Kafka inputs in a consumer group can; files and pipes cannot (issue 20.5)."""
+    return callable(getattr(input_, "leave", None)) and callable(getattr(input_, "rejoin", None))
+
+
 class Output(Protocol):
     name: str
 

@@ -281,12 +281,19 @@ class KafkaInput:
         self._paused = False
         self._commit_interval = commit_interval
         self._last_commit = time.monotonic()
-        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._topics = topics
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
 
     # rebalance callbacks (run inside consume())
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._paused and partitions:
             consumer.pause(partitions)
+        elif partitions:  # librdkafka keeps a partition's pause across unassign: one paused before a
+            consumer.resume(partitions)  # leave (hand-over) would come back paused for good
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit(sync=True)
@@ -346,6 +353,25 @@ class KafkaInput:
         if assignment:
             (self._consumer.pause if paused else self._consumer.resume)(assignment)
         self._paused = paused
+
+    # hand-over (issue 20.5): a schedule shard that cannot serve leaves the group, the others take its partitions
+    def leave(self) -> None:
+        """Commit what is done and leave the consumer group (its partitions go to the other members at
+        the rebalance this starts). Records read but not done stay uncommitted: their new owner reads
+        them again (at-least-once; results carry the task id). A static member (`group.instance.id`)
+        sends no LeaveGroup: its partitions move only after session.timeout.ms."""
+        self._commit(sync=True)
+        assignment = self._consumer.assignment()
+        for tp in assignment:
+            self._tracker.forget(tp.topic, tp.partition)
+        if assignment:
+            self._consumer.resume(assignment)  # no pause carried over to whoever holds them next here
+        self._consumer.unsubscribe()
+        self._consumer.poll(0)  # serves the revoke (incremental, cooperative-sticky) at once
+
+    def rejoin(self) -> None:
+        """Join the consumer group again after `leave` (a rebalance hands this member its share)."""
+        self._subscribe()
 
     def _commit(self, sync: bool) -> None:
         """Async while running; sync (every position, even unchanged ones) on revoke and close,

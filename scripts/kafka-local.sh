@@ -375,6 +375,10 @@ auto.create.topics.enable=false
 num.network.threads=2
 num.io.threads=2
 background.threads=2
+# a crashed broker is fenced (its partitions get new leaders) 3 s after its last heartbeat, not 9 s:
+# a task's deadline is 10 s end to end, and the controller's own failover takes ~2 s of that
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
 EOF
   cp "$KHOME/log4j2.properties" "$h/log4j2.properties"
 }

@@ -28,12 +28,22 @@ TOPICS = (
 )
 
 
+def replication(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication of a run's topics: 3 with min.insync.replicas 2 on a cluster of three or more brokers
+    (a broker may die mid-run and nothing acknowledged is lost), else 1 (the single local broker)."""
+    if brokers >= 3:
+        return 3, {"min.insync.replicas": "2"}
+    return 1, {}
+
+
 def create_topics(settings: KafkaSettings, run_id: str, timeout: float = 30.0) -> dict[str, str]:
     """role → topic name, all created (retention 1 h: a run's topics are deleted at its end anyway)."""
-    wait_for_broker(settings, timeout)
+    brokers = wait_for_broker(settings, timeout)
     admin = admin_client(settings)
     names = {role: f"loadtest-{run_id}-{role}" for role, _, _ in TOPICS}
-    new = [NewTopic(names[role], parts, 1, config={"retention.ms": "3600000", **cfg}) for role, parts, cfg in TOPICS]
+    rf, durable = replication(brokers)
+    new = [NewTopic(names[role], parts, rf, config={"retention.ms": "3600000", **durable, **cfg})
+           for role, parts, cfg in TOPICS]
     for name, fut in admin.create_topics(new, request_timeout=timeout).items():
         try:
             fut.result(timeout)

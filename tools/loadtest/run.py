@@ -199,6 +199,8 @@ def run(o: Options, console: Console | None = None) -> dict:
         env["HAZARDCTL_KAFKA_BOOTSTRAP"] = settings.bootstrap_servers
         if any(c.name == "broker-restart" for c in plan):
             chaos_mod.local_broker_home(settings.bootstrap_servers)  # refuse before anything starts
+        if any(c.name in chaos_mod.CLUSTER_ONLY for c in plan):
+            chaos_mod.local_cluster_brokers(settings.bootstrap_servers)  # refuse before anything starts
     crops = real_crops()
     ledger = Ledger()
     sim = pipeline = alerts = None
@@ -278,7 +280,8 @@ def run(o: Options, console: Console | None = None) -> dict:
             cameras.launch()
             phase("detect_first_detection_s")
         chaos = chaos_mod.ChaosRunner(plan, sim, pipeline, bootstrap=settings.bootstrap_servers if settings else None,
-                                      script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False))
+                                      script=str(KAFKA_SCRIPT), say=lambda s: console.print(s, highlight=False),
+                                      tasks_topic=topics["tasks"] if topics else None, settings=settings)
         cpu = CpuMeter(pipeline, sim, _broker_home(settings) if settings else None,
                        {"detect": cameras.proc} if getattr(cameras, "proc", None) else None)
         start = time.time() + 0.5

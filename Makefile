@@ -32,6 +32,7 @@ system-deps: venv                ## RTSP server + chromium + prometheus + mosqui
 	bash scripts/install-prometheus.sh
 	bash scripts/install-systemd.sh
 	bash scripts/install-tmux.sh
+	bash scripts/install-iproute2.sh
 	bash scripts/install-postgres.sh
 	bash scripts/install-mosquitto.sh
 

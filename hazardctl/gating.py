@@ -48,6 +48,9 @@ class GateConfig:
     """`classic`: the gate before motion cues (no suspect, no calm, no phase), for side-by-side benchmarks"""
     calm_refresh_s: float = 60.0
     """re-assess a calm group (no possible conflict) this often: the LLM has nothing to find in a crowd on a plaza"""
+    calm_regroup: bool = True
+    """a *new* calm group whose road users were all assessed (in other groups of the camera) within
+    calm_refresh_s is held: walkers drifting in and out of linking distance form new group ids"""
     suspect_ttc_s: float = 1.5
     """time to collision at or below this is suspect (the traffic-safety literature's 1.5 s near-miss line)"""
     suspect_gap_ratio: float = 0.25
@@ -92,6 +95,9 @@ class GroupView:
     """motion cues; None without tracking (the group is gated as before cues existed)"""
     phase: float = 0.0
     """where in [0, 1) of each refresh interval this group's refreshes fall (`phase_of(group_id)`)"""
+    regrouped: bool = False
+    """every member was assessed within calm_refresh_s in some group of the camera (`Assessed.mark`,
+    set by the gate's holder, which keeps the camera's track memory; the view builder cannot know)"""
 
     __setstate__ = _setstate
 
@@ -113,7 +119,8 @@ class GateEntry:
 class Decision(NamedTuple):
     reason: Reason | None
     """why to send, or None: suppressed"""
-    entry: GateEntry
+    entry: GateEntry | None
+    """the group's new state; None: keep none (a calm regrouping held before it was ever sent)"""
     held: Held | None = None
     """why it was suppressed (None when sent)"""
 
@@ -238,9 +245,14 @@ def decide(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig)
     if cfg.mode == "classic":
         return _classic(entry, view, ts, cfg)
     hot = suspect(view.cues, cfg)
+    calm = view.cues is not None and not view.cues.conflict_possible and not hot
     if entry is None or ts - entry.seen_ts > cfg.ttl_s:
         if hot:
             return Decision("suspect", GateEntry(view, ts, ts, ts, view.cues))
+        if calm and view.regrouped and cfg.calm_regroup:
+            # no state kept: held while its road users' last assessment is fresh, `new` once it is not
+            # (the calm refresh), decided again on every frame from the camera's track memory alone
+            return Decision(None, None, "calm")
         return Decision("new", GateEntry(view, ts, ts))
     if ts <= entry.sent_ts:  # a redelivered or out-of-order frame: already covered
         return Decision(None, entry, "stale-replay")
@@ -251,7 +263,7 @@ def decide(entry: GateEntry | None, view: GroupView, ts: float, cfg: GateConfig)
     if cooling:  # assessed as suspect moments ago: whatever else changed can wait for the cooldown
         return Decision(None, held, "cooldown")
     sent = GateEntry(view, ts, ts, entry.suspect_ts, entry.suspect_cues)
-    if view.cues is not None and not view.cues.conflict_possible and not hot:  # calm
+    if calm:
         if refresh_due(entry.sent_ts, ts, cfg.calm_refresh_s, view.phase):
             return Decision("refresh", sent)
         return Decision(None, held, "calm")
@@ -305,6 +317,39 @@ def seen(entry: GateEntry, ts: float) -> GateEntry:
     return GateEntry(entry.sent, entry.sent_ts, ts, entry.suspect_ts, entry.suspect_cues)
 
 
+class Assessed:
+    """One camera's track memory: track id → when a task holding it was last sent. Lets the gate see a
+    new calm group made of road users the LLM has just looked at in other groups (`calm_regroup`)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: dict[int, float] | None = None):
+        self.last: dict[int, float] = last if last is not None else {}
+
+    def mark(self, view: GroupView, ts: float, cfg: GateConfig) -> GroupView:
+        """`view` with `regrouped` set when it qualifies (a calm view, every member tracked and assessed
+        within calm_refresh_s); only then does `decide` care."""
+        if (cfg.mode != "danger" or not cfg.calm_regroup or view.cues is None or view.cues.conflict_possible
+                or view.untracked or not view.members):
+            return view
+        last, horizon = self.last, ts - cfg.calm_refresh_s
+        if all(last.get(t, -math.inf) >= horizon for t in view.members):
+            return GroupView(view.members, view.classes, view.bbox, view.untracked, view.cues, view.phase, True)
+        return view
+
+    def sent(self, view: GroupView, ts: float) -> None:
+        last = self.last
+        for t in view.members:
+            if last.get(t, -math.inf) < ts:
+                last[t] = ts
+
+    def bounded(self, now_ts: float, cfg: GateConfig) -> dict[int, float]:
+        """The memory without tracks assessed longer than calm_refresh_s before `now_ts` (no rule reads them)."""
+        horizon = now_ts - cfg.calm_refresh_s
+        self.last = {t: x for t, x in self.last.items() if x >= horizon}
+        return self.last
+
+
 class GroupGate:
     """In-memory gate state keyed by (camera, group id) with TTL eviction (the local engine)."""
 
@@ -312,6 +357,7 @@ class GroupGate:
         self.cfg = cfg
         self._state: dict[tuple[str, str], GateEntry] = {}
         self._watermark: dict[str, float] = {}  # per camera: one camera's clock never evicts another's groups
+        self._assessed: dict[str, Assessed] = {}
         self._checks = 0
         self.held: Counter[str] = Counter()
         """suppressed groups by why (`Held`)"""
@@ -320,10 +366,22 @@ class GroupGate:
     def suppressed(self) -> int:
         return sum(self.held.values())
 
+    def assessed(self, camera_id: str) -> Assessed:
+        a = self._assessed.get(camera_id)
+        if a is None:
+            a = self._assessed[camera_id] = Assessed()
+        return a
+
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
         key = (camera_id, group_id)
-        reason, entry, held = decide(self._state.get(key), view, ts, self.cfg)
-        self._state[key] = entry
+        memory = self.assessed(camera_id)
+        reason, entry, held = decide(self._state.get(key), memory.mark(view, ts, self.cfg), ts, self.cfg)
+        if entry is None:
+            self._state.pop(key, None)
+        else:
+            self._state[key] = entry
+        if reason is not None:
+            memory.sent(view, ts)
         if held is not None:
             self.held[held] += 1
         self._watermark[camera_id] = ts  # the camera's clock as it is now (also if it stepped back)
@@ -341,12 +399,13 @@ class GroupGate:
     def entry(self, camera_id: str, group_id: str) -> GateEntry | None:
         return self._state.get((camera_id, group_id))
 
-    #: sweep after this many checks at least (and never more often than once per state size)
+    #: sweep after this many checks at least, and at least half the state's size (amortised O(1); not the
+    #: whole size: a camera whose every group is new on every frame grows the state as fast as it checks)
     sweep_every = 1000
 
     def _tick(self) -> None:
         self._checks += 1
-        if self._checks >= self.sweep_every and self._checks >= len(self._state):
+        if self._checks >= self.sweep_every and 2 * self._checks >= len(self._state):
             self._sweep()
 
     def _sweep(self) -> None:
@@ -354,6 +413,8 @@ class GroupGate:
         self._checks = 0
         ttl, marks = self.cfg.ttl_s, self._watermark
         self._state = {k: e for k, e in self._state.items() if marks[k[0]] - e.seen_ts <= ttl}
+        for cam, memory in self._assessed.items():
+            memory.bounded(marks.get(cam, -math.inf), self.cfg)
 
     def __len__(self) -> int:
         return len(self._state)

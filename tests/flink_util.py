@@ -43,6 +43,29 @@ def detections(cameras: int, frames: int, first: int = 0, bad_every: int = 0,
     return out
 
 
+def regrouping(cameras: int, frames: int) -> list[tuple[bytes, bytes]]:
+    """Calm crowds whose groups keep re-forming: every 4 s (8 frames) both groups of a camera get new ids
+    and their 5 walkers are dealt out again from a pool of 6 tracks; every 20 s two walkers leave and two
+    new ones arrive. The danger gate holds a new group made of walkers it assessed within the calm
+    refresh (`calm_regroup`) and sends one with a walker it has not."""
+    from hazardctl.messages import GroupCues
+
+    out = []
+    for f in range(frames):
+        for c in range(cameras):
+            d = detection(f"crowd-{c:02d}", f, T0 + f * 0.5, groups=2, seed=c)
+            base = (f // 40) * 2 + c * 1000
+            pool = [base + i + 1 for i in range(6)]
+            rot = f // 8
+            for i, o in enumerate(d.objects):
+                o.track_id = pool[(rot + i) % 6]
+            for g in d.groups:
+                g.group_id = f"{d.camera_id}-r{rot}-{g.group_id[-2:]}"
+                g.cues = GroupCues(conflict_possible=False)
+            out.append((d.camera_id.encode(), d.model_dump_json().encode()))
+    return out
+
+
 def with_cues(d, frame: int, camera: int) -> None:
     """Motion cues on the synthetic groups (hand-made `GroupCues`, as detect's cues would be):
     g1 is calm (a crowd: no possible conflict) on two cameras in three, else untracked (no cues);

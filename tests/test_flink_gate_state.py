@@ -51,6 +51,25 @@ def test_same_decisions_as_the_local_gate_with_motion_cues():
     assert "changed" in {t["reason"] for t in untracked}, "the same group without cues: its drift is a change"
 
 
+def test_calm_regroupings_are_held_the_same_from_the_pickled_state():
+    from tests.flink_util import regrouping
+
+    items = regrouping(cameras=3, frames=200)
+    got, states = run(items)
+    want = expected_tasks(items)
+    assert {i: t["reason"] for i, t in got.items()} == {i: t["reason"] for i, t in want.items()}
+    assert len(got) < 3 * 100 * 0.1, "the regroupings were held"
+    slot = states[b"crowd-00"]["crowd-00"]
+    assert len(slot) == 3 and slot[2], "the camera's track memory is in the state"
+    assert max(slot[2].values()) - min(slot[2].values()) <= ExpandConfig().gate.calm_refresh_s, "and bounded"
+
+
+def test_state_of_an_older_job_without_track_memory_still_loads():
+    gates = CameraGates(ExpandConfig().gate, 120.0)
+    gates.load({"cam": [1000.0, {}]}, "cam")
+    assert gates.assessed.last == {}
+
+
 def test_classic_mode_ignores_the_cues():
     items = detections(cameras=3, frames=60, cues=True)
     cfg = ExpandConfig(GateConfig(mode="classic"))

@@ -415,3 +415,42 @@ def test_danger_replaying_any_processed_frame_changes_nothing(frames, data):
     old_ts, old_view = data.draw(st.sampled_from(history))
     reason, after, _ = decide(entry, old_view, old_ts, DANGER)
     assert (reason, after) == (None, entry)
+
+
+def crowd(members: tuple, untracked: int = 0, cues: Cues | None = CALM) -> GroupView:
+    return GroupView(members, ("person",) * (len(members) + untracked), BOX, untracked, cues)
+
+
+def test_a_calm_regrouping_of_road_users_just_assessed_is_held():
+    """Walkers drifting in and out of linking distance form new group ids; the LLM saw them all moments
+    ago (in other groups), so a new calm group of them waits until their last assessment is
+    calm_refresh_s old — then it is sent as `new`, which is its calm refresh."""
+    gate = GroupGate(DANGER)
+    assert gate.check("c", "g1", crowd((1, 2)), 0.0) == "new"
+    assert gate.check("c", "g2", crowd((3, 4)), 0.0) == "new"
+    assert gate.check("c", "g3", crowd((2, 3)), 10.0) is None, "both assessed within 60 s"
+    assert gate.held["calm"] == 1 and gate.entry("c", "g3") is None, "no state: decided afresh each frame"
+    assert gate.check("c", "g4", crowd((2, 5)), 10.0) == "new", "track 5 was never assessed"
+    assert gate.check("c", "g5", crowd((2, 3), untracked=1), 10.0) == "new", "an untracked member: unknown"
+    assert gate.check("c", "g6", crowd((2, 3), cues=CLOSING), 10.0) == "new", "possible conflict: not calm"
+    assert gate.check("c", "g7", crowd((2, 3), cues=None), 10.0) == "new", "no cues: gated as before"
+    assert gate.check("c", "g3", crowd((2, 3)), 59.5) is None
+    assert gate.check("c", "g3", crowd((3, 4)), 60.5) == "new", "3 and 4 were last assessed at 0 s: 60.5 s ago"
+    assert gate.check("other-camera", "g8", crowd((1, 2)), 10.0) == "new", "track ids are per camera"
+    assert GroupGate(GateConfig(calm_regroup=False)).check("c", "g3", crowd((2, 3)), 10.0) == "new"
+
+
+def test_regroup_memory_is_bounded_by_the_calm_refresh():
+    gate = GroupGate(DANGER)
+    for t in range(3000):  # a new walker and a new group every second for 50 min
+        gate.check("c", f"g{t}", crowd((t, t + 1)), float(t))
+    memory = gate.assessed("c").last
+    assert len(memory) <= DANGER.calm_refresh_s + 2 + GroupGate.sweep_every, len(memory)
+
+
+def test_a_camera_whose_every_group_is_new_on_every_frame_stays_bounded():
+    """No steady group beside them: the state grows by one per check, and must still be swept."""
+    gate = GroupGate(CFG)
+    for t in range(5000):
+        gate.check("cam-1", f"g{t}", VIEW, float(t))
+    assert len(gate) <= 2 * GroupGate.sweep_every + CFG.ttl_s + 2, len(gate)

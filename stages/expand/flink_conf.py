@@ -49,6 +49,7 @@ class Gate(_Strict):
     ttl_s: float = Field(30.0, gt=0)
     min_iou: float = Field(0.5, ge=0, le=1)
     calm_refresh_s: float = Field(60.0, ge=0)
+    calm_regroup: bool = True
     suspect_ttc_s: float = Field(1.5, ge=0)
     suspect_gap_ratio: float = Field(0.25, ge=0)
     suspect_flags: tuple[str, ...] = ("*",)

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script (flink run -py): make the proje
 import orjson  # noqa: E402
 
 from hazardctl.deadletter import BadInput, dead_letter  # noqa: E402
-from hazardctl.gating import HELD, GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
+from hazardctl.gating import HELD, Assessed, GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
 from hazardctl.transports.base import Record  # noqa: E402
 from stages.expand import flink_conf  # noqa: E402
 from stages.expand.tasks import ExpandConfig, expand, parse  # noqa: E402
@@ -47,7 +47,8 @@ JOB_NAME = "hazardctl-expand"
 
 class CameraGates:
     """`hazardctl.gating.decide` over the gate entries of one key, held in ONE ValueState per key:
-    {camera_id: [last write (processing time, s), {group_id: GateEntry}]}.
+    {camera_id: [last write (processing time, s), {group_id: GateEntry}, {track id: last assessed}]}
+    (the third element: the camera's `gating.Assessed` memory; absent in state of older jobs).
 
     One state read and one write per detection (a MapState costs a read and a write per group, each a
     round trip between the Python worker and the JVM's state backend). The key is the Kafka record key,
@@ -63,11 +64,13 @@ class CameraGates:
         self.cfg, self.state_ttl_s, self.suppressed = cfg, state_ttl_s, 0
         self.held: Counter[str] = Counter()
         self.groups: dict[str, GateEntry] = {}
+        self.assessed = Assessed()
 
     def load(self, value: dict | None, camera_id: str) -> dict:
         cams = value or {}
         slot = cams.get(camera_id)
         self.groups = slot[1] if slot else {}
+        self.assessed = Assessed(slot[2] if slot and len(slot) > 2 else None)
         return cams
 
     def store(self, cams: dict, camera_id: str, ts: float, now: float) -> dict:
@@ -75,12 +78,17 @@ class CameraGates:
         groups = {g: e for g, e in self.groups.items() if ts - e.seen_ts <= ttl}
         if len(cams) > 1 or (cams and camera_id not in cams):
             cams = {c: v for c, v in cams.items() if now - v[0] <= self.state_ttl_s}
-        cams[camera_id] = [now, groups]
+        cams[camera_id] = [now, groups, self.assessed.bounded(ts, self.cfg)]
         return cams
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
-        reason, entry, held = decide(self.groups.get(group_id), view, ts, self.cfg)
-        self.groups[group_id] = entry
+        reason, entry, held = decide(self.groups.get(group_id), self.assessed.mark(view, ts, self.cfg), ts, self.cfg)
+        if entry is None:
+            self.groups.pop(group_id, None)
+        else:
+            self.groups[group_id] = entry
+        if reason is not None:
+            self.assessed.sent(view, ts)
         if held is not None:
             self.suppressed += 1
             self.held[held] += 1

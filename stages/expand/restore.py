@@ -3,7 +3,8 @@
 The tasks topic is the gate's changelog: every task carries the group view it was sent for (group
 JSON with cues, members' track ids, box), its reason and frame time. Folding the tail of that topic
 into an empty gate gives each group's last send (`gating.entry_from_task`), its last `suspect` and
-the refresh grid it is on, so nothing is re-sent as `new` and refreshes keep their phases.
+the refresh grid it is on, so nothing is re-sent as `new` and refreshes keep their phases; the tasks'
+objects (track ids) give back the camera's memory of which road users were assessed when.
 
 Sends alone do not say when a group was last *seen*: a calm group sent 50 s ago and shown on every
 frame since would look expired (TTL 30 s, which is about sightings) and come back as `new`. So the
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from hazardctl.gating import GateConfig, GroupGate, entry_from_task, seen
+from hazardctl.gating import GateConfig, GroupGate, entry_from_task, seen, view_of_json
 
 log = logging.getLogger("hazardctl.expand")
 
@@ -55,7 +56,10 @@ def apply_task(gate: GroupGate, value: bytes, out: Rebuilt) -> None:
     try:
         t = orjson.loads(value)
         cam, gid = t["camera_id"], t["group"]["group_id"]
-        gate.restore(cam, gid, entry_from_task(t, gate.entry(cam, gid)))
+        entry = entry_from_task(t, gate.entry(cam, gid))
+        gate.restore(cam, gid, entry)
+        gate.assessed(cam).sent(view_of_json(t["group"], {o["object_id"]: o.get("track_id") for o in t["objects"]}),
+                                float(t["frame_ts"]))  # the road users it showed the LLM (calm regrouping)
         out.tasks += 1
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         out.skipped += 1

@@ -40,7 +40,7 @@ class AccessPolicy:
     token: str | None = None
     """bearer token required by the API and the WebSocket (None: no authentication)"""
     allow_origins: frozenset[str] = frozenset()
-    """browser origins allowed to open a WebSocket besides the server's own ("*": any)"""
+    """browser origins allowed to open a WebSocket or call the API besides the server's own ("*": any)"""
     max_clients: int = 1000
     allow_hosts: frozenset[str] = frozenset()
     """Host names accepted besides loopback and the bound addresses (--allow-host; "*": any)"""

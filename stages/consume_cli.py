@@ -49,8 +49,8 @@ def consume_cmd(
         None, "--token-file", help="Require this bearer token (the file's one line) on the HTTP API, /metrics and "
         "the WebSocket; the page asks for it. Default: $HAZARDCTL_CONSUME_TOKEN, else no token."),
     allow_origin: list[str] = typer.Option(
-        [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket besides "
-        "the server's own; repeatable; '*' allows any (not advised)."),
+        [], "--allow-origin", help="A browser origin (https://ops.example.com) allowed to open the WebSocket and "
+        "call the API besides the server's own; repeatable; '*' allows any (not advised)."),
     max_clients: int = typer.Option(1000, min=1, help="Most WebSocket clients at once; more are refused (503)."),
     allow_host: list[str] = typer.Option(
         [], "--allow-host", help="A Host name (ops.example.com) the API and the WebSocket answer to besides "

@@ -37,9 +37,12 @@ class Track:
     scale: callable = None  # t -> box scale (perspective), default 1
 
 
-def write(folder: Path, tracks: list[Track], seconds: float, fps: float = 2.0) -> Path:
-    """A MOT sequence folder (seqinfo.ini + gt/gt.txt, COCO names in column 10); frame k at (k-1)/fps."""
+def write(folder: Path, tracks: list[Track], seconds: float, fps: float = 2.0, jitter_px: float = 0.0,
+          seed: int = 19) -> Path:
+    """A MOT sequence folder (seqinfo.ini + gt/gt.txt, COCO names in column 10); frame k at (k-1)/fps;
+    each box edge moved by uniform noise of ±jitter_px (a detector's box jitter)."""
     (folder / "gt").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
     n = int(round(seconds * fps)) + 1
     lines = []
     for k in range(1, n + 1):
@@ -50,7 +53,8 @@ def write(folder: Path, tracks: list[Track], seconds: float, fps: float = 2.0) -
                 continue
             s = tr.scale(t) if tr.scale else 1.0
             w, h = tr.size[0] * s, tr.size[1] * s
-            lines.append(f"{k},{tr.track_id},{p[0] - w / 2:.2f},{p[1] - h:.2f},{w:.2f},{h:.2f},1,-1,1,{tr.cls}")
+            x1, y1, x2, y2 = np.array([p[0] - w / 2, p[1] - h, p[0] + w / 2, p[1]]) + rng.uniform(-1, 1, 4) * jitter_px
+            lines.append(f"{k},{tr.track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,-1,1,{tr.cls}")
     (folder / "gt" / "gt.txt").write_text("\n".join(lines) + "\n")
     (folder / "seqinfo.ini").write_text(f"[Sequence]\nname={folder.name}\nframeRate={fps:g}\nseqLength={n}\n"
                                         f"imWidth={W}\nimHeight={H}\n")

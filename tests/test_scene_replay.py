@@ -5,7 +5,7 @@
 - a pedestrian stepping into the roadway outside a crosswalk, replayed in real time: a `suspect` task
   out of expand within one analysed frame (0.5 s at 2 fps) + 50 ms of the step, on the wall clock;
 - groups in an ignore zone: zero tasks (and tasks without the zone, so the check can fail);
-- a calibrated camera: a car at 36 km/h reported within 10 %;
+- a calibrated camera: a car at 36 km/h (boxes with ±3 px jitter) reported within 10 %;
 - bad zone configs: one line, exit 2, before any camera opens.
 """
 
@@ -48,14 +48,16 @@ def test_wrong_way_car_is_a_suspect_task_within_2_s(tmp_path):
     # westbound lane beside it at the same speed (the right way, and no closing motion between them)
     seq = write(tmp_path / "ww", [Track(1, "car", CAR, linear((1200, 400), (-200, 0))),
                                   Track(2, "car", CAR, linear((1150, 200), (-200, 0)))], seconds=5.0)
-    dets, tasks = pipeline(cameras_yaml(tmp_path / "ww.yaml", "cam-ww", f"mot:{seq}", STREET_ZONES + [westbound_zone()]))
+    zones = [z for z in STREET_ZONES if z["kind"] != "ignore"] + [westbound_zone()]  # the billboard is over that lane
+    dets, tasks = pipeline(cameras_yaml(tmp_path / "ww.yaml", "cam-ww", f"mot:{seq}", zones))
     t0 = dets[0]["frame_ts"]
     suspects = [t for t in tasks if t["reason"] == "suspect"]
     assert suspects, [t["reason"] for t in tasks]
     first = suspects[0]
     assert "wrong_way" in first["group"]["cues"]["flags"]
-    assert [o["track_id"] for o in first["objects"]] == [1] and first["group"]["zones"] == ["eastbound"]
+    assert [o["track_id"] for o in first["objects"]] == [1] and "eastbound" in first["group"]["zones"]
     assert first["frame_ts"] - t0 <= 2.0
+    print(f"wrong_way: start -> suspect frame {first['frame_ts'] - t0:.2f} s")
     assert all(t["reason"] == "suspect" for t in tasks)  # nothing else was ever sent: car 2 is no group
     car2 = {(d["frame_id"], o["object_id"]) for d in dets for o in d["objects"] if o["track_id"] == 2}
     assert car2 and not any((d["frame_id"], m) in car2 for d in dets for g in d["groups"] for m in g["member_ids"])
@@ -75,6 +77,7 @@ def test_pedestrian_stepping_into_the_roadway_is_suspect_within_one_frame_and_50
     assert [o["track_id"] for o in task["objects"]] == [1]
     assert task["frame_ts"] - t0 == pytest.approx(3.5)  # the first analysed frame after the step
     late = task["times"]["expand"] - (t0 + step)  # the step → the task out of expand, wall clock
+    print(f"pedestrian_in_roadway: step -> task out of expand {late * 1000:.0f} ms")
     assert late <= 0.5 + 0.05, late
     # pedestrian 2 in the crosswalk: in the roadway zone too, never flagged, never a group
     assert all(("school-crossing" in o["zones"]) or o["bbox"][3] > 420
@@ -85,8 +88,8 @@ def test_pedestrian_stepping_into_the_roadway_is_suspect_within_one_frame_and_50
 def test_groups_in_an_ignore_zone_give_zero_tasks(tmp_path):
     # two printed people on a billboard (they never move) and a third walking on it
     tracks = [Track(1, "person", PERSON, still((1080, 150))), Track(2, "person", PERSON, still((1110, 150))),
-              Track(3, "person", PERSON, linear((1040, 190), (15, 0)))]
-    seq = write(tmp_path / "bill", tracks, seconds=20.0)
+              Track(3, "person", PERSON, linear((1040, 190), (8, 0)))]  # still on it after 20 s
+    seq = write(tmp_path / "bill", tracks, seconds=10.0)
     dets, tasks = pipeline(cameras_yaml(tmp_path / "bill.yaml", "cam-bill", f"mot:{seq}", STREET_ZONES))
     assert tasks == [] and all(d["groups"] == [] for d in dets)
     assert all(o["zones"] == ["billboard"] for d in dets for o in d["objects"])
@@ -107,7 +110,7 @@ def test_calibrated_camera_reports_36_kmh_within_10_percent(tmp_path):
         y = 2.0 + 10.0 * t
         return (to_image(5.9, y)[0] - to_image(4.1, y)[0]) / CAR[0]
 
-    seq = write(tmp_path / "cal", [Track(1, "car", CAR, foot, scale)], seconds=4.0, fps=5.0)
+    seq = write(tmp_path / "cal", [Track(1, "car", CAR, foot, scale)], seconds=4.0, fps=5.0, jitter_px=3.0)
     cams = cameras_yaml(tmp_path / "cal.yaml", "cam-cal", f"mot:{seq}",
                         [{"name": "road", "kind": "roadway", "polygon": CAL_IMAGE}],
                         calibration={"image": CAL_IMAGE, "ground": CAL_GROUND})
@@ -115,6 +118,7 @@ def test_calibrated_camera_reports_36_kmh_within_10_percent(tmp_path):
     speeds = [o["motion"]["speed_kmh"] for d in dets for o in d["objects"] if o["motion"]]
     assert len(speeds) >= 10
     assert all(abs(v - 36.0) <= 3.6 for v in speeds), speeds
+    print(f"calibrated 36 km/h: reported {min(speeds):.2f}..{max(speeds):.2f} km/h over {len(speeds)} frames")
 
 
 BAD_CAMERAS = [

@@ -10,7 +10,7 @@ EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
         bench bench-sinks bench-transport bench-schedule bench-shadow bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
-        flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate
+        flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate cluster-up cluster-down test-cluster
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -109,6 +109,19 @@ loadtest: venv kafka-up          ## the acceptance run: 50 cameras x 0.5 groups/
 	$(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka \
 	  --assert 'produced_vs_expected==1' --assert 'lost==0' --assert 'achieved>=25' --assert 'success>=0.99' \
 	  --assert 'e2e_minus_llm.p95<=0.15' $(LOADTEST_ARGS)
+
+cluster-up: venv                 ## three Kafka brokers (KRaft) on 127.0.0.1:19092-19094, beside the single broker: scripts/kafka-local.sh cluster up
+	bash scripts/kafka-local.sh cluster up
+
+cluster-down:
+	bash scripts/kafka-local.sh cluster down
+
+test-cluster: venv               ## the 3-broker acceptance (not in make test: ~3 min): loadtest 50 cameras over the cluster, --chaos kill-broker@20 restart-broker@40; success>=0.99, nothing lost; cluster stopped after
+	bash scripts/kafka-local.sh cluster up
+	status=0; $(PY) -m hazardctl.cli loadtest --cameras 50 --rate 0.5 --duration 60 --transport kafka --no-live \
+	  --bootstrap "$$(bash scripts/kafka-local.sh cluster bootstrap)" --chaos kill-broker@20 --chaos restart-broker@40 \
+	  --assert 'produced_vs_expected>=1' --assert 'lost==0' --assert 'success>=0.99' $(LOADTEST_ARGS) || status=$$?; \
+	  bash scripts/kafka-local.sh cluster down; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

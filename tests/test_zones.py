@@ -205,3 +205,16 @@ def test_self_intersection_geometry():
     assert self_intersects(np.array([[0, 0], [10, 10], [10, 0], [0, 10]], float))
     assert not self_intersects(np.array(CROSSWALK, float))
     assert not self_intersects(np.array([[0, 0], [10, 0], [10, 10], [5, 3], [0, 10]], float))  # concave is fine
+
+
+def test_the_example_cameras_yaml_has_a_valid_scene(monkeypatch):
+    from stages.detect.sources import load_cameras
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    (spec,) = [s for s in load_cameras("config/cameras.yaml") if s.camera_id == "junction-north"]
+    scene = spec.scene
+    assert [(z.name, z.kind) for z in scene.zones] == [("northbound", "roadway"), ("school-crossing", "crosswalk"),
+                                                      ("east-pavement", "sidewalk"), ("advert", "ignore")]
+    assert scene.zones[0].direction[1] < -0.9 and scene.calibration is not None  # the lane runs up the image
+    assert scene.zones[3].polygon.max() == pytest.approx(288.0)  # fractions: 0.15 × 1920 px

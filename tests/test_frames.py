@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.detect.crops import CropConfig
-from stages.detect.frames import FrameHistory, FramesConfig, fit_side, group_frames, image_tokens
+from stages.detect.frames import FrameHistory, FramesConfig, fit_frames, fit_side, group_frames, image_tokens
 
 
 def frame(v: int, h: int = 720, w: int = 1280) -> np.ndarray:
@@ -73,3 +73,20 @@ def test_a_stream_that_changed_size_gives_no_earlier_crop_of_another_place():
     hist.push(10.0, frame(1, 360, 640))
     hist.push(11.0, frame(2, 360, 640))
     assert group_frames(hist, 12.0, frame(3), (100, 100, 300, 300), (240, 240), CropConfig()) == []
+
+
+def test_frames_that_would_break_the_message_size_are_left_out_largest_first():
+    from hazardctl.messages import GroupFrame
+
+    def group(n_bytes: int):
+        class G:  # what fit_frames needs of a Group
+            frames = [GroupFrame(offset_s=-1.0, kind="crop", jpeg_b64="A" * n_bytes, size=(10, 10)) for _ in range(2)]
+        return G()
+
+    small, big = group(1_000), group(50_000)
+    base = 100_000
+    assert fit_frames([small, big], base, 1_000_000) == 0 and small.frames and big.frames
+    limit = base + 2 * (1_000 + 96) + 10  # room for the small group's frames only
+    assert fit_frames([small, big], base, limit) == 2
+    assert big.frames is None and len(small.frames) == 2
+    assert fit_frames([small], base, base) == 2 and small.frames is None  # no room at all

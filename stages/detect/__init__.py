@@ -38,7 +38,7 @@ from stages.detect import metrics as m
 from stages.detect.camera_status import CameraStatusPublisher
 from stages.detect.camera_state import LIVE, STALE, STATES, Transition
 from stages.detect.crops import Crop, CropConfig, fit_crops
-from stages.detect.frames import FrameHistory, FramesConfig
+from stages.detect.frames import FramesConfig, fit_frames
 from stages.detect.scene import SceneRun
 from stages.detect.mot import BoxFrame, MotReader
 from stages.detect.mot_format import BadLine
@@ -480,16 +480,11 @@ class DetectStage:
         attached = scene.attach_frames(result.camera_id, result.groups, result.objects, image, result.frame_ts, ts)
         if not attached:
             return
-        extra = sum(len(f.jpeg_b64) + 96 for g in attached for f in g.frames)
-        total = size_of(crops) + extra
-        while total > self.max_message_bytes and attached:  # leave out the largest first, counted
-            g = max(attached, key=lambda g: sum(len(f.jpeg_b64) for f in g.frames))
-            total -= sum(len(f.jpeg_b64) + 96 for f in g.frames)
-            self.stats.frames_dropped += len(g.frames)
-            m.FRAMES_LEFT_OUT.inc(len(g.frames))
-            g.frames = None
-            attached.remove(g)
-        n = sum(len(g.frames) for g in attached)
+        dropped = fit_frames(attached, size_of(crops), self.max_message_bytes)
+        if dropped:
+            self.stats.frames_dropped += dropped
+            m.FRAMES_LEFT_OUT.inc(dropped)
+        n = sum(len(g.frames) for g in attached if g.frames)
         self.stats.frames_attached += n
         m.FRAMES_ATTACHED.inc(n)
 

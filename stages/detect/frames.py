@@ -147,3 +147,25 @@ def group_frames(history: FrameHistory, ts: float, image: np.ndarray, bbox, late
         if tside:
             out.append(FrameImage(0.0, "context", encode_crop(image, (0, 0, w, h), tside, cfg.jpeg_quality)))
     return out
+
+
+#: JSON around one frame's base64 (`{"offset_s":-2.0,"kind":"crop","jpeg_b64":"","size":[448,252]}` + a comma)
+FRAME_JSON_OVERHEAD = 96
+
+
+def fit_frames(groups, base_bytes: int, max_bytes: int) -> int:
+    """Leave out whole groups' frames, largest first, until the message (`base_bytes` without frames) fits
+    under `max_bytes`; returns how many frames were left out (`group.frames` set to None)."""
+    def size(g) -> int:
+        return sum(len(f.jpeg_b64) + FRAME_JSON_OVERHEAD for f in g.frames)
+
+    framed = [g for g in groups if g.frames]
+    total = base_bytes + sum(size(g) for g in framed)
+    dropped = 0
+    while total > max_bytes and framed:
+        g = max(framed, key=size)
+        total -= size(g)
+        dropped += len(g.frames)
+        g.frames = None
+        framed.remove(g)
+    return dropped

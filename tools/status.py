@@ -307,6 +307,10 @@ def _keys(s: Samples, p: Samples | None, dt: float | None) -> list[KeyRow]:
             for k in sorted(states)]
 
 
+#: schedule's LLM-call histogram by variant and role (its `_bucket` series are read)
+VARIANT_LLM = "hazardctl_variant_llm_latency_seconds"
+
+
 def _variants(s: Samples, p: Samples | None, dt: float | None) -> list[VariantRow]:
     """Results per (variant, role): rate, ok share, and the P95 of its LLM calls (over the last interval)."""
     counts: dict[tuple[str, str], dict[str, float]] = {}
@@ -318,10 +322,9 @@ def _variants(s: Samples, p: Samples | None, dt: float | None) -> list[VariantRo
         n = sum(by_status.values())
         prev_n = total(p, "hazardctl_variant_results_total", variant=variant, role=role) if p else None
         match = {"variant": variant, "role": role}
-        now_b = {float(dict(lb)["le"]): v for lb, v in s.get("hazardctl_variant_llm_latency_seconds_bucket", {}).items()
+        now_b = {float(dict(lb)["le"]): v for lb, v in s.get(VARIANT_LLM + "_bucket", {}).items()
                  if all(dict(lb).get(k) == val for k, val in match.items())}
-        prev_b = {float(dict(lb)["le"]): v for lb, v in (p or {}).get("hazardctl_variant_llm_latency_seconds_bucket",
-                                                                         {}).items()
+        prev_b = {float(dict(lb)["le"]): v for lb, v in (p or {}).get(VARIANT_LLM + "_bucket", {}).items()
                   if all(dict(lb).get(k) == val for k, val in match.items())} if p else None
         p95 = histogram_quantile(0.95, _delta(now_b, prev_b)) if prev_b else None
         rows.append(VariantRow(variant, role, n, _rate(n, prev_n, dt), by_status.get("ok", 0.0) / n if n else None,

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +48,12 @@ FLINK_DEFAULTS = {"buffer_timeout_ms": 100, "bundle_time_ms": 1000, "bundle_size
 HAZARDCTL = [sys.executable, "-m", "hazardctl.cli"]
 
 
-def drain(bootstrap: str, topic: str, want: int, timeout: float) -> tuple[int, float, float]:
-    """(count, first, last broker timestamp in s) once `want` messages are on `topic`."""
+def drain(bootstrap: str, topic: str, want: int, timeout: float) -> tuple[int, float, float, Counter]:
+    """(count, first, last broker timestamp in s, count per whole second) once `want` messages are on `topic`."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
-    n, first, last = 0, None, 0.0
+    n, first, last, per_s = 0, None, 0.0, Counter()
     deadline = time.monotonic() + timeout
     try:
         while n < want and time.monotonic() < deadline:
@@ -62,10 +63,21 @@ def drain(bootstrap: str, topic: str, want: int, timeout: float) -> tuple[int, f
                 ts = m.timestamp()[1] / 1000
                 first = ts if first is None else min(first, ts)
                 last = max(last, ts)
+                per_s[int(ts)] += 1
                 n += 1
     finally:
         c.close()
-    return n, first or 0.0, last
+    return n, first or 0.0, last, per_s
+
+
+def rates(n: int, start: float, first: float, last: float, per_s: Counter) -> dict:
+    """The honest figure: tasks / (last output - start), start = the engine's start (Flink: the job RUNNING,
+    which includes the tasks' initialisation); beside it the per-second output (median and min over the
+    full seconds between the first and last output) and the bursty tasks / (last - first output)."""
+    full = [per_s.get(t, 0) for t in range(int(first) + 1, int(last))]
+    return {"tasks_per_s": n / max(last - start, 1e-3), "first_to_last_per_s": n / max(last - first, 1e-3),
+            "drain_s": last - start, "per_s_median": sorted(full)[len(full) // 2] if full else 0,
+            "per_s_min": min(full) if full else 0}
 
 
 class RssSampler(threading.Thread):
@@ -94,7 +106,13 @@ def main() -> int:
                     help="throughput part: the Flink job with Flink's own latency defaults instead of config/flink.yaml's")
     ap.add_argument("--flink-latency", default="", metavar="YAML",
                     help='throughput part: override config/flink.yaml latency settings, e.g. "bundle_time_ms: 20"')
-    ap.add_argument("--pars", default="1,2", help="throughput part: Flink parallelisms to run (default 1,2)")
+    ap.add_argument("--runs", default="thread-p1,thread-p2,process-p1",
+                    help="throughput part: Flink runs MODE-pN (python_mode thread|process, parallelism N; thread mode "
+                         "gets one TaskManager of one slot per unit of parallelism), default "
+                         "thread-p1,thread-p2,process-p1 (process-p1: the previous default)")
+    ap.add_argument("--latency-flink-defaults", action="store_true",
+                    help="latency part: the third engine is the Flink job with Flink's own latency defaults "
+                         "(instead of process mode)")
     ap.add_argument("--latency-rate", type=float, default=20, help="detections/s in the latency part")
     ap.add_argument("--latency-seconds", type=float, default=30, help="measured seconds in the latency part")
     a = ap.parse_args()
@@ -102,7 +120,8 @@ def main() -> int:
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
     run = uuid.uuid4().hex[:8]
     src = f"bench-flink-in-{run}"
-    outs = {name: f"bench-flink-{name}-{run}" for name in ("local", "flink-p1", "flink-p2")}
+    runs = [r.strip() for r in a.runs.split(",") if r.strip()]
+    outs = {name: f"bench-flink-{name}-{run}" for name in ("local", *runs)}
     dlq = f"bench-flink-dlq-{run}"
     topics = [src, dlq, *outs.values()]
     # outputs stamped by the broker on arrival (the Flink sink would copy the input's timestamps)
@@ -118,7 +137,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     latency: dict[str, dict] = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-flink-"))
-    cluster = SessionCluster(tmp / "cluster")
+    cluster = SessionCluster(tmp / "cluster", slots=1)  # one GIL per JVM (thread mode): one slot per TaskManager
     try:
         if a.no_throughput:
             cluster.sh("up")
@@ -131,20 +150,23 @@ def main() -> int:
                              env=env, cwd=ROOT)
         sampler = RssSampler(lambda: {"local": [p.pid]})
         sampler.start()
-        n, first, last = drain(a.bootstrap, outs["local"], want, a.timeout)
+        n, first, last, per_s = drain(a.bootstrap, outs["local"], want, a.timeout)
         sampler.stop.set()
         p.terminate()
         p.wait(30)
-        results["local"] = {"tasks": n, "tasks_per_s": n / max(last - first, 1e-3), "first_task_s": first - t0,
+        results["local"] = {"tasks": n, **rates(n, t0, first, last, per_s), "first_task_s": first - t0,
                             "rss_mb": {"local": sampler.peak.get("local", 0)}}
         # Flink on a standalone session cluster, parallelism 1 and 2
         cluster.sh("up")
-        for par in (int(x) for x in a.pars.split(",")):
-            name = f"flink-p{par}"
+        for name in runs:
+            mode, _, par = name.rpartition("-p")
+            par = int(par)
+            while len(cluster.pids()["taskmanager"]) < par:
+                cluster.sh("start-tm")
             cfg = tmp / f"{name}.yaml"
             lat = ("latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
                    if a.flink_defaults else f"latency: {{{a.flink_latency}}}\n" if a.flink_latency else "")
-            cfg.write_text(f"parallelism: {{source: {par}, process: {par}, sink: {par}}}\n"
+            cfg.write_text(f"parallelism: {{source: {par}, process: {par}, sink: {par}}}\npython_mode: {mode}\n"
                            f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
 
             def roles():
@@ -162,10 +184,11 @@ def main() -> int:
                 raise SystemExit(f"submission failed: {sub.stderr[-2000:]}")
             submitted = time.time() - t0
             job = sub.stdout.strip().splitlines()[-1]
-            n, first, last = drain(a.bootstrap, outs[name], want, a.timeout)
+            n, first, last, per_s = drain(a.bootstrap, outs[name], want, a.timeout)
             sampler.stop.set()
+            running = flink_cli.rest(cluster.address, f"/jobs/{job}")["timestamps"]["RUNNING"] / 1000
             flink_cli.cancel(cluster.address, job)
-            results[name] = {"tasks": n, "tasks_per_s": n / max(last - first, 1e-3), "first_task_s": first - t0,
+            results[name] = {"tasks": n, **rates(n, running, first, last, per_s), "first_task_s": first - t0,
                              "submit_s": submitted, "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
             time.sleep(3)
         if not a.no_latency:
@@ -177,13 +200,18 @@ def main() -> int:
 
 
 def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
-    print(f"\n{'engine':10} {'tasks':>7} {'tasks/s':>9} {'first task s':>13} {'(submit s)':>10}  RSS MB (peak)")
+    print(f"\nload average {os.getloadavg()[0]:.1f} (1 min); tasks/s = tasks / (last output - job RUNNING "
+          "(local: process start)); per s = output per full second, median / min; first→last = the bursty figure")
+    print(f"\n{'engine':12} {'tasks':>7} {'tasks/s':>8} {'drain s':>8} {'per s med/min':>14} {'first→last':>10} "
+          f"{'first task s':>12} {'(submit s)':>10}  RSS MB (peak)")
     for name, r in results.items():
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_mb"].items() if not k.endswith("_n"))
         nworkers = r["rss_mb"].get("python_workers_n")
         extra = f" ({nworkers} Python workers)" if nworkers else ""
         sub = f"{r['submit_s']:.1f}" if "submit_s" in r else "-"
-        print(f"{name:10} {r['tasks']:7d} {r['tasks_per_s']:9.0f} {r['first_task_s']:13.1f} {sub:>10}  {rss}{extra}")
+        print(f"{name:12} {r['tasks']:7d} {r['tasks_per_s']:8.0f} {r['drain_s']:8.1f} "
+              f"{r['per_s_median']:7d}/{r['per_s_min']:<6d} {r['first_to_last_per_s']:10.0f} "
+              f"{r['first_task_s']:12.1f} {sub:>10}  {rss}{extra}")
     if latency:
         print(f"\nlatency at {a.latency_rate:g} detections/s, {a.latency_seconds:g} s, ms "
               f"(Flink defaults = {FLINK_DEFAULTS})")
@@ -195,7 +223,7 @@ def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     name = "flink.json" if results else "flink-latency.json"
-    body = {"detections": n_items, "cameras": a.cameras, **results} if results else {}
+    body = {"detections": n_items, "cameras": a.cameras, "loadavg_1m": os.getloadavg()[0], **results} if results else {}
     if latency:
         body["latency"] = {"rate": a.latency_rate, "seconds": a.latency_seconds, "flink_defaults": FLINK_DEFAULTS,
                            **latency}
@@ -248,7 +276,11 @@ def latency_part(a, env: dict, cluster: SessionCluster, tmp: Path, admin, run: s
     from confluent_kafka import Producer
 
     src = f"bench-flink-lat-in-{run}"
-    names = ("local", "flink", "flink-defaults")
+    # flink: config/flink.yaml as it is (thread mode); flink-process: the previous default (process mode,
+    # same latency settings); --latency-flink-defaults: Flink's own latency settings instead
+    names = ("local", "flink", "flink-defaults" if a.latency_flink_defaults else "flink-process")
+    while len(cluster.pids()["taskmanager"]) < 2:  # one slot per TaskManager: one per Flink job
+        cluster.sh("start-tm")
     outs = {n: f"bench-flink-lat-{n}-{run}" for n in names}
     dlq = f"bench-flink-lat-dlq-{run}"
     topics = [src, dlq, *outs.values()]
@@ -266,7 +298,8 @@ def latency_part(a, env: dict, cluster: SessionCluster, tmp: Path, admin, run: s
                                       env=env, cwd=ROOT))
         for n in names[1:]:
             cfg = tmp / f"lat-{n}.yaml"
-            lat = "" if n == "flink" else "latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
+            lat = ("latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
+                   if n == "flink-defaults" else "python_mode: process\n" if n == "flink-process" else "")
             cfg.write_text("parallelism: {source: 1, process: 1, sink: 1}\n"
                            f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
             sub = subprocess.run([*HAZARDCTL, "expand", "--engine", "flink", "--jobmanager", cluster.address,

@@ -138,13 +138,13 @@ def free_port_pair() -> int:
 class SessionCluster:
     """A real standalone session cluster (scripts/flink-local.sh) in its own folder and ports."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, slots: int = 2):
         self.home = home
         self.port = free_port_pair()
         prom = random.randint(46000, 55000)
         self.prom_ports = range(prom, prom + 10)
         self.env = {**os.environ, "FLINK_LOCAL_HOME": str(home), "FLINK_LOCAL_PORT": str(self.port),
-                    "FLINK_LOCAL_PROM": f"{prom}-{prom + 9}", "FLINK_LOCAL_SLOTS": "2"}
+                    "FLINK_LOCAL_PROM": f"{prom}-{prom + 9}", "FLINK_LOCAL_SLOTS": str(slots)}
         self.address = f"127.0.0.1:{self.port}"
 
     def sh(self, *args: str, timeout: float = 120) -> str:

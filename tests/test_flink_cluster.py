@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = SessionCluster(tmp_path_factory.mktemp("flink"))
+    c = SessionCluster(tmp_path_factory.mktemp("flink"), slots=1)  # thread mode: one GIL per JVM, one slot each
     try:
         c.sh("up")
         yield c
@@ -78,8 +78,7 @@ def test_kill9_taskmanager_recovers_from_checkpoint(cluster, kafka_bootstrap, ma
         # a checkpoint that holds the gate state of the groups already sent (the first 60 detections)
         wait_for(lambda: completed_checkpoints(cluster, job) >= n0 + 1, 30, "a checkpoint after the first tasks")
         old_tm = cluster.pids()["taskmanager"]
-        old_workers = python_workers(old_tm)
-        assert old_workers, "process mode: the gate runs in a Python worker process"
+        old_workers = python_workers(old_tm)  # none in thread mode (the gate runs inside the JVM)
         cluster.sh("kill-tm")
         assert feeder.is_alive(), "the kill must land while detections still arrive"
         time.sleep(2)
@@ -117,7 +116,9 @@ def test_kill9_taskmanager_recovers_from_checkpoint(cluster, kafka_bootstrap, ma
     flink_cli.cancel(cluster.address, job)
 
 
-def test_savepoint_stop_and_resume_keeps_the_gate(cluster, kafka_bootstrap, make_topic, hazardctl_env, tmp_path):
+def test_savepoint_at_p1_resume_at_p2_keeps_the_gate(cluster, kafka_bootstrap, make_topic, hazardctl_env, tmp_path):
+    """Rescaling: stop with a savepoint at parallelism 1, resume at 2 on two TaskManagers (one slot each):
+    the cameras' gate state moves to the subtask that now owns their key group; no group is new again."""
     src, dst, dlq = make_topic("det", 2), make_topic("tasks", 2), make_topic("dlq", 1)
     first, second = detections(cameras=4, frames=50), detections(cameras=4, frames=50, first=50)
     exp_first, exp_all = expected_tasks(first), expected_tasks(first + second)
@@ -141,7 +142,16 @@ def test_savepoint_stop_and_resume_keeps_the_gate(cluster, kafka_bootstrap, make
     assert f"{job} FINISHED" in listed
 
     produce(kafka_bootstrap, src, second)  # arrives while the job is stopped
-    job2 = submit(cluster, hazardctl_env, cfg, src, dst, dlq, f"g-{src}", "--from-savepoint", savepoint)
+    while len(cluster.pids()["taskmanager"]) < 2:
+        cluster.sh("start-tm")
+    cfg2 = tmp_path / "flink-p2.yaml"
+    cfg2.write_text(cfg.read_text().replace("{source: 1, process: 1, sink: 1}", "{source: 2, process: 2, sink: 2}"))
+    assert cfg2.read_text() != cfg.read_text()
+    job2 = submit(cluster, hazardctl_env, cfg2, src, dst, dlq, f"g-{src}", "--from-savepoint", savepoint)
+    gate = next(v for v in flink_cli.rest(cluster.address, f"/jobs/{job2}")["vertices"] if v["name"].startswith("gate"))
+    assert gate["parallelism"] == 2
+    hosts = flink_cli.rest(cluster.address, f"/jobs/{job2}/vertices/{gate['id']}/taskmanagers")["taskmanagers"]
+    assert len({h["taskmanager-id"] for h in hosts}) == 2, "the two gate subtasks run on two TaskManagers"
     out = consume_until(kafka_bootstrap, dst, has_all(set(exp_all)), timeout=120)
     time.sleep(3)
     out = consume_until(kafka_bootstrap, dst, lambda m: False, timeout=3)

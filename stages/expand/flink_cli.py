@@ -194,6 +194,7 @@ def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, g
     settings = settings_or_exit(flink_config)
     preflight(settings, jobmanager)
     kafka = load_kafka_settings(kafka_config)  # validated here, read again by the job (with the secret)
+    kafka_preflight(kafka, [kafka_topic(in_spec), kafka_topic(out_spec)])
     overrides = [f"{GATE_FLAGS[k]}={v}" for k, v in gate_flags.items()]
     args = job_args(kafka.bootstrap_servers, kafka_topic(in_spec), kafka_topic(out_spec),
                     kafka_topic(dlq) if dlq else "dead-letters", group_id, flink_config, overrides, {},
@@ -205,6 +206,16 @@ def run_expand(in_spec: str, out_spec: str, dlq: str | None, *, group_id: str, g
     job_id = submit(jobmanager, args, savepoint=from_savepoint)
     print(job_id, flush=True)
     return 0
+
+
+def kafka_preflight(kafka, topics: list[str], timeout: float = 10.0) -> None:
+    """The job's Kafka, asked from here before any JVM starts: a wrong password, an untrusted certificate
+    or no broker at all is one line and exit 3 (`hazardctl.transports.kafka.wait_for_broker`, the check
+    the other stages make). Inside Flink the same faults only show as a Java stack trace in the
+    cluster's log while the job restarts forever."""
+    from hazardctl.transports.kafka import wait_for_broker
+
+    wait_for_broker(kafka, timeout=timeout, topics=topics)
 
 
 def settings_or_exit(path: str | None) -> flink_conf.FlinkSettings:

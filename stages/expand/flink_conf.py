@@ -97,8 +97,11 @@ class FlinkSettings(_Strict):
     restart: Restart = Restart()
     gate: Gate = Gate()
     latency: Latency = Latency()
-    python_mode: Literal["process", "thread"] = "process"
-    """process: one Python worker process per slot (real parallelism); thread: embedded, faster at 1"""
+    python_mode: Literal["process", "thread"] = "thread"
+    """thread: the gate runs inside the TaskManager JVM (PEMJA), one call per record, no gRPC bundles and no
+    Python worker process; one GIL per JVM, so one slot per TaskManager and parallelism = TaskManagers.
+    process: one Python worker process per slot (gRPC bundles; several slots of one TaskManager run in
+    parallel). docs/flink.md has both modes' figures."""
     connector_jar: str = ".cache/flink/lib/flink-sql-connector-kafka-5.0.0-2.2.jar"
     adapters_jar: str = ".cache/flink/lib/hazardctl-flink.jar"
 

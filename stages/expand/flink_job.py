@@ -166,9 +166,15 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     class Gate(KeyedProcessFunction):
         def open(self, ctx: RuntimeContext):
             exit_with_taskmanager()
+            # ReturnExpiredIfNotCleanedUp: NeverReturnExpired switches PyFlink's state cache off (process
+            # mode: every update() a synchronous round trip to the JVM); an expired value read back is
+            # harmless, `store` drops its stale groups and cameras. Incremental cleanup only: background
+            # cleanup hangs the task INITIALIZING in thread mode (FLINK-40628).
             ttl = (StateTtlConfig.new_builder(Time.milliseconds(state_ttl_ms))
                    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-                   .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+                   .set_state_visibility(StateTtlConfig.StateVisibility.ReturnExpiredIfNotCleanedUp)
+                   .cleanup_incrementally(10, False)
+                   .disable_cleanup_in_background()
                    .build())
             desc = ValueStateDescriptor("gates", Types.PICKLED_BYTE_ARRAY())
             desc.enable_time_to_live(ttl)

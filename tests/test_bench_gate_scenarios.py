@@ -175,3 +175,15 @@ def test_check_names_every_must_show_figure_missed_and_nothing_when_met():
     assert any("recall 67%" in m for m in missed) and any("600 ms > 550 ms" in m for m in missed)
     assert any("calm c: 0.111" in m for m in missed) and any("2.00 false suspects" in m for m in missed)
     assert any("real footage 0.375" in m for m in missed)
+
+
+def test_seen_at_onset_is_the_scenes_first_frame_after_the_onset_with_both_road_users():
+    labels = {"kind": "hazard", "fps": 2.0, "frames": 20, "mot_ids": {"1": 1, "2": 2},
+              "hazards": [{"actors": [2, 1], "kind": "vehicle-pedestrian", "onset_s": 3.2, "conflict_s": 5.0}]}
+    start, both, car = 1000.0, frozenset({1, 2}), frozenset({2})
+    task = [_task("s", start + 4.0, {1, 2})]
+    seen = scenario_figures("s", labels, task, start, [(start + 3.0, both), (start + 3.5, both), (start + 4.0, both)])
+    missed = scenario_figures("s", labels, task, start, [(start + 3.0, both), (start + 3.5, car), (start + 4.0, both)])
+    skipped = scenario_figures("s", labels, task, start, [(start + 3.0, both), (start + 4.0, both)])  # 3.5 not published
+    assert [f.hazards[0].seen_at_onset for f in (seen, missed, skipped)] == [True, False, False]
+    assert GateFigures("g", [seen, missed]).missed_at_onset == 1

@@ -85,8 +85,9 @@ class HazardOutcome:
     frame_wait_s: float | None = None
     processing_s: float | None = None
     seen_at_onset: bool | None = None
-    """both road users were on the first frame at or after the onset (False: the detector missed
-    one there, 5 % of boxes are missed, and no gate can send what detect did not publish)"""
+    """both road users were on the scene's first frame at or after the onset (False: the detector
+    noise missed one there, or detect, behind real time on a busy machine, skipped that frame; no
+    gate can send what detect did not publish)"""
     suspect_before_s: float | None = None
     """a `suspect` task for the pair came from the last frame before the onset, this long before it
     (the estimated TTC crossed the line a frame ahead of the true one); outside the window, so not
@@ -114,9 +115,10 @@ def hazard_outcomes(name: str, labels: dict, tasks: list[TaskSeen], start: float
                  and pair <= {actor_of.get(i) for i in t.track_ids}]
         if early:
             o.suspect_before_s = onset - early[-1].frame_ts
-        first = next((seen for ts, seen in sorted(frames or (), key=lambda f: f[0]) if ts >= onset - 1e-6), None)
-        if first is not None:
-            o.seen_at_onset = pair <= first
+        if frames is not None:  # the scene's first frame at or after the onset, if detect published it
+            due = start + math.ceil(h["onset_s"] * labels["fps"] - 1e-6) / labels["fps"]
+            first = next((seen for ts, seen in frames if abs(ts - due) < 1e-3), None)
+            o.seen_at_onset = first is not None and pair <= first
         if hit is not None:
             o.reason = hit.reason
             o.frame_wait_s = hit.frame_ts - onset

@@ -6,6 +6,7 @@ Four parts, each one idea:
 - `pool`: the pool's rules: key states, the choice of key, what each outcome does to a key;
 - `queue`: waiting tasks get keys by priority, then arrival, with deadlines (shedding);
 - `shell`: the thin asyncio shell (`AsyncKeyPool`) around the pure parts.
+- `cover`: when a schedule shard whose keys cannot serve hands its partitions to the others (issue 20.5).
 
 The first three are pure, with the clock passed in; this module re-exports what callers import.
 """

@@ -18,13 +18,14 @@ unchanged. The answer schema is the same for both.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 from hazardctl.answers import BadResponse, read_answer
 from hazardctl.messages import AssessmentTask, RiskAssessment
-from hazardctl.prompt_scene import describe_scene, scene_images
+from hazardctl.prompt_scene import SCENE_VERSION, describe_scene, has_scene, scene_images
 
 __all__ = ["BadResponse", "LANGUAGES", "Prompt", "chat_messages", "describe_motion", "has_motion", "parse_assessment",
            "prompt_for", "prompt_for_task"]
@@ -181,8 +182,13 @@ def has_motion(task: AssessmentTask) -> bool:
 
 def prompt_for_task(task: AssessmentTask, language: str = "en", motion: bool = True) -> Prompt:
     """The prompt this task is asked with: the motion prompt when it carries motion, else the plain one;
-    `motion=False` (a variant's `prompt_version: plain`, issue 22): always the plain one."""
-    return prompt_for(language, motion and has_motion(task))
+    `motion=False` (a variant's `prompt_version: plain`, issue 22): always the plain one. A task that carries
+    a scene (frames, zones, ground units: hazardctl/prompt_scene.py) is asked with that section too, and its
+    version says so (the scene wording's hash joins the hashed words)."""
+    prompt = prompt_for(language, motion and has_motion(task))
+    if has_scene(task):
+        prompt = dataclasses.replace(prompt, words=prompt.words + (("scene", SCENE_VERSION),))
+    return prompt
 
 
 def describe_motion(task: AssessmentTask, language: str = "en") -> str:

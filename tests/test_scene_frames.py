@@ -92,6 +92,9 @@ def test_suspect_tasks_carry_three_frames_and_a_thumbnail_within_the_budget_and_
         results, dead, _ = run_stage(scene.parent, keys_for(sim, 1), [task])
         (req,) = sim.requests()
     assert not dead and results[0]["status"] == "ok"
+    from hazardctl.prompt import MOTION_PROMPTS, prompt_for_task
+
+    assert results[0]["prompt_version"] == prompt_for_task(task).version != MOTION_PROMPTS["en"].version  # says "scene"
     assert [tuple(s) for s in req["images"]] == [task_images(late[0])[k] for k in (1, 2, 0, 3)]  # time order
     text = next(x["text"] for x in req["texts"] if x["role"] == "user")
     assert "image 1: 2.0 s earlier" in text and "image 3: now" in text and "image 4: the whole camera view" in text

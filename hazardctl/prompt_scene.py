@@ -5,8 +5,8 @@ of the group's region (oldest first), the latest crop (the frame the boxes refer
 whole-frame thumbnail. `describe_scene(task, language)` is the section added to the prompt when the
 task carries frames, zones or calibrated values: each image's time offset, each member's zones and the
 group's zone cues, ground speeds (km/h) and the worst pair's distance (m). A task with none of these
-gets no section, so its prompt is unchanged. The wording is part of `SCENE_VERSION`, which schedule
-may add to the prompt version.
+gets no section, so its prompt and version are unchanged; one with it has its own version (`SCENE_VERSION`,
+the wording's hash, joins it: hazardctl.prompt.prompt_for_task).
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ def main() -> int:
     for name, flags in runs.items():
         out = work / f"det-{flags[1]}.jsonl"
         p = subprocess.run([sys.executable, "-m", "hazardctl.cli", "detect", "--cameras", str(cams), "--fps", "2",
-                            "--model", str(MODEL), "--as-fast-as-possible", "--media-clock", *flags], stdout=out.open("wb"), stderr=subprocess.DEVNULL, cwd=ROOT,
+                            "--model", str(MODEL), "--as-fast-as-possible", "--media-clock", *flags],
+                           stdout=out.open("wb"), stderr=subprocess.DEVNULL, cwd=ROOT,
                            timeout=args.seconds * 4 + 60)
         if p.returncode != 0:
             print(f"bench_frames: detect ({name}) exited {p.returncode}", file=sys.stderr)

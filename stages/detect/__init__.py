@@ -30,8 +30,7 @@ from hazardctl.deadletter import dead_letter
 from hazardctl.errors import ConfigError
 from hazardctl.grouping import Cluster, GroupIds, GroupingConfig, cluster_tracks, find_groups
 from hazardctl.kinematics import CameraKinematics, KinematicsConfig
-from hazardctl.messages import (DetectedObject, DetectionResult, DetectorInfo, Group, GroupCues, GroupFrame,
-                                SpatialFeatures, StageTimes)
+from hazardctl.messages import DetectedObject, DetectionResult, DetectorInfo, Group, SpatialFeatures, StageTimes
 from hazardctl.transports.base import Record
 from hazardctl.runner import StopSignal
 from stages.detect import metrics as m

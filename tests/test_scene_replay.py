@@ -27,11 +27,11 @@ pytestmark = pytest.mark.timeout(90)
 CMD = " ".join(HAZARDCTL)
 
 
-def pipeline(cameras: Path, realtime: bool = False) -> tuple[list[dict], list[dict]]:
+def pipeline(cameras: Path, realtime: bool = False, extra: str = "") -> tuple[list[dict], list[dict]]:
     """(detection results, tasks) of `detect --cameras FILE | tee | expand`."""
     det_out = cameras.with_suffix(".det.jsonl")
     pace = "" if realtime else " --as-fast-as-possible"
-    proc = subprocess.run(f"{CMD} detect --cameras {cameras}{pace} | tee {det_out} | {CMD} expand",
+    proc = subprocess.run(f"{CMD} detect --cameras {cameras}{pace} {extra} | tee {det_out} | {CMD} expand",
                           shell=True, capture_output=True, text=True, timeout=80, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dets = [json.loads(line) for line in det_out.read_text().splitlines()]
@@ -97,6 +97,21 @@ def test_groups_in_an_ignore_zone_give_zero_tasks(tmp_path):
     others = [z for z in STREET_ZONES if z["polygon"] != BILLBOARD]
     _, control = pipeline(cameras_yaml(tmp_path / "bill2.yaml", "cam-bill", f"mot:{seq}", others))
     assert control and control[0]["reason"] == "new"
+
+
+def test_a_pair_on_the_sidewalk_with_no_vehicle_is_calm_even_without_motion_cues(tmp_path):
+    # two people walking together along the pavement for 25 s, replayed without motion (--no-motion: no
+    # cues, so the gate has nothing to call them calm by): the sidewalk zone alone makes them calm
+    tracks = [Track(1, "person", PERSON, linear((100, 500), (20, 0))), Track(2, "person", PERSON, linear((130, 505), (20, 0)))]
+    seq = write(tmp_path / "walk", tracks, seconds=25.0)
+    zoned = cameras_yaml(tmp_path / "walk.yaml", "cam-w", f"mot:{seq}", STREET_ZONES)
+    bare = cameras_yaml(tmp_path / "bare.yaml", "cam-w", f"mot:{seq}", [])
+    _, calm = pipeline(zoned, extra="--no-motion")
+    _, plain = pipeline(bare, extra="--no-motion")
+    assert [t["reason"] for t in calm] == ["new"]  # a calm refresh comes ≥ 30 s after the send (60 s grid)
+    assert calm[0]["group"]["cues"] == {"conflict_possible": False, "min_ttc_s": None, "max_closing_speed": None,
+                                        "min_gap_ratio": None, "pair": None, "flags": []}
+    assert [t["reason"] for t in plain][:1] == ["new"] and len(plain) >= 3  # refreshes every ~10 s without zones
 
 
 def test_calibrated_camera_reports_36_kmh_within_10_percent(tmp_path):

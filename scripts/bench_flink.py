@@ -1,19 +1,22 @@
-"""bench-flink: expand's throughput on Flink (session cluster, parallelism 1 and 2) next to the local
+"""bench-flink: expand's throughput on Flink (session cluster; thread mode p1, p2, process mode p1) next to the local
 engine, on the same input topic in the same run; time to the first task; RSS of the JVMs and workers;
-then the per-record latency at a low rate, local vs Flink (and Flink with its own defaults), same run.
+then the per-record latency at a low rate, local vs Flink vs Flink in process mode, same run.
 
 Throughput: each engine drains the same backlog of detection results (gate open: 3 tasks per
 detection, so tasks/s measures the engine, not the gate) from its own consumer group into its own
-output topic. tasks/s = tasks / (last - first output timestamp); first task = seconds from the start.
+output topic. tasks/s = tasks / (last output - the job RUNNING; the local engine: its start) over a backlog
+that drains for >= 30 s, with the output per second beside it (bursty output cannot inflate it); first task
+= seconds from the submission. Flink runs (--runs MODE-pN): python_mode thread or process at parallelism
+N, on one-slot TaskManagers (thread mode: one GIL per JVM).
 
-Latency: the local engine, the Flink job with config/flink.yaml's `latency:` settings and the Flink job
-with Flink's defaults (buffer timeout 100 ms, bundle 1000 ms / 100 000, sink linger.ms 5) all run at
-once, each reading the same input topic with its own group, while detections (1 group each, gate
+Latency: the local engine, the Flink job with config/flink.yaml as it is and the same job in process mode
+(or, with --latency-flink-defaults, with Flink's defaults: buffer timeout 100 ms, bundle 1000 ms / 100 000,
+sink linger.ms 5) all run at once, each reading the same input topic with its own group, while detections (1 group each, gate
 open) are produced at --latency-rate per second. Per task: published → expand (`times.expand` −
 `times.published`, the latter stamped right before the produce call) and published → on the output
 topic (the output topic's LogAppendTime − `times.published`). P50/P95/P99 in ms.
 
-    make bench-flink                       (BENCH_ARGS="--detections 8000 --cameras 40")
+    make bench-flink                       (BENCH_ARGS="--detections 20000 --runs thread-p1,process-p1")
     BENCH_ARGS="--no-throughput --latency-seconds 30" make bench-flink      (latency only)
 """
 
@@ -95,7 +98,8 @@ class RssSampler(threading.Thread):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--detections", type=int, default=4000)
+    ap.add_argument("--detections", type=int, default=50000,
+                    help="backlog (3 tasks each): 150 000 tasks drain for ≥ 30 s at 5k tasks/s")
     ap.add_argument("--cameras", type=int, default=20)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", default=os.environ.get("HAZARDCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))

@@ -14,7 +14,7 @@
 # Env:   FLINK_LOCAL_HOME     state dir: conf/ log/ run/ checkpoints/ savepoints/ (default <repo>/.cache/flink)
 #        FLINK_LOCAL_PORT     REST port (default 18081); JobManager RPC = port+1
 #        FLINK_LOCAL_PROM     Prometheus reporter port range (default 19250-19259; JM and TM take one each)
-#        FLINK_LOCAL_SLOTS    task slots of the TaskManager (default 2)
+#        FLINK_LOCAL_SLOTS    task slots per TaskManager (default 1: thread mode runs one GIL per JVM; start-tm adds one)
 #        FLINK_LOCAL_TIMEOUT  seconds `up` waits (default 90)
 # Logs: $FLINK_LOCAL_HOME/log (flink-*-standalonesession-*.log, flink-*-taskexecutor-*.log, and the
 # Python workers' output inside the TaskManager log). Checkpoints: $FLINK_LOCAL_HOME/checkpoints.
@@ -30,7 +30,7 @@ FHOME_STATE="${FLINK_LOCAL_HOME:-$ROOT/.cache/flink}"
 PORT="${FLINK_LOCAL_PORT:-18081}"
 RPC_PORT=$((PORT + 1))
 PROM="${FLINK_LOCAL_PROM:-19250-19259}"
-SLOTS="${FLINK_LOCAL_SLOTS:-2}"
+SLOTS="${FLINK_LOCAL_SLOTS:-1}"
 TIMEOUT="${FLINK_LOCAL_TIMEOUT:-90}"
 
 say() { echo "flink-local: $*"; }

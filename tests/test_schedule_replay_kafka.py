@@ -26,7 +26,7 @@ from tests.test_schedule_kafka import Collector
 from tests.test_schedule_stage import tasks
 from tools.llm_sim import SimConfig, SimKey, SimServer
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -67,7 +67,7 @@ def test_sighup_removes_a_key_and_adds_one_without_losing_or_failing_a_task(kafk
                     t_done = time.time()
                 time.sleep(max(0.0, t0 + (i + 1) / 20 - time.monotonic()))
             assert producer.flush(30) == 0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 150  # a few seconds on a quiet box; a loaded shared one is slower
             while time.monotonic() < deadline:
                 col.poll(0.5)
                 if len({r["task_id"] for r in col.by_topic[t_out]}) >= len(items):

@@ -251,7 +251,7 @@ MESSAGE_MODELS: dict[str, type[Message]] = {
     "risk-assessment-result": RiskAssessmentResult,
     "dead-letter": DeadLetter,
     "risk-assessment": RiskAssessment,
-}
+}  # + "camera-status", registered below its class
 
 
 def task_id_for(detection_id: str, group_id: str) -> str:
@@ -290,3 +290,6 @@ class CameraStatus(Message):
     reconnects: int = Field(default=0, ge=0)
     heartbeat_s: float | None = Field(default=None, gt=0, description="detect re-sends the status this often; "
                                       "a camera unheard of for 3× this is reported as not reporting")
+
+
+MESSAGE_MODELS["camera-status"] = CameraStatus

@@ -26,6 +26,7 @@ from hazardctl.messages import (
     MESSAGE_MODELS,
     TASK_ID_NAMESPACE,
     AssessmentTask,
+    CameraStatus,
     DeadLetter,
     DetectionResult,
     Group,
@@ -334,6 +335,8 @@ def _example(name: str) -> dict:
         "dead-letter": DeadLetter(stage="expand", reason="empty line", error_class="empty", payload="",
                                   source="stdin", line=4, ts=1000.0),
         "risk-assessment": RiskAssessment(level="medium", risk_types=["tailgating"]),
+        "camera-status": CameraStatus(camera_id="cam-01", state="stale", previous="live", reason="no frame for 5 s",
+                                      since=1000.0, ts=1001.0, heartbeat_s=10.0),
     }
     return json.loads(examples[name].model_dump_json())
 

@@ -90,3 +90,29 @@ def test_frames_that_would_break_the_message_size_are_left_out_largest_first():
     assert fit_frames([small, big], base, limit) == 2
     assert big.frames is None and len(small.frames) == 2
     assert fit_frames([small], base, base) == 2 and small.frames is None  # no room at all
+
+
+@pytest.mark.parametrize("reason,kept", [("suspect", True), ("new", True), ("changed", False), ("refresh", False)])
+def test_expand_keeps_frames_on_suspect_and_new_tasks_only(reason, kept):
+    import json
+
+    from hazardctl.messages import (DetectedObject, DetectionResult, DetectorInfo, Group, GroupFrame,
+                                    SpatialFeatures)
+    from stages.expand.tasks import ExpandConfig, expand, parse
+
+    class Says:  # a gate that gives this reason (the decision is tested in test_gating.py; here: what is sent)
+        def check(self, *_):
+            return reason
+
+    frames = [GroupFrame(offset_s=-1.0, kind="crop", jpeg_b64="QUJD", size=(28, 28))]
+    det = DetectionResult(
+        message_id="m1", camera_id="c", frame_id=1, frame_ts=10.0, frame_width=100, frame_height=100,
+        detector=DetectorInfo(model="x"),
+        objects=[DetectedObject(object_id=0, class_name="person", class_id=0, confidence=0.9, bbox=(1, 1, 5, 9))],
+        groups=[Group(group_id="g1", member_ids=[0], bbox=(1, 1, 5, 9), classes=["person"], mean_confidence=0.9,
+                      features=SpatialFeatures(density_per_10k_px2=1, mean_spacing=0, min_spacing=0, vehicle_count=0,
+                                               pedestrian_count=1), crop_jpeg_b64="QUJD", frames=frames)])
+    (task,) = expand(*parse(det.model_dump_json().encode()), Says(), ExpandConfig(), 11.0)
+    assert task["reason"] == reason and task["group"]["crop_jpeg_b64"] == "QUJD"
+    assert (task["group"].get("frames") is not None) == kept
+    json.dumps(task)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Optional
 
-import typer
+import dataclasses
 import logging
 import os
+import time
+
+import typer
 from pathlib import Path
 
-from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command
+from hazardctl.cli_common import DLQ_HELP, IN_HELP, KAFKA_CONFIG_HELP, OUT_HELP, command, rewind_input
 from hazardctl.errors import ConfigError
 
 log = logging.getLogger("hazardctl")
@@ -86,9 +89,7 @@ def schedule_cmd(
 
     if language not in (None, "en", "zh"):
         raise ConfigError(f"--language {language}: one of en, zh")
-    if from_time is not None:  # a bad time is refused before anything starts
-        import time
-
+    if from_time is not None:  # a bad time is refused before anything starts (the keys file, the simulator)
         from hazardctl.from_time import parse_from_time
         from hazardctl.transports import is_kafka
 
@@ -123,9 +124,12 @@ def schedule_cmd(
         if hand_over and not in_spec.startswith("kafka://"):
             raise ConfigError(f"--hand-over needs a kafka:// input (shards in one consumer group), not {in_spec!r}")
         schedule.check_config(cfg, stage_cfg, shadow_out)  # bad routes: one line, exit 2, nothing started
+        endpoints = Endpoints(kafka_config)
+        if rewind_input(endpoints, in_spec, group_id, from_time) is not None:  # before anything serves
+            stage_cfg = dataclasses.replace(stage_cfg, replay_before=time.time())
         serve_metrics(metrics_port, metrics_bind)
-        schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=Endpoints(kafka_config), group_id=group_id,
-                     cfg=stage_cfg, shadow_spec=shadow_out, from_time=from_time,
+        schedule.run(in_spec, out_spec, dlq, keys=cfg, endpoints=endpoints, group_id=group_id,
+                     cfg=stage_cfg, shadow_spec=shadow_out,
                      reload_keys=None if sim is not None else _reloader(path, parts))
     finally:
         if sim is not None:

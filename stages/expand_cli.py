@@ -32,7 +32,8 @@ def expand_cmd(
     min_iou: float = typer.Option(0.5, help="Box IoU with the last sent box below this is a change."),
     calm_refresh: float = typer.Option(60.0, help="danger: re-assess a calm group (no possible conflict) this often (s)."),
     calm_regroup: bool = typer.Option(True, "--calm-regroup/--no-calm-regroup", help="danger: hold a new calm group "
-                                      "whose road users were all assessed (in other groups) within the calm refresh."),
+                                      "whose road users were assessed (in other groups) within the calm refresh."),
+    calm_regroup_share: float = typer.Option(0.5, help="danger: ... when at least this share of them were (1: all)."),
     suspect_ttc: float = typer.Option(1.5, help="danger: time to collision at or below this (s) is suspect."),
     suspect_gap: float = typer.Option(0.25, help="danger: predicted smallest gap below this × the pair's size is suspect."),
     suspect_cooldown: float = typer.Option(5.0, help="danger: re-send a group that stays suspect at most this often (s)."),
@@ -56,7 +57,7 @@ def expand_cmd(
 
     # one mapping for both engines: flag → config/flink.yaml's gate setting (flink_cli.GATE_FLAGS), validated
     flags = {"gate": gate, "refresh": refresh, "ttl": ttl, "min_iou": min_iou, "calm_refresh": calm_refresh,
-             "calm_regroup": calm_regroup,
+             "calm_regroup": calm_regroup, "calm_regroup_share": calm_regroup_share,
              "suspect_ttc": suspect_ttc, "suspect_gap": suspect_gap, "suspect_cooldown": suspect_cooldown,
              "suspect_worse": suspect_worse, "suspect_flags": suspect_flags, "deadline": deadline}
     cfg = flink_cli.expand_config(flags)

@@ -50,11 +50,13 @@ def test_every_gate_setting_has_an_expand_flag_and_both_engines_read_it_the_same
     assert set(flink_conf.Gate.model_fields) - mapped == {"state_ttl_s"}, "Flink-only: the keyed state's TTL"
 
     flags = {"gate": "classic", "refresh": 7.0, "ttl": 20.0, "min_iou": 0.4, "calm_refresh": 90.0, "calm_regroup": False,
+             "calm_regroup_share": 0.75,
              "suspect_ttc": 2.0,
              "suspect_gap": 0.3, "suspect_cooldown": 3.0, "suspect_worse": 0.5, "suspect_flags": "wrong-way, red-light",
              "deadline": 8.0}
     local = flink_cli.expand_config(flags)
     want = GateConfig(refresh_interval_s=7.0, ttl_s=20.0, min_iou=0.4, mode="classic", calm_refresh_s=90.0, calm_regroup=False,
+                      calm_regroup_share=0.75,
                       suspect_ttc_s=2.0, suspect_gap_ratio=0.3, suspect_cooldown_s=3.0, suspect_worse=0.5,
                       suspect_flags=("wrong-way", "red-light"))
     assert (local.gate, local.deadline_s) == (want, 8.0)

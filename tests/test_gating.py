@@ -425,7 +425,7 @@ def test_a_calm_regrouping_of_road_users_just_assessed_is_held():
     """Walkers drifting in and out of linking distance form new group ids; the LLM saw them all moments
     ago (in other groups), so a new calm group of them waits until their last assessment is
     calm_refresh_s old — then it is sent as `new`, which is its calm refresh."""
-    gate = GroupGate(DANGER)
+    gate = GroupGate(GateConfig(calm_regroup_share=1.0))  # all of them
     assert gate.check("c", "g1", crowd((1, 2)), 0.0) == "new"
     assert gate.check("c", "g2", crowd((3, 4)), 0.0) == "new"
     assert gate.check("c", "g3", crowd((2, 3)), 10.0) is None, "both assessed within 60 s"
@@ -438,6 +438,22 @@ def test_a_calm_regrouping_of_road_users_just_assessed_is_held():
     assert gate.check("c", "g3", crowd((3, 4)), 60.5) == "new", "3 and 4 were last assessed at 0 s: 60.5 s ago"
     assert gate.check("other-camera", "g8", crowd((1, 2)), 10.0) == "new", "track ids are per camera"
     assert GroupGate(GateConfig(calm_regroup=False)).check("c", "g3", crowd((2, 3)), 10.0) == "new"
+
+
+def test_by_default_half_of_a_calm_groups_road_users_assessed_is_enough():
+    """A walker the LLM has not seen, met by one it has, waits until that one's assessment is a calm
+    refresh old: it too is looked at within about one calm refresh."""
+    gate = GroupGate(DANGER)
+    assert DANGER.calm_regroup_share == 0.5
+    assert gate.check("c", "g1", crowd((1, 2)), 0.0) == "new"
+    assert gate.check("c", "g2", crowd((2, 5)), 10.0) is None, "1 of 2 assessed"
+    assert gate.check("c", "g3", crowd((2, 3), untracked=1), 10.0) == "new", "1 of 3: 3 never, the untracked one unknown"
+    assert gate.check("c", "g7", crowd((1, 2), untracked=1), 10.0) is None, "2 of 3"
+    assert gate.check("c", "g4", crowd((5, 6)), 10.0) == "new", "none of them"
+    assert gate.check("c", "g5", crowd((1, 7, 8)), 10.0) == "new", "1 of 3"
+    assert gate.check("c", "g2", crowd((2, 5)), 30.0) is None, "5 was assessed in g4 at 10 s meanwhile"
+    assert gate.check("c", "g6", crowd((2, 9)), 69.5) is None, "2 was last assessed at 10 s (in g3)"
+    assert gate.check("c", "g6", crowd((2, 9)), 70.5) == "new", "... 60.5 s ago"
 
 
 def test_regroup_memory_is_bounded_by_the_calm_refresh():

@@ -163,7 +163,8 @@ def savepoint(jobmanager: str, job_id: str, *, stop: bool = False, target: str |
 
 #: `hazardctl expand` flag → config/flink.yaml setting (only flags given on the command line are passed)
 GATE_FLAGS = {"gate": "gate.mode", "refresh": "gate.refresh_interval_s", "ttl": "gate.ttl_s", "min_iou": "gate.min_iou",
-              "calm_refresh": "gate.calm_refresh_s", "calm_regroup": "gate.calm_regroup", "suspect_ttc": "gate.suspect_ttc_s",
+              "calm_refresh": "gate.calm_refresh_s", "calm_regroup": "gate.calm_regroup",
+              "calm_regroup_share": "gate.calm_regroup_share", "suspect_ttc": "gate.suspect_ttc_s",
               "suspect_gap": "gate.suspect_gap_ratio", "suspect_cooldown": "gate.suspect_cooldown_s",
               "suspect_worse": "gate.suspect_worse", "suspect_flags": "gate.suspect_flags",
               "deadline": "gate.deadline_s"}

@@ -50,6 +50,7 @@ class Gate(_Strict):
     min_iou: float = Field(0.5, ge=0, le=1)
     calm_refresh_s: float = Field(60.0, ge=0)
     calm_regroup: bool = True
+    calm_regroup_share: float = Field(0.5, ge=0, le=1)
     suspect_ttc_s: float = Field(1.5, ge=0)
     suspect_gap_ratio: float = Field(0.25, ge=0)
     suspect_flags: tuple[str, ...] = ("*",)

@@ -184,3 +184,29 @@ def test_from_time_before_the_topics_retention_is_refused_and_the_group_untouche
     assert all(tp.offset < 0 for tp in c.committed([TopicPartition(t_in, 0), TopicPartition(t_in, 1)], timeout=10))
     c.close()
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_from_time_is_refused_while_the_group_has_a_running_member(kafka_bootstrap, make_topic, hazardctl_env,
+                                                                  tmp_path):
+    """The broker refuses offsets for a live group per partition, not for the request: read that answer."""
+    t_in = make_topic("live-in", 2)
+    group = f"live-{uuid.uuid4().hex[:8]}"
+    member = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    member.subscribe([t_in])
+    deadline = time.monotonic() + 20
+    while not member.assignment() and time.monotonic() < deadline:
+        member.poll(0.5)
+    kf = tmp_path / "keys.yaml"
+    kf.write_text(json.dumps({"keys": [{"name": "k0", "api_key": "secret", "base_url": "http://127.0.0.1:9/v1"}]}))
+    try:
+        p = subprocess.run([sys.executable, "-m", "hazardctl.cli", "schedule", "--keys", str(kf), "--in",
+                            f"kafka://{t_in}", "--out", str(tmp_path / "out.jsonl"), "--dlq", "stderr", "--group", group,
+                            "--from-time", "-1m"], env=hazardctl_env, capture_output=True, timeout=60)
+        for _ in range(4):
+            member.poll(0.25)  # still a member throughout
+    finally:
+        member.close()
+    err = p.stderr.decode().strip()
+    assert p.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"consumer group {group} has running members" in err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -69,15 +69,18 @@ def rewind_group(settings: KafkaSettings, topic: str, group_id: str, ts: float, 
     admin = admin_client(settings, quiet=True)
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())])
     try:
-        admin.alter_consumer_group_offsets([request], request_timeout=timeout)[group_id].result(timeout)
+        done = admin.alter_consumer_group_offsets([request], request_timeout=timeout)[group_id].result(timeout)
+        errors = [tp.error for tp in done.topic_partitions or [] if tp.error is not None]
     except KafkaException as e:
-        err = e.args[0]
-        if "UNKNOWN_MEMBER_ID" in err.name() or "NOT_EMPTY" in err.name() or "REBALANCE" in err.name():
-            raise ConfigError(f"--from-time: consumer group {group_id} has running members; stop them first "
-                              f"(or give this run its own --group)") from None
-        raise ServiceUnavailable(f"Kafka: rewinding group {group_id} on {topic}: {err.str()}") from None
+        errors = [e.args[0]]
     except TimeoutError:
         raise ServiceUnavailable(f"Kafka: rewinding group {group_id} on {topic}: no answer in {timeout:.0f}s") from None
+    if errors:  # the broker answers per partition: a live member makes every one UNKNOWN_MEMBER_ID
+        err = errors[0]
+        if any(word in err.name() for word in ("UNKNOWN_MEMBER_ID", "NOT_EMPTY", "REBALANCE", "ILLEGAL_GENERATION")):
+            raise ConfigError(f"--from-time: consumer group {group_id} has running members; stop them first "
+                              f"(or give this run its own --group)")
+        raise ServiceUnavailable(f"Kafka: rewinding group {group_id} on {topic}: {err.str()}")
     log.info("%s: group %s rewound to %s: %d records to read again", topic, group_id, text,
              _backlog(settings, topic, offsets, timeout))
     return offsets

@@ -49,3 +49,26 @@ def test_a_replayed_task_gets_its_deadline_budget_from_when_it_is_read():
     (live,) = tasks(1, deadline_s=10, now=NOW)  # made after the stage started: its own deadline
     live = live.model_copy(update={"times": live.times.model_copy(update={"expand": NOW})})
     assert replay_deadline(live, replay_before=NOW - 5, now=NOW + 3) == live.deadline
+
+
+@pytest.mark.parametrize("stage, args, line", [
+    ("expand", ["--in", "-", "--from-time", "-1h"], "--from-time needs a kafka:// input"),
+    ("expand", ["--in", "kafka://detection-results", "--from-time", "2999-01-01T00:00:00Z"], "is in the future"),
+    ("expand", ["--in", "kafka://detection-results", "--from-time", "-1h", "--engine", "flink", "--from-savepoint",
+                "/tmp/sp"], "--from-time and --from-savepoint"),
+    ("consume", ["--in", "-", "--from-time", "-1h", "--ws", "127.0.0.1:0"], "--from-time needs a kafka:// input"),
+    ("consume", ["--in", "kafka://risk-assessment-results", "--from-time", "soon", "--ws", "127.0.0.1:0"],
+     "expected ISO 8601"),
+])
+def test_every_kafka_input_takes_from_time_and_refuses_before_starting(stage, args, line):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, "-m", "hazardctl.cli", stage, *args], capture_output=True, text=True,
+                       timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": str(root),
+                                                 "HAZARDCTL_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, input="")
+    err = p.stderr.strip()
+    assert p.returncode == 2 and line in err and len(err.splitlines()) == 1, err

@@ -13,6 +13,9 @@
 # scripts/tfjs/) and the ONNX file in onnxruntime on real images: boxes within 0.001 px or it fails.
 # Its pass is remembered (centernet-coco.tfjs-check: the sha256 of every input) until a file changes.
 #
+# Then scripts/quantize_model.py writes centernet-coco-int8.onnx (static int8, calibrated on frames the
+# project ships or makes; `--model .cache/models/centernet-coco-int8.onnx`).
+#
 # Idempotent: exits early when the ONNX file is already there and verifies.
 set -euo pipefail
 
@@ -66,8 +69,19 @@ check_tfjs() {  # ONNX vs the tfjs runtime, once per set of inputs (needs node +
     echo "$want" > "$stamp"
 }
 
+quantize() {  # the int8 model beside it (scripts/quantize_model.py), rebuilt when the fp32 file is newer
+    local int8="$CACHE/centernet-coco-int8.onnx"
+    if [[ -f "$int8" && "$int8" -nt "$ONNX" && "$int8" -nt "$ROOT/scripts/quantize_model.py" ]]; then
+        log "ok: $int8"
+        return 0
+    fi
+    "$PYTHON" "$ROOT/scripts/quantize_model.py" "$ONNX" "$int8.tmp" >&2 || die "int8 quantization failed"
+    mv -f "$int8.tmp" "$int8"
+}
+
 if verify_onnx && [[ -f "$CACHE/centernet.json" && -f "$CACHE/centernet.bin" ]]; then
     check_tfjs
+    quantize
     echo "$ONNX"
     exit 0
 fi
@@ -98,4 +112,5 @@ log "converting to $ONNX"
 mv -f "$ONNX.tmp" "$ONNX"
 verify_onnx || die "converted model failed verification"
 check_tfjs
+quantize
 echo "$ONNX"

@@ -85,6 +85,14 @@ def detect_cmd(
     image_token_budget: int = typer.Option(
         1024, "--image-token-budget", help="Image tokens per task, all images (one per 28x28 px, Qwen-VL): the "
         "earlier images shrink to fit beside the latest crop."),
+    motion_gate: bool = typer.Option(False, "--motion-gate/--no-motion-gate",
+                                     help="Skip inference on a frame in which nothing moved since the camera's last "
+                                     "analysed frame (a grey frame difference) and repeat its detections; off by "
+                                     "default (docs/detect.md#motion-gating)."),
+    motion_gate_force: float = typer.Option(2.0, "--motion-gate-force", help="Seconds: with --motion-gate, the "
+                                            "model still runs at least this often per camera."),
+    motion_gate_min_changed: float = typer.Option(0.001, "--motion-gate-min-changed", help="Fraction of the "
+                                                  "downscaled frame's pixels that must change for inference."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
 ) -> None:
     from hazardctl.cues import CueConfig
@@ -97,6 +105,7 @@ def detect_cmd(
         import stages.detect as detect
         from stages.detect.crops import CropConfig
         from stages.detect.frames import FramesConfig
+        from stages.detect.motion_gate import MotionGateConfig
         from stages.detect.sources import ReaderSettings, load_cameras, make_spec, unique_ids
     except ImportError as e:  # cv2/numpy are the [detect] extra
         raise ConfigError(f"detect needs the [detect] extra ({e}); pip install 'hazardctl[detect]'") from None
@@ -123,7 +132,9 @@ def detect_cmd(
                             ("--group-memory", group_memory, 0 < group_memory <= 600),
                             ("--heartbeat", heartbeat, heartbeat > 0),
                             ("--frames", frames, 1 <= frames <= 10), ("--frame-spacing", frame_spacing, frame_spacing > 0),
-                            ("--image-token-budget", image_token_budget, image_token_budget >= 16)):
+                            ("--image-token-budget", image_token_budget, image_token_budget >= 16),
+                            ("--motion-gate-force", motion_gate_force, 0 < motion_gate_force <= 3600),
+                            ("--motion-gate-min-changed", motion_gate_min_changed, 0 <= motion_gate_min_changed < 1)):
         if not ok:
             raise ConfigError(f"{name} {value}: out of range")
     cfg = detect.DetectConfig(
@@ -138,6 +149,8 @@ def detect_cmd(
         status_out=status_out, heartbeat_s=heartbeat,
         frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,
                             token_budget=image_token_budget),
+        motion_gate=MotionGateConfig(force_every_s=motion_gate_force, min_changed=motion_gate_min_changed)
+        if motion_gate else None,
     )
     serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

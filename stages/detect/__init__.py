@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hazardctl import metrics as shared_metrics
@@ -41,6 +41,7 @@ from stages.detect.frames import FramesConfig, fit_frames
 from stages.detect.scene import SceneRun
 from stages.detect.mot import BoxFrame, MotReader
 from stages.detect.mot_format import BadLine
+from stages.detect.motion_gate import MotionGate, MotionGateConfig
 from stages.detect.outbox import Outbox
 from stages.detect.sources import CameraReader, Frame, ReaderSettings, SourceSpec
 
@@ -101,6 +102,8 @@ class DetectConfig:
     heartbeat_s: float = 10.0
     frames: FramesConfig = FramesConfig()
     """earlier crops (and a thumbnail) for groups that will be `new` or `suspect` tasks (issue 19.4)"""
+    motion_gate: MotionGateConfig | None = None
+    """skip inference on frames in which nothing moved, repeating the last detections (motion_gate.py); None: off"""
 
 
 @dataclass
@@ -119,6 +122,9 @@ class CameraRun:
     frame_size: tuple[int, int] | None = None
     scene: SceneRun | None = None
     """zones, zone cues, calibration, frames over time (stages/detect/scene.py)"""
+    gate: MotionGate | None = None
+    last_boxes: list[Box] = field(default_factory=list)
+    """the detector's boxes of the camera's last analysed frame, repeated on a gated frame"""
 
 
 @dataclass
@@ -140,6 +146,8 @@ class DetectStats:
     frames_attached: int = 0
     frames_dropped: int = 0
     """earlier frames left out to keep a result under the message size"""
+    inference_skipped: int = 0
+    """frames the motion gate published with the last detections instead of running the model"""
     motion_rejected: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -239,7 +247,8 @@ class DetectStage:
             self.cameras[spec.camera_id] = CameraRun(
                 reader, GroupIds(prefix=f"{session}-", min_iou=cfg.group_min_iou, memory_s=cfg.group_memory_s),
                 make_tracker(spec), CameraKinematics(cfg.kinematics), info,
-                scene=SceneRun.for_camera(spec, cfg.frames, cfg.crops))
+                scene=SceneRun.for_camera(spec, cfg.frames, cfg.crops),
+                gate=MotionGate(cfg.motion_gate) if cfg.motion_gate is not None and spec.kind != "mot" else None)
             self._set_state_metric(spec.camera_id, STALE)
 
     # --- events from reader threads ---
@@ -378,6 +387,9 @@ class DetectStage:
         images = [f for f in frames if not isinstance(f, BoxFrame)]
         if not images or self.detector is None:
             return
+        images = self._gate(images)
+        if not images:
+            return
         t0 = time.perf_counter()
         try:
             results = self.detector.detect([f.image for f in images])
@@ -391,7 +403,24 @@ class DetectStage:
         m.BATCH_SIZE.observe(len(images))
         self.stats.batches += 1
         for frame, boxes in zip(images, results):
+            cam = self.cameras[frame.camera_id]
+            if cam.gate is not None:
+                cam.last_boxes = [replace(b, track_id=None) for b in boxes]
             self._publish_one(frame, boxes, detect_done)
+
+    def _gate(self, images: list[Frame]) -> list[Frame]:
+        """Frames the model must see; the others are published now with their camera's last boxes."""
+        wanted = []
+        for frame in images:
+            cam = self.cameras[frame.camera_id]
+            ts = frame.capture_ts if frame.media_ts is None else frame.media_ts
+            if cam.gate is None or cam.gate.infer(frame.image, ts):
+                wanted.append(frame)
+                continue
+            self.stats.inference_skipped += 1
+            m.INFERENCE_SKIPPED.labels(frame.camera_id).inc()
+            self._publish_one(frame, [replace(b, track_id=None) for b in cam.last_boxes], time.time())
+        return wanted
 
     def _publish_one(self, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> None:
         cam = self.cameras[frame.camera_id]

@@ -47,3 +47,6 @@ FRAMES_ATTACHED = Counter("hazardctl_detect_group_frames_total",
                           "Earlier crops and thumbnails attached to groups that will be new or suspect tasks")
 FRAMES_LEFT_OUT = Counter("hazardctl_detect_group_frames_dropped_total",
                           "Earlier crops and thumbnails left out to keep a message under the size limit")
+INFERENCE_SKIPPED = Counter("hazardctl_detect_inference_skipped_total",
+                            "Frames published with the camera's last detections because the motion gate saw "
+                            "nothing move (--motion-gate)", ["camera"])

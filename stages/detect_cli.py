@@ -85,6 +85,10 @@ def detect_cmd(
     image_token_budget: int = typer.Option(
         1024, "--image-token-budget", help="Image tokens per task, all images (one per 28x28 px, Qwen-VL): the "
         "earlier images shrink to fit beside the latest crop."),
+    keyframes_only: bool = typer.Option(True, "--keyframes-only/--decode-all",
+                                        help="Video files whose keyframes come at least every 1/--fps s: decode "
+                                        "only the keyframes and analyse the one nearest each due time "
+                                        "(docs/detect.md#decode-only-what-is-needed)."),
     motion_gate: bool = typer.Option(False, "--motion-gate/--no-motion-gate",
                                      help="Skip inference on a frame in which nothing moved since the camera's last "
                                      "analysed frame (a grey frame difference) and repeat its detections; off by "
@@ -143,7 +147,8 @@ def detect_cmd(
         buffer_bytes=int(buffer_mb * 1024 * 1024),
         grouping=GroupingConfig(link_k=link_k, max_size=max_group),
         crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
-        reader=ReaderSettings(realtime=not as_fast_as_possible, media_clock=media_clock),
+        reader=ReaderSettings(realtime=not as_fast_as_possible, media_clock=media_clock,
+                              keyframes_only=keyframes_only),
         group_memory_s=group_memory, motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
         status_out=status_out, heartbeat_s=heartbeat,

@@ -170,3 +170,81 @@ def test_device_cuda_without_a_gpu_is_one_line_exit_2():
     lines = [x for x in p.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "--device cuda" in lines[0] and "onnxruntime-gpu" in lines[0], p.stderr
     assert p.stdout == ""
+
+
+# --- decode only what is needed (keyframes) -------------------------------------------------------
+
+def h264_clip(path: Path, frames: int, fps: int = 25, gop: int = 12, size=(320, 180)) -> Path:
+    """An H.264 file (PyAV, libx264, no B-frames) whose frame i shows a block at x = 4 * i."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.gop_size = gop
+        s.options = {"preset": "ultrafast", "bf": "0", "sc_threshold": "0"}
+        for i in range(frames):
+            img = np.full((h, w, 3), 110, np.uint8)
+            img[60:120, 4 * i:4 * i + 20] = 20
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def read_all(path: Path, keyframes_only: bool, fps: float = 2.0):
+    import threading
+
+    from stages.detect.sources import CameraReader, ReaderSettings, make_spec
+
+    ready = threading.Event()
+    reader = CameraReader(make_spec(str(path), "k", fps, False),
+                          ReaderSettings(realtime=False, media_clock=True, keyframes_only=keyframes_only), ready)
+    reader.start()
+    got = []
+    while not reader.ended:
+        f = reader.take()
+        if f is None:
+            ready.wait(0.05)
+            ready.clear()
+        else:
+            got.append(f)
+    reader.join(2)
+    return got, reader.counters
+
+
+def block_x(image: np.ndarray) -> int:
+    cols = np.flatnonzero(image[90, :, 0] < 60)
+    return int(cols[0]) if cols.size else -1
+
+
+def test_keyframes_only_decodes_the_keyframe_nearest_each_due_time(tmp_path):
+    from stages.detect.sources import keyframe_gap_s
+
+    clip = h264_clip(tmp_path / "gop12.mp4", 50)  # 2 s at 25 fps, a keyframe every 0.48 s
+    assert keyframe_gap_s(str(clip)) == pytest.approx(0.48, abs=1e-6)
+    frames, counters = read_all(clip, keyframes_only=True)
+    # due every 0.5 s: 0, 0.5, 1.0, 1.5, 2.0 -> keyframes 0, 0.48, 0.96, 1.44, 1.92 (within 0.24 s of each)
+    assert [f.frame_id for f in frames] == [0, 12, 24, 36, 48]
+    t0 = frames[0].media_ts
+    assert [round(f.media_ts - t0, 3) for f in frames] == [0.0, 0.48, 0.96, 1.44, 1.92]
+    assert all(f.capture_ts == f.media_ts for f in frames)  # --media-clock
+    assert [block_x(f.image) for f in frames] == [4 * f.frame_id for f in frames]  # the right pictures
+    assert counters.read == 50 and counters.dropped == {"sampling": 45}
+
+    every, counters = read_all(clip, keyframes_only=False)  # decode every frame: the first at/after each due time
+    assert [f.frame_id for f in every] == [0, 13, 25, 38]
+    assert [block_x(f.image) for f in every] == [4 * f.frame_id for f in every]
+    assert counters.read == 50
+
+
+def test_a_gop_longer_than_the_sampling_period_decodes_every_frame(tmp_path):
+    from stages.detect.sources import keyframe_gap_s
+
+    clip = h264_clip(tmp_path / "gop50.mp4", 50, gop=50)  # one keyframe: P-frames need their predecessors
+    assert keyframe_gap_s(str(clip)) is None or keyframe_gap_s(str(clip)) > 0.5
+    frames, _ = read_all(clip, keyframes_only=True)
+    assert [f.frame_id for f in frames] == [0, 13, 25, 38]
+    assert [block_x(f.image) for f in frames] == [4 * f.frame_id for f in frames]

@@ -82,6 +82,9 @@ class ReaderSettings:
     read_timeout_s: float = 5.0
     blank_std: float = 3.0
     """a live frame whose pixel standard deviation is below this is black/uniform: not used"""
+    keyframes_only: bool = True
+    """files whose keyframes come at least as often as --fps asks: decode only the keyframes (PyAV,
+    skip_frame=NONKEY) and analyse the one nearest each due time; False: decode every frame"""
 
 
 @dataclass(slots=True)
@@ -190,6 +193,36 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
 
 def is_blank(thumb: np.ndarray, min_std: float) -> bool:
     return float(thumb.std()) < min_std
+
+
+def keyframe_gap_s(uri: str, probe_s: float = 10.0) -> float | None:
+    """The longest time between two keyframes in the file's first `probe_s` seconds, read from the
+    packets alone (no decoding); None when PyAV is missing or the file has a single keyframe there."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(uri) as container:
+            stream = container.streams.video[0]
+            last = first = None
+            gap = 0.0
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                t = float(packet.pts * stream.time_base)
+                first = t if first is None else first
+                if packet.is_keyframe:
+                    if last is not None:
+                        gap = max(gap, t - last)
+                    last = t
+                elif last is not None and t - last > gap:
+                    gap = t - last  # a run of non-key frames as long as this one, whatever follows
+                if t - first > probe_s:
+                    break
+    except (av.FFmpegError, IndexError):
+        return None
+    return gap if last is not None and gap > 0 else None
 
 
 # --- the reader thread ----------------------------------------------------------------------------
@@ -398,6 +431,80 @@ class CameraReader:
 
     # files: video
     def _run_video(self) -> str | None:
+        gap = keyframe_gap_s(self.spec.uri) if self.settings.keyframes_only else None
+        if gap is not None and gap <= 1.0 / self.spec.fps + 1e-3:
+            return self._run_keyframes(gap)
+        return self._run_video_all()
+
+    def _run_keyframes(self, gap: float) -> str | None:
+        """Decode only keyframes; each due time (every 1/fps s) gets the keyframe nearest it (within gap/2)."""
+        import av
+
+        spec = self.spec
+        period = 1.0 / spec.fps
+        t0, wall0 = time.monotonic(), time.time()
+        base_vt, next_t, frame_base = 0.0, 0.0, 0
+        log.info("camera %s: keyframes every <= %.2fs: decoding keyframes only", spec.camera_id, gap)
+        while not self._stop.is_set():
+            try:
+                container = av.open(spec.uri)
+            except av.FFmpegError:
+                return "cannot open video file"
+            n = 0
+            end_vt = base_vt
+            try:
+                stream = container.streams.video[0]
+                stream.codec_context.skip_frame = "NONKEY"
+                src_fps = float(stream.average_rate or 25.0)
+                start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+                for packet in container.demux(stream):
+                    if self._stop.is_set():
+                        break
+                    if packet.size == 0:
+                        continue
+                    n += 1
+                    self._event("read", 1)
+                    if not packet.is_keyframe:
+                        self._event("drop", "sampling")
+                        continue
+                    for frame in packet.decode():
+                        end_vt, next_t = self._keyframe(frame, base_vt, start, frame_base, src_fps, gap,
+                                                        next_t, t0, wall0, end_vt)
+                for frame in stream.codec_context.decode(None):  # frames the decoder still holds
+                    end_vt, next_t = self._keyframe(frame, base_vt, start, frame_base, src_fps, gap,
+                                                    next_t, t0, wall0, end_vt)
+            except av.FFmpegError as e:
+                log.warning("camera %s: decode error (%s)", spec.camera_id, e)
+                self._event("drop", "undecodable")
+            finally:
+                container.close()
+            if n == 0:
+                return "video file has no frames"
+            if not spec.loop:
+                return None
+            frame_base += n
+            base_vt = max(end_vt, base_vt + n / src_fps)
+        return None
+
+    def _keyframe(self, frame, base_vt: float, start: float, frame_base: int, src_fps: float, gap: float,
+                  next_t: float, t0: float, wall0: float, end_vt: float) -> tuple[float, float]:
+        """Deliver a decoded keyframe if it is the one nearest a due time; the new (end, next due) times."""
+        in_file = float(frame.pts * frame.time_base) - start
+        vt = base_vt + in_file
+        end_vt = max(end_vt, vt + 1 / src_fps)
+        if vt < next_t - gap / 2 - 1e-6:
+            self._event("drop", "sampling")
+            return end_vt, next_t
+        while next_t <= vt + gap / 2 + 1e-6:
+            next_t += 1.0 / self.spec.fps
+        if self.settings.realtime:
+            self._wait(t0 + vt - time.monotonic())
+        image = frame.to_ndarray(format="bgr24")
+        self._deliver(Frame(self.spec.camera_id, frame_base + round(in_file * src_fps),
+                            wall0 + vt if self.settings.media_clock else time.time(), image, wall0 + vt))
+        return end_vt, next_t
+
+    def _run_video_all(self) -> str | None:
         spec = self.spec
         period = 1.0 / spec.fps
         t0, wall0 = time.monotonic(), time.time()

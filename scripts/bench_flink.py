@@ -73,6 +73,16 @@ def drain(bootstrap: str, topic: str, want: int, timeout: float) -> tuple[int, f
     return n, first or 0.0, last, per_s
 
 
+def end_offsets(bootstrap: str, topic: str) -> int:
+    """Messages on `topic` now (the sum of its partitions' high watermarks)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    finally:
+        c.close()
+
+
 def rates(n: int, start: float, first: float, last: float, per_s: Counter) -> dict:
     """The honest figure: tasks / (last output - start), start = the engine's start (Flink: the job RUNNING,
     which includes the tasks' initialisation); beside it the per-second output (median and min over the
@@ -110,10 +120,11 @@ def main() -> int:
                     help="throughput part: the Flink job with Flink's own latency defaults instead of config/flink.yaml's")
     ap.add_argument("--flink-latency", default="", metavar="YAML",
                     help='throughput part: override config/flink.yaml latency settings, e.g. "bundle_time_ms: 20"')
-    ap.add_argument("--runs", default="thread-p1,thread-p2,process-p1",
-                    help="throughput part: Flink runs MODE-pN (python_mode thread|process, parallelism N; thread mode "
-                         "gets one TaskManager of one slot per unit of parallelism), default "
-                         "thread-p1,thread-p2,process-p1 (process-p1: the previous default)")
+    ap.add_argument("--runs", default="thread-p1,thread-p2,thread-p1to2,process-p1",
+                    help="throughput part: Flink runs MODE-pN (python_mode thread|process, parallelism N; one "
+                         "TaskManager of one slot per unit of parallelism) or MODE-pNtoM (rescaling: a savepoint "
+                         "after a third of the backlog at N, resumed at M; tasks/s of the resumed job); default "
+                         "thread-p1,thread-p2,thread-p1to2,process-p1 (process-p1: the previous default)")
     ap.add_argument("--latency-flink-defaults", action="store_true",
                     help="latency part: the third engine is the Flink job with Flink's own latency defaults "
                          "(instead of process mode)")
@@ -163,15 +174,31 @@ def main() -> int:
         # Flink on a standalone session cluster, parallelism 1 and 2
         cluster.sh("up")
         for name in runs:
-            mode, _, par = name.rpartition("-p")
-            par = int(par)
-            while len(cluster.pids()["taskmanager"]) < par:
-                cluster.sh("start-tm")
-            cfg = tmp / f"{name}.yaml"
-            lat = ("latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
-                   if a.flink_defaults else f"latency: {{{a.flink_latency}}}\n" if a.flink_latency else "")
-            cfg.write_text(f"parallelism: {{source: {par}, process: {par}, sink: {par}}}\npython_mode: {mode}\n"
-                           f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
+            # MODE-pN, or MODE-pNtoM: start at N, stop with a savepoint after a third of the backlog, resume
+            # at M (rescaling); its tasks/s counts the resumed job only (RUNNING -> last output)
+            mode, _, pars = name.rpartition("-p")
+            par, _, par2 = pars.partition("to")
+            par, par2 = int(par), int(par2 or 0)
+
+            def config(p: int) -> Path:
+                cfg = tmp / f"{name}-p{p}.yaml"
+                lat = ("latency: {" + ", ".join(f"{k}: {v}" for k, v in FLINK_DEFAULTS.items()) + "}\n"
+                       if a.flink_defaults else f"latency: {{{a.flink_latency}}}\n" if a.flink_latency else "")
+                cfg.write_text(f"parallelism: {{source: {p}, process: {p}, sink: {p}}}\npython_mode: {mode}\n"
+                               f"checkpoints: {{interval_s: 5, dir: {tmp / 'checkpoints'}}}\n" + lat)
+                return cfg
+
+            def submit(p: int, *extra: str) -> str:
+                while len(cluster.pids()["taskmanager"]) < p:
+                    cluster.sh("start-tm")
+                sub = subprocess.run([*HAZARDCTL, "expand", "--engine", "flink", "--jobmanager", cluster.address,
+                                      "--flink-config", str(config(p)), "--in", f"kafka://{src}",
+                                      "--out", f"kafka://{outs[name]}", "--dlq", f"kafka://{dlq}",
+                                      "--group", f"bench-{name}-{run}", "--refresh", "0", *extra],
+                                     env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+                if sub.returncode != 0:
+                    raise SystemExit(f"submission failed: {sub.stderr[-2000:]}")
+                return sub.stdout.strip().splitlines()[-1]
 
             def roles():
                 pids = cluster.pids()
@@ -180,20 +207,26 @@ def main() -> int:
             sampler = RssSampler(roles)
             sampler.start()
             t0 = time.time()
-            sub = subprocess.run([*HAZARDCTL, "expand", "--engine", "flink", "--jobmanager", cluster.address,
-                                  "--flink-config", str(cfg), "--in", f"kafka://{src}", "--out", f"kafka://{outs[name]}",
-                                  "--dlq", f"kafka://{dlq}", "--group", f"bench-{name}-{run}", "--refresh", "0"],
-                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-            if sub.returncode != 0:
-                raise SystemExit(f"submission failed: {sub.stderr[-2000:]}")
+            job = submit(par)
             submitted = time.time() - t0
-            job = sub.stdout.strip().splitlines()[-1]
+            before = 0
+            if par2:
+                drain(a.bootstrap, outs[name], want // 3, a.timeout)
+                savepoint = flink_cli.savepoint(cluster.address, job, stop=True)
+                before = end_offsets(a.bootstrap, outs[name])
+                job = submit(par2, "--from-savepoint", savepoint)
             n, first, last, per_s = drain(a.bootstrap, outs[name], want, a.timeout)
             sampler.stop.set()
             running = flink_cli.rest(cluster.address, f"/jobs/{job}")["timestamps"]["RUNNING"] / 1000
             flink_cli.cancel(cluster.address, job)
-            results[name] = {"tasks": n, **rates(n, running, first, last, per_s), "first_task_s": first - t0,
-                             "submit_s": submitted, "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
+            if par2:  # the resumed job's part only
+                first = max(first, running)
+                per_s = Counter({t: c for t, c in per_s.items() if t >= int(running)})
+            results[name] = {"tasks": n, **rates(n - before, running, first, last, per_s),
+                             "first_task_s": first - t0, "submit_s": submitted,
+                             "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
+            if par2:
+                results[name]["tasks_before_savepoint"] = before
             time.sleep(3)
         if not a.no_latency:
             latency = latency_part(a, env, cluster, tmp, admin, run)

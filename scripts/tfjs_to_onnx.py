@@ -297,6 +297,34 @@ class Converter:
         return output_name
 
 
+def dynamic_batch(m, batch_gather="tower_0/BatchGather"):
+    """Make the batch axis dynamic (issue 21.4): the graph TF wrote for one image flattens the batch
+    away in its decode tail (Reshape to [1, -1] before TopK, a flat Gather of the box sizes at
+    [16384, 4]). Those reshapes keep dim 0 instead (shape value 0) and the flat Gather becomes a
+    GatherND with batch_dims=1, so image b's top-100 indices pick image b's sizes. Batch 1 computes
+    exactly what it did before (scripts/check_tfjs.py still compares it with the tfjs runtime)."""
+    inits = {i.name: i for i in m.graph.initializer}
+
+    def set_shape(node_name, shape):
+        node = next(n for n in m.graph.node if n.name == node_name)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.asarray(shape, np.int64), node.input[1]))
+
+    set_shape("tower_0/Reshape", [0, -1])                        # scores of each image, one row each
+    set_shape(f"{batch_gather}/Reshape_1", [0, -1, 1])           # [B, 100] cell indices -> [B, 100, 1]
+    set_shape(f"{batch_gather}/Reshape_2", [0, -1, 4])           # sizes: [B, H*W, 4]
+    set_shape(f"{batch_gather}/Reshape_3", [0, -1, 4])           # [B, 100, 4]
+    nodes = list(m.graph.node)
+    i, gather = next((i, n) for i, n in enumerate(nodes) if n.name == f"{batch_gather}/GatherV2")
+    cast = helper.make_node("Cast", [gather.input[1]], [gather.input[1] + "/i64"], name=gather.name + "/i64",
+                            to=TensorProto.INT64)
+    nd = helper.make_node("GatherND", [gather.input[0], cast.output[0]], list(gather.output), name=gather.name,
+                          batch_dims=1)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes[:i] + [cast, nd] + nodes[i + 1:])
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    return m
+
+
 def convert(json_path, onnx_path, output_ref="tower_0/detections"):
     model = json.loads(Path(json_path).read_text())
     weights = load_weights(model, os.path.dirname(os.path.abspath(json_path)))
@@ -311,15 +339,17 @@ def convert(json_path, onnx_path, output_ref="tower_0/detections"):
     m = helper.make_model(graph, producer_name="hazardctl-tfjs_to_onnx",
                           opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = IR_VERSION
-    # static output shape (1x100x6) from ONNX shape inference, so consumers see it
+    dynamic_batch(m)
+    # output shape (batch x 100 x 6) from ONNX shape inference, so consumers see it
     inferred = onnx.shape_inference.infer_shapes(m).graph.output[0]
     m.graph.output[0].CopyFrom(inferred)
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     m.doc_string = ("MobileNetV3-CenterNet COCO detector converted from TFJS "
                     "@vladmandic/human@3.3.6 models/centernet.json (MIT)")
     meta = {"names": json.dumps({str(i): c for i, c in enumerate(COCO80)}), "imgsz": str(dims[1]),
             "layout": "centernet",
-            "output": "detections[1,100,6]=x1,y1,x2,y2 (input pixels),score,class (0-based COCO-80)",
-            "input": f"input{dims} NHWC RGB float32 0..255"}
+            "output": "detections[batch,100,6]=x1,y1,x2,y2 (input pixels),score,class (0-based COCO-80)",
+            "input": f"input{['batch'] + dims[1:]} NHWC RGB float32 0..255"}
     helper.set_model_props(m, meta)
     onnx.checker.check_model(m)
     onnx.save(m, onnx_path)
@@ -330,10 +360,10 @@ def verify(onnx_path):
     """Cheap structural check used by fetch_models.sh (no onnxruntime needed)."""
     m = onnx.load(onnx_path)
     onnx.checker.check_model(m)
-    io = [(v.name, [d.dim_value for d in v.type.tensor_type.shape.dim])
+    io = [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
           for v in list(m.graph.input) + list(m.graph.output)]
     meta = {p.key: p.value for p in m.metadata_props}
-    ok = (io == [("input", [1, 512, 512, 3]), ("detections", [1, 100, 6])]
+    ok = (io == [("input", ["batch", 512, 512, 3]), ("detections", ["batch", 100, 6])]
           and len(json.loads(meta.get("names", "{}"))) == 80 and meta.get("layout") == "centernet")
     print(f"{onnx_path}: {'ok' if ok else 'BAD'} {io} nodes={len(m.graph.node)}")
     return ok

@@ -248,3 +248,26 @@ def test_a_gop_longer_than_the_sampling_period_decodes_every_frame(tmp_path):
     frames, _ = read_all(clip, keyframes_only=True)
     assert [f.frame_id for f in frames] == [0, 13, 25, 38]
     assert [block_x(f.image) for f in frames] == [4 * f.frame_id for f in frames]
+
+
+# --- batches across cameras -----------------------------------------------------------------------
+
+@needs_model
+def test_default_model_batches_and_a_batch_equals_single_frames():
+    from stages.detect.backends import load_detector
+
+    det = load_detector(str(MODEL), classes=None)
+    assert det.dynamic_batch  # scripts/tfjs_to_onnx.py: dynamic_batch()
+    bus, zidane = (cv2.imread(str(ROOT / f"tests/data/{n}.jpg")) for n in ("bus", "zidane"))
+    frames = [bus, zidane, cv2.flip(bus, 1), road(100, 1280, 720)]
+    calls = []
+    run = det.session.run
+    det.session.run = lambda names, feed: calls.append(len(next(iter(feed.values())))) or run(names, feed)
+    batched = det.detect(frames)
+    assert calls == [4]                                   # one inference call for the four cameras
+    singles = [det.detect([f])[0] for f in frames]
+    assert [len(b) for b in batched] == [len(s) for s in singles] and sum(map(len, singles)) >= 5
+    for b_boxes, s_boxes in zip(batched, singles):
+        for b, s in zip(b_boxes, s_boxes):
+            assert b.class_id == s.class_id and abs(b.confidence - s.confidence) <= 1e-3
+            assert np.allclose(b.bbox, s.bbox, atol=0.05)

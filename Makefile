@@ -94,8 +94,8 @@ bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a b
 bench-store: venv                ## result -> WebSocket event P95 at 50 results/s: store-less vs SQLite vs PostgreSQL store, same run (~1.5 min)
 	$(PY) scripts/bench_store.py $(BENCH_ARGS)
 
-bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine
-	$(PY) scripts/bench_detect.py $(BENCH_ARGS)
+bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine, today's code next to each issue-21 lever and all together (BENCH_ARGS=--quick: the levers only, ~10 min)
+	$(PY) scripts/bench_detect.py --levers today,keyframes,batch,int8,motion-gate,all $(BENCH_ARGS)
 
 bench-motion: venv               ## detect's per-frame cost of motion cues (kinematics, pair cues, predicted grouping) vs grouping alone, 20 and 50 objects (~10 s)
 	$(PY) scripts/bench_motion.py $(BENCH_ARGS)

@@ -250,8 +250,8 @@ def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
               f"{r['per_s_median']:7d}/{r['per_s_min']:<6d} {r['first_to_last_per_s']:10.0f} "
               f"{r['first_task_s']:12.1f} {sub:>10}  {rss}{extra}")
     if latency:
-        print(f"\nlatency at {a.latency_rate:g} detections/s, {a.latency_seconds:g} s, ms "
-              f"(Flink defaults = {FLINK_DEFAULTS})")
+        print(f"\nlatency at {a.latency_rate:g} detections/s, {a.latency_seconds:g} s, ms"
+              + (f" (Flink defaults = {FLINK_DEFAULTS})" if "flink-defaults" in latency else ""))
         print(f"{'engine':15} {'tasks':>6}  {'published→expand P50 / P95 / P99':>34}  {'published→output topic P50 / P95 / P99':>40}")
         for name, r in latency.items():
             e, o = r["published_to_expand_ms"], r["published_to_output_ms"]

@@ -271,3 +271,14 @@ def test_default_model_batches_and_a_batch_equals_single_frames():
         for b, s in zip(b_boxes, s_boxes):
             assert b.class_id == s.class_id and abs(b.confidence - s.confidence) <= 1e-3
             assert np.allclose(b.bbox, s.bbox, atol=0.05)
+
+
+def test_tensorrt_goes_first_where_onnxruntime_has_it():
+    from stages.detect.backend_onnx import _providers
+
+    with_trt = _providers("cuda:1", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert [p[0] if isinstance(p, tuple) else p for p in with_trt] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert with_trt[0][1]["device_id"] == 1 == with_trt[1][1]["device_id"]
+    assert _providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == (
+        "CUDAExecutionProvider", {"device_id": 0})

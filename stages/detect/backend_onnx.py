@@ -152,7 +152,10 @@ def _providers(device: str, available: list[str]) -> list:
             f"install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
     device_id = int(device.split(":", 1)[1]) if ":" in device else 0
-    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    cuda = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    if "TensorrtExecutionProvider" in available:  # TensorRT first where onnxruntime-gpu was built with it
+        return [("TensorrtExecutionProvider", {"device_id": device_id, "trt_fp16_enable": True}), *cuda]
+    return cuda
 
 
 def _is_dynamic(dim: object) -> bool:

@@ -100,6 +100,10 @@ class ScheduleConfig:
     """tasks in progress at once (waiting for a key or in a call); more stay in the input"""
     max_pending: int = 5000
     """records read but not yet committed; above this the input is paused"""
+    pause_after_s: float = 2.0
+    """pause the input only once every worker has been busy this long (a stall: keys cooling), not each
+    time the last slot is taken: a Kafka pause drops the consumer's read-ahead and a resume costs a
+    fetch (0.2-1 s), so pausing at every full moment read ~`workers` tasks per second, even expired ones"""
     batch: int = 200
     live_every: float = 10.0
     drain_timeout: float = 30.0
@@ -701,7 +705,9 @@ class Scheduler:
         """Poll the input while there is room; pause it (backpressure) when there is not."""
         cfg, inp = self.cfg, self.input
         paused = False
+        full_since: float | None = None  # monotonic time since every worker has been busy
         while not self._stop.is_set():
+            self._slot_free.clear()  # before counting: a task that ends during an await below wakes the wait
             room = cfg.workers - len(self._active)
             if self.cover is not None:  # unequal shards: hold no more than the open keys serve in a budget
                 now = self.pool.now()
@@ -711,14 +717,19 @@ class Scheduler:
                 # not kept out by them; each task read past the cap makes one refresh give way (`assess`)
                 room = self.pool.queue.displaceable() + room
             full = room <= 0 or inp.pending >= cfg.max_pending
-            if full != paused:
-                paused = full
+            # full: read nothing now; pause (backpressure) only for a stall or too much uncommitted, so a
+            # slot that frees a moment later is refilled from the consumer's read-ahead (`pause_after_s`)
+            mono = time.monotonic()
+            full_since = (full_since or mono) if full else None
+            pause = full and (inp.pending >= cfg.max_pending or mono - full_since >= cfg.pause_after_s)
+            if pause != paused:
+                paused = pause
                 await inp.set_paused(paused)
                 self._m_paused.set(int(paused))
             if full:
-                self._slot_free.clear()
+                wait = 0.5 if paused else min(0.5, max(0.01, full_since + cfg.pause_after_s - mono))
                 try:
-                    await asyncio.wait_for(self._slot_free.wait(), 0.5)
+                    await asyncio.wait_for(self._slot_free.wait(), wait)
                 except TimeoutError:
                     pass
                 continue

@@ -297,7 +297,8 @@ def test_backpressure_pauses_the_input_and_bounds_the_work_in_flight(tmp_path):
         import asyncio
 
         stats = asyncio.run(schedule.Scheduler(keys_for(sim, 1, qps=50), inp, out, dlq,
-                                               schedule.ScheduleConfig(workers=5, live_every=0)).run())
+                                               schedule.ScheduleConfig(workers=5, live_every=0,
+                                                                       pause_after_s=0.1)).run())
         peak = sim.stats()["keys"]["k0"]["max_in_flight"]
     assert stats.ok == 40 and True in inp.pauses and False in inp.pauses
     assert peak <= 5

@@ -10,7 +10,7 @@ EXTRAS ?= dev,detect
 
 .PHONY: venv models system-deps kafka-up kafka-down kafka-status test test-unit demo clean \
         bench bench-sinks bench-transport bench-schedule bench-shadow bench-answers bench-fanout bench-store bench-detect bench-motion bench-latency \
-        flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate cluster-up cluster-down test-cluster
+        flink-env flink-up flink-down test-flink bench-flink loadtest bench-gate bench-gate-motion cluster-up cluster-down test-cluster
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench-fanout: venv               ## 200 WebSocket clients, 100 results/s, vs a b
 
 bench-store: venv                ## result -> WebSocket event P95 at 50 results/s: store-less vs SQLite vs PostgreSQL store, same run (~1.5 min)
 	$(PY) scripts/bench_store.py $(BENCH_ARGS)
+
+bench-gate-motion: venv          ## detect's motion gate on the gate benchmark's hazard scenes rendered to frames: onsets covered with and without it (~30 s)
+	$(PY) scripts/bench_gate_motion.py $(BENCH_ARGS)
 
 bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine, today's code next to each issue-21 lever and all together (BENCH_ARGS=--quick: the levers only, ~10 min)
 	$(PY) scripts/bench_detect.py --levers today,keyframes,batch,int8,motion-gate,all $(BENCH_ARGS)

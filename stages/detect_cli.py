@@ -89,9 +89,9 @@ def detect_cmd(
                                         help="Video files whose keyframes come at least every 1/--fps s: decode "
                                         "only the keyframes and analyse the one nearest each due time "
                                         "(docs/detect.md#decode-only-what-is-needed)."),
-    motion_gate: bool = typer.Option(False, "--motion-gate/--no-motion-gate",
+    motion_gate: bool = typer.Option(True, "--motion-gate/--no-motion-gate",
                                      help="Skip inference on a frame in which nothing moved since the camera's last "
-                                     "analysed frame (a grey frame difference) and repeat its detections; off by "
+                                     "analysed frame (a grey frame difference) and repeat its detections; on by "
                                      "default (docs/detect.md#motion-gating)."),
     motion_gate_force: float = typer.Option(2.0, "--motion-gate-force", help="Seconds: with --motion-gate, the "
                                             "model still runs at least this often per camera."),

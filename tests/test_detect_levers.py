@@ -282,3 +282,18 @@ def test_tensorrt_goes_first_where_onnxruntime_has_it():
     assert with_trt[0][1]["device_id"] == 1 == with_trt[1][1]["device_id"]
     assert _providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == (
         "CUDAExecutionProvider", {"device_id": 0})
+
+
+def test_motion_gate_keeps_the_gate_benchmarks_hazard_onsets(capsys):
+    """scripts/bench_gate_motion.py --quick: exit 0 only when >= 98 % of the onsets covered without the
+    gate are covered with it (real detect | expand processes on the rendered scenes). ≈ 15 s."""
+    import re
+
+    from scripts.bench_gate_motion import main
+
+    assert main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    skipped = float(re.search(r"\(([\d.]+) % skipped\)", out).group(1))
+    covered = re.search(r"ungated (\d+)/(\d+), gated (\d+)/", out).groups()
+    assert skipped > 5.0, out                     # the gate did skip frames: the figure means something
+    assert int(covered[0]) >= 1 and covered[0] == covered[2], out

@@ -91,7 +91,8 @@ def test_plan_is_pure_and_idempotent():
 
 
 def test_the_shipped_topics_file_matches_the_spec():
-    """config/kafka_topics.yaml: 16/16/16/4 partitions, retention 1 h / 2 h / 24 h / 7 d (spec, issue 2)."""
+    """config/kafka_topics.yaml: 16/16/16/4 partitions, retention 1 h / 2 h / 24 h / 7 d (spec, issue 2), and
+    the small camera-status and incidents topics (issue 18)."""
     f = load_model(TopicsFile, ROOT / "config" / "kafka_topics.yaml")
     got = {t.name: (t.partitions, t.config.get("retention.ms")) for t in f.topics}
     assert got == {
@@ -99,6 +100,9 @@ def test_the_shipped_topics_file_matches_the_spec():
         "assessment-tasks": (16, str(2 * 3600 * 1000)),
         "risk-assessment-results": (16, str(24 * 3600 * 1000)),
         "dead-letters": (4, str(7 * 24 * 3600 * 1000)),
+        "camera-status": (4, str(24 * 3600 * 1000)),  # issue 18: detect's camera health
+        "incidents": (4, str(7 * 24 * 3600 * 1000)),  # issue 18: the Kafka alert sink
     }
-    assert all("max.message.bytes" in t.config and "compression.type" in t.config for t in f.topics)
+    pipeline = [t for t in f.topics if t.name not in ("camera-status", "incidents")]
+    assert all("max.message.bytes" in t.config and "compression.type" in t.config for t in pipeline)
     assert kinds(plan(f, {}, 1)) == dict.fromkeys(got, "create")

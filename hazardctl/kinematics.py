@@ -7,6 +7,8 @@ Pure (no clock, no I/O): the caller passes each box's capture time. Public API:
     None while there is not enough history (first sighting) or when the sample was rejected.
   - `observe(objects, ts) -> list[Motion | None]`: a whole frame (objects with `track_id` and
     `bbox`, None for untracked ones), then forgets tracks not seen for `forget_after_s`.
+  - `coast(track_id, ts) -> BBox | None`: where a track missed on the frame at `ts` is predicted to
+    be (its last box moved by its velocity), when it was seen on the frame just before (see Coasting).
   - `rejected`: counts of ignored samples by reason (`REJECT_REASONS`), for the stage's metric.
   - `reset()`.
 * `stopped_speed(diag, cfg)`: the speed below which a box of that diagonal counts as stopped
@@ -28,6 +30,14 @@ second) are rejected; a time more than `forget_after_s` in the past restarts the
 a jump (the new box starts a fresh history). So a glitch costs one object a frame of motion, never a
 burst of "fast objects". Memory is bounded: `max_samples` boxes per track, tracks unseen for
 `forget_after_s` are dropped each frame, and at most `max_tracks` tracks per camera.
+
+**Coasting.** A detector misses a box now and then (the bench's noise: 5 % of boxes); a road user
+absent from the first frame after a hazard's onset would have no pair cue on it, and the gate would
+wait a frame. `coast` predicts the missed box from the track's motion, only for a track seen on the
+frame just before (`ts` within `coast_intervals` × the track's own last sample interval, and at most
+`coast_max_s`): a gap of one missed frame at any fps, never a track that left. The prediction is not
+added to the history (the velocity stays an estimate from real boxes), and a track whose velocity
+rests on fewer than `min_samples` boxes is not coasted.
 """
 
 from __future__ import annotations
@@ -71,6 +81,11 @@ class KinematicsConfig:
     """per camera; beyond it the least recently seen tracks are dropped"""
     stopped_speed_px_s: float = STOPPED_SPEED_PX_S
     stopped_speed_diag_s: float = STOPPED_SPEED_DIAG_S
+    coast_intervals: float = 1.5
+    """a track missed on a frame is coasted when that frame comes within this many of the track's own
+    last sample intervals after its last box (1.5: exactly one missed frame, with capture-time jitter)"""
+    coast_max_s: float = 1.0
+    """…and within this many seconds (a 1 fps camera's one missed frame; beyond, the prediction is a guess)"""
 
 
 def stopped_speed(diag: float, stopped_px_s: float = STOPPED_SPEED_PX_S,
@@ -91,6 +106,9 @@ class _Track:
     samples: deque = field(default_factory=deque)  # (ts, cx, cy, diag)
     last_ts: float = 0.0
     stopped_since: float | None = None
+    last_box: BBox | None = None
+    velocity: tuple[float, float] | None = None
+    """the last reported velocity (None before `min_samples` boxes); stopped tracks hold (0, 0)"""
 
 
 def _valid_box(bbox: Sequence[float]) -> bool:
@@ -172,7 +190,7 @@ class CameraKinematics:
                 del self._tracks[min(self._tracks, key=lambda k: self._tracks[k].last_ts)]
             track = self._tracks[track_id] = _Track(deque(maxlen=cfg.max_samples))
         track.samples.append((ts, cx, cy, diag))
-        track.last_ts = ts
+        track.last_ts, track.last_box, track.velocity = ts, (x1, y1, x2, y2), None
         if len(track.samples) < cfg.min_samples:
             return None
         window = [s for s in track.samples if s[0] >= ts - cfg.window_s]
@@ -183,13 +201,31 @@ class CameraKinematics:
         if speed < stopped_speed(diag, cfg.stopped_speed_px_s, cfg.stopped_speed_diag_s):
             if track.stopped_since is None:
                 track.stopped_since = ts
+            track.velocity = (0.0, 0.0)
         else:
             track.stopped_since = None
+            track.velocity = (vx, vy)
         return Motion(
             vx=vx, vy=vy, speed=speed, heading_deg=math.degrees(math.atan2(vy, vx)),
             stopped_s=0.0 if track.stopped_since is None else ts - track.stopped_since,
             samples=len(window),
         )
+
+    def coast(self, track_id: int, ts: float) -> BBox | None:
+        """The predicted box of a track missed on the frame at `ts` (see Coasting), or None."""
+        track = self._tracks.get(track_id)
+        if track is None or track.velocity is None or track.last_box is None or len(track.samples) < 2:
+            return None
+        try:
+            dt = float(ts) - track.last_ts
+        except (TypeError, ValueError):
+            return None
+        interval = track.last_ts - track.samples[-2][0]
+        if not (math.isfinite(dt) and 0.0 < dt <= min(self.cfg.coast_max_s, self.cfg.coast_intervals * interval)):
+            return None
+        dx, dy = track.velocity[0] * dt, track.velocity[1] * dt
+        x1, y1, x2, y2 = track.last_box
+        return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
     def observe(self, objects: Iterable[Tracked], ts: float) -> list[Motion | None]:
         """Motion for each object of one frame (None for untracked ones), then forget stale tracks."""

@@ -85,6 +85,8 @@ class DetectedObject(Message):
     motion: Motion | None = Field(default=None, description="kinematics of its track; None when untracked or new")
     zones: list[str] | None = Field(default=None, description="names of the camera's zones its ground point is in "
                                     "(issue 19); None: the camera has no zones")
+    coasted: bool | None = Field(default=None, description="True: the detector missed it on this frame; the box is "
+                                 "predicted from its track's motion (seen on the frame before); None: detected")
 
 
 class SpatialFeatures(Message):

@@ -235,6 +235,8 @@ def describe_motion(task: AssessmentTask, language: str = "en") -> str:
 def _object_line(o) -> str:
     x1, y1, x2, y2 = (round(v) for v in o.bbox)
     track = f" track {o.track_id}" if o.track_id is not None else ""
+    if getattr(o, "coasted", None):
+        track += ", not detected on this frame: box predicted from its motion"
     return f"- id {o.object_id}: {o.class_name} (conf {o.confidence:.2f}{track}) box [{x1},{y1},{x2},{y2}]"
 
 

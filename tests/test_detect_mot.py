@@ -241,3 +241,36 @@ def test_seqinfo_is_found_beside_or_above_a_box_file(tmp_path):
     (seq / "seqinfo.ini").write_text("[Sequence]\nframeRate=zero\n")
     with pytest.raises(Exception, match="frameRate"):
         mot_info(f"mot:{seq}")
+
+
+def test_a_road_user_missed_on_one_frame_is_coasted_and_keeps_its_pair_cue(tmp_path):
+    seq = write_sequence(tmp_path / "crossing", bad_line=False)
+    gt = seq / "gt" / "gt.txt"
+    # the detector loses the car on frame 6 (t = 2.5 s) and the pedestrian on frames 7 and 8
+    gt.write_text("".join(line + "\n" for line in gt.read_text().splitlines()
+                          if not line.startswith(("6,11,", "7,22,", "8,22,"))))
+    rs = results(detect("--source", f"mot:{seq}", "--camera-id", "cam-c", "--as-fast-as-possible"))
+    six, seven, eight = rs[5], rs[6], rs[7]
+    car = next(o for o in six.objects if o.track_id == 11)
+    assert car.coasted is True and car.object_id == len(six.objects) - 1  # appended: detected ids keep their meaning
+    assert car.bbox[0] == pytest.approx(CAR_X0 + 100 * 2.5, abs=1.0)  # where 100 px/s puts it
+    (g,) = [g for g in six.groups if car.object_id in g.member_ids]
+    ped = next(o for o in six.objects if o.track_id == 22)
+    assert ped.coasted is None and ped.object_id in g.member_ids
+    assert g.cues.pair.object_ids == (car.object_id, ped.object_id)
+    assert g.cues.min_ttc_s == pytest.approx(1.4, abs=0.02)  # front 150 + 250 + 160 = 560 px, 140 px at 100 px/s
+    ped7 = next(o for o in seven.objects if o.track_id == 22)
+    assert ped7.coasted is True and not any(o.coasted for o in seven.objects if o.track_id == 11)
+    # a second missed frame in a row is not guessed: the pedestrian is absent from frame 8
+    assert all(o.track_id != 22 for o in eight.objects)
+
+
+def test_an_id_switch_is_not_coasted_beside_the_new_id(tmp_path):
+    seq = write_sequence(tmp_path / "crossing", bad_line=False)
+    gt = seq / "gt" / "gt.txt"
+    # from frame 6 on the tracker calls the pedestrian 77: track 22 is gone, a box of its class is where it was
+    gt.write_text("".join((line.replace(",22,", ",77,", 1) if int(line.split(",")[0]) >= 6 else line) + "\n"
+                          for line in gt.read_text().splitlines()))
+    rs = results(detect("--source", f"mot:{seq}", "--camera-id", "cam-s", "--as-fast-as-possible"))
+    people = [(o.track_id, o.coasted) for o in rs[5].objects if o.class_name == "person"]
+    assert people == [(77, None)]  # no ghost of 22 on top of 77

@@ -195,3 +195,39 @@ def test_reset_forgets_every_track():
     drive(kin, 1, [T0, T0 + 0.5], vx=50.0, vy=0.0)
     kin.reset()
     assert len(kin) == 0 and kin.update(1, box(0, 0), T0 + 1.0) is None
+
+
+def test_a_track_missed_on_one_frame_is_coasted_to_where_its_motion_puts_it():
+    kin = CameraKinematics()
+    drive(kin, 1, [T0, T0 + 0.5, T0 + 1.0], vx=100.0, vy=-20.0)
+    # the frame at T0 + 1.5 lost the box: the last box (centre 200, 180) moves 0.5 s at (100, -20)
+    assert kin.coast(1, T0 + 1.5) == pytest.approx(box(250.0, 170.0))
+    assert kin.coast(1, T0 + 1.0) is None  # not after its last box
+    assert kin.coast(1, T0 + 2.0) is None  # two frames missed: it may have left, no guess
+    assert kin.coast(2, T0 + 1.5) is None  # unknown track
+
+
+def test_coasting_follows_the_tracks_own_frame_interval_and_caps_it():
+    kin = CameraKinematics()
+    drive(kin, 1, [T0 + k * 0.1 for k in range(4)], vx=50.0, vy=0.0)  # 10 fps
+    assert kin.coast(1, T0 + 0.4) is not None
+    assert kin.coast(1, T0 + 0.5) is None  # two missed frames at 10 fps
+    slow = CameraKinematics(KinematicsConfig(forget_after_s=5.0))
+    drive(slow, 1, [T0, T0 + 2.0, T0 + 4.0], vx=10.0, vy=0.0)  # 0.5 fps: one frame is 2 s, over coast_max_s
+    assert slow.coast(1, T0 + 6.0) is None
+
+
+def test_a_new_track_is_not_coasted_and_a_stopped_one_stays_put():
+    kin = CameraKinematics()
+    kin.update(1, box(100, 200), T0)
+    assert kin.coast(1, T0 + 0.5) is None  # one box: no velocity to predict with
+    drive(kin, 2, [T0, T0 + 0.5, T0 + 1.0], vx=2.0, vy=0.0, x0=500.0)  # jitter-slow: stopped
+    assert kin.coast(2, T0 + 1.5) == pytest.approx(box(502.0, 200.0))
+
+
+def test_a_coasted_prediction_does_not_enter_the_history():
+    kin = CameraKinematics()
+    drive(kin, 1, [T0, T0 + 0.5], vx=100.0, vy=0.0)
+    kin.coast(1, T0 + 1.0)
+    m = kin.update(1, box(100 + 100 * 1.5 + 30, 200), T0 + 1.5)  # the real box is 30 px ahead of the line
+    assert m.samples == 3  # two real boxes before it, no predicted one

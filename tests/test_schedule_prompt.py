@@ -114,3 +114,14 @@ def test_a_task_without_motion_gets_todays_prompt_and_version():
     # the versions results carried before issue 16: tasks without motion keep them
     assert (PROMPTS["en"].version, PROMPTS["zh"].version) == ("en-e5b04f06", "zh-4288fcb5")
     assert "Motion" not in user_text(TASK) and "运动" not in user_text(TASK, "zh")
+
+
+def test_a_coasted_object_is_named_as_predicted_not_seen():
+    from hazardctl.prompt import user_text
+
+    task = moving()
+    coasted = task.model_copy(update={"objects": [task.objects[0], task.objects[1].model_copy(update={"coasted": True})]})
+    line = "not detected on this frame: box predicted from its motion"
+    said = [ln for ln in user_text(coasted).splitlines() if line in ln]
+    assert len(said) == 1 and said[0].startswith(f"- id {task.objects[1].object_id}:")
+    assert line not in user_text(task)

@@ -125,6 +125,8 @@ class CameraRun:
     gate: MotionGate | None = None
     last_boxes: list[Box] = field(default_factory=list)
     """the detector's boxes of the camera's last analysed frame, repeated on a gated frame"""
+    last_tracked: dict[int, DetectedObject] = field(default_factory=dict)
+    """the tracked objects the detector found on the camera's last frame, by track id (for coasting)"""
 
 
 @dataclass
@@ -150,6 +152,19 @@ class DetectStats:
     """frames the motion gate published with the last detections instead of running the model"""
     motion_rejected: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+COAST_DUPLICATE_IOU = 0.3
+"""a coasted box overlapping a detected box of its class this much is that detection under a new id"""
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0.0 or h <= 0.0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def message_id(camera_id: str, frame_id: int, capture_ts: float) -> str:
@@ -441,6 +456,7 @@ class DetectStage:
         cam.reset_tracker, cam.frame_size = False, (h, w)
         if reset:
             cam.kinematics.reset()  # track ids restart with the tracker (which resets itself on a new size)
+            cam.last_tracked.clear()
             if cam.scene is not None:
                 cam.scene.reset()
         if cam.tracker is not None:
@@ -452,7 +468,7 @@ class DetectStage:
         media_ts = getattr(frame, "media_ts", None)  # a file's own clock, else the capture time
         scene_ts = frame.capture_ts if media_ts is None else media_ts
         if self.cfg.motion:
-            pairs = self._motion(cam, frame.camera_id, objects, scene_ts)
+            pairs = self._motion(cam, frame.camera_id, objects, scene_ts, w, h)
             predicted = pairs.predicted_links(self.cfg.grouping.link_k)
         placed = cam.scene.place(objects, scene_ts, w, h) if cam.scene is not None else None
         clusters = find_groups(objects, self.cfg.grouping, predicted)
@@ -516,16 +532,44 @@ class DetectStage:
         self.stats.frames_attached += n
         m.FRAMES_ATTACHED.inc(n)
 
-    def _motion(self, cam: CameraRun, camera_id: str, objects: list[DetectedObject], ts: float) -> FramePairs:
-        """Each tracked object's motion (set on it), and the frame's pair cues."""
+    def _motion(self, cam: CameraRun, camera_id: str, objects: list[DetectedObject], ts: float,
+                width: int, height: int) -> FramePairs:
+        """Each tracked object's motion (set on it), coasted objects appended, and the frame's pair cues."""
         for o, motion in zip(objects, cam.kinematics.observe(objects, ts)):
             o.motion = motion
+        seen = {o.track_id: o for o in objects if o.track_id is not None}
+        detected = list(objects)
+        for tid, prev in cam.last_tracked.items():
+            if tid not in seen and (o := self._coasted(cam, camera_id, prev, len(objects), ts, width, height, detected)):
+                objects.append(o)
+        cam.last_tracked = seen
         if cam.kinematics.rejected:
             for reason, n in cam.kinematics.rejected.items():
                 m.MOTION_REJECTED.labels(camera_id, reason).inc(n)
                 self.stats.motion_rejected[reason] = self.stats.motion_rejected.get(reason, 0) + n
             cam.kinematics.rejected.clear()
         return frame_pairs(objects, self.cfg.cues)
+
+    @staticmethod
+    def _coasted(cam: CameraRun, camera_id: str, prev: DetectedObject, object_id: int, ts: float,
+                 width: int, height: int, detected: list[DetectedObject]) -> DetectedObject | None:
+        """A road user the detector missed on this frame, at the box its track predicts (kinematics
+        "Coasting"), marked `coasted`; None when it cannot be predicted, is predicted out of the frame,
+        or a detected box of its class overlaps the prediction (IoU ≥ COAST_DUPLICATE_IOU: the same road
+        user under a new track id after an id switch; a ghost beside it would be a second one)."""
+        box = cam.kinematics.coast(prev.track_id, ts)
+        if box is None:
+            return None
+        x1, y1, x2, y2 = (min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                          min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
+        if x2 <= x1 or y2 <= y1:
+            return None
+        if any(o.class_name == prev.class_name and _iou((x1, y1, x2, y2), o.bbox) >= COAST_DUPLICATE_IOU
+               for o in detected):
+            return None
+        m.OBJECTS_COASTED.labels(camera_id).inc()
+        return prev.model_copy(update={"object_id": object_id, "bbox": (x1, y1, x2, y2), "coasted": True,
+                                       "zones": None})
 
     def _note_buffer(self) -> None:
         b = self.outbox.buffered_bytes

@@ -41,6 +41,9 @@ MOTION_REJECTED = Counter(
     "time_backwards, jump (faster than any road user: an id switch)",
     ["camera", "reason"],
 )
+OBJECTS_COASTED = Counter("hazardctl_detect_objects_coasted_total",
+                          "Tracked road users the detector missed on a frame, published at the box their motion "
+                          "predicts (coasted: one missed frame)", ["camera"])
 GROUPS_IGNORED = Counter("hazardctl_detect_groups_ignored_total",
                          "Groups entirely inside the camera's ignore zones, never published", ["camera"])
 FRAMES_ATTACHED = Counter("hazardctl_detect_group_frames_total",

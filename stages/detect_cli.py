@@ -56,7 +56,7 @@ def detect_cmd(
     batch: int = typer.Option(8, help="Most frames per detector call (frames ready across cameras)."),
     link_k: float = typer.Option(0.75, help="Group road users whose box gap ≤ k × their mean box diagonal."),
     max_group: int = typer.Option(8, help="Split groups with more members than this."),
-    group_memory: float = typer.Option(3.0, help="Seconds a camera remembers a group, so one that comes back "
+    group_memory: float = typer.Option(5.0, help="Seconds a camera remembers a group, so one that comes back "
                                        "(or shares a track id with it) keeps its id."),
     crop_max_side: int = typer.Option(768, help="Longest side of a group crop, pixels."),
     jpeg_quality: int = typer.Option(85, help="JPEG quality of crops."),

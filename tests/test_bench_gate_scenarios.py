@@ -106,7 +106,7 @@ def test_a_hazard_counts_only_a_task_inside_its_window_with_both_road_users():
     labels = {"kind": "hazard", "fps": 2.0, "frames": 20, "mot_ids": {"1": 1, "2": 2, "7": 2},
               "hazards": [{"actors": [2, 1], "kind": "vehicle-pedestrian", "onset_s": 3.2, "conflict_s": 5.0}]}
     start = 1000.0
-    too_early = _task("s", start + 3.0, {1, 2})
+    too_early = _task("s", start + 2.5, {1, 2})  # more than a frame (0.5 s) before the onset
     one_user = _task("s", start + 3.5, {1})
     other_cam = _task("t", start + 3.5, {1, 2})
     assert not scenario_figures("s", labels, [too_early, one_user, other_cam], start).hazards[0].covered
@@ -187,3 +187,24 @@ def test_seen_at_onset_is_the_scenes_first_frame_after_the_onset_with_both_road_
     skipped = scenario_figures("s", labels, task, start, [(start + 3.0, both), (start + 4.0, both)])  # 3.5 not published
     assert [f.hazards[0].seen_at_onset for f in (seen, missed, skipped)] == [True, False, False]
     assert GateFigures("g", [seen, missed]).missed_at_onset == 1
+
+
+def test_a_suspect_from_the_last_frame_before_the_onset_is_an_early_warning_that_covers():
+    labels = {"kind": "hazard", "fps": 2.0, "frames": 20, "mot_ids": {"1": 1, "2": 2},
+              "hazards": [{"actors": [2, 1], "kind": "vehicle-pedestrian", "onset_s": 3.52, "conflict_s": 5.0}]}
+    start = 1000.0
+    late = _task("s", start + 4.5, {1, 2}, expand=start + 4.55)  # a cooldown held the frame at 4.0
+    early = _task("s", start + 3.5, {1, 2}, expand=start + 3.51)  # 20 ms before the labelled onset
+    built_after = _task("s", start + 3.5, {1, 2}, expand=start + 3.6)
+    changed = _task("s", start + 3.5, {1, 2}, reason="changed")
+    two_frames = _task("s", start + 3.0, {1, 2})
+    h = scenario_figures("s", labels, [early, late], start).hazards[0]
+    assert h.covered and h.suspect_before_s == pytest.approx(0.02)
+    assert h.delay_s == 0.0 and h.frame_wait_s == 0.0 and h.strict_delay_s == pytest.approx(1.03)
+    assert scenario_figures("s", labels, [built_after, late], start).hazards[0].delay_s == pytest.approx(0.08)
+    for not_early in (changed, two_frames):  # only a suspect, only from the last frame before
+        h = scenario_figures("s", labels, [not_early, late], start).hazards[0]
+        assert h.suspect_before_s is None and h.delay_s == pytest.approx(1.03) == h.strict_delay_s
+    assert not scenario_figures("s", labels, [two_frames], start).hazards[0].covered
+    f = GateFigures("g", [scenario_figures("s", labels, [early, late], start)])
+    assert f.delay(95) == 0.0 and f.delay(95, "strict_delay_s") == pytest.approx(1.03)

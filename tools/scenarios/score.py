@@ -4,7 +4,11 @@ Definitions (docs/gate.md "bench-gate"):
 
 * A labelled hazard is **covered** when some task whose group holds both of its road users (their
   MOT ids, mapped back to actors through labels.json, so an id switch does not hide them) was
-  built from a frame captured between the hazard's onset and its conflict point, inclusive.
+  built from a frame captured between the hazard's onset and its conflict point, inclusive, or is
+  a `suspect` task from a frame less than one frame interval before the onset: the estimated TTC
+  crossed the line a frame before the true one (noise, or the onset falling just after a frame),
+  an early warning for the right pair, not a miss. Its delay counts from when it was built, and
+  0 when that was before the onset. `strict_delay_s` keeps the window-only figure.
 * **onset → task** of a covered hazard = the wall-clock time expand built that first covering
   task (`times.expand`) − the moment of onset (camera start + onset_s). The replay runs in real
   time, so this holds everything a live camera would see: waiting for the next analysed frame
@@ -90,12 +94,9 @@ class HazardOutcome:
     gate can send what detect did not publish)"""
     suspect_before_s: float | None = None
     """a `suspect` task for the pair came from the last frame before the onset, this long before it
-    (the estimated TTC crossed the line a frame ahead of the true one); outside the window, so not
-    counted as covering, but shown: a cooldown after it can hold the in-window send"""
-
-    def delay_or_early(self) -> float | None:
-        """onset → task, with a suspect from the frame just before the onset counted as 0."""
-        return 0.0 if self.suspect_before_s is not None else self.delay_s
+    (the estimated TTC crossed the line a frame ahead of the true one): it covers the hazard"""
+    strict_delay_s: float | None = None
+    """onset → the first covering task from a frame at or after the onset (early suspects not counted)"""
 
 
 def hazard_outcomes(name: str, labels: dict, tasks: list[TaskSeen], start: float,
@@ -109,22 +110,25 @@ def hazard_outcomes(name: str, labels: dict, tasks: list[TaskSeen], start: float
         onset, conflict = start + h["onset_s"], start + h["conflict_s"]
         hit = next((t for t in mine if onset - 1e-6 <= t.frame_ts <= conflict + 1e-6
                     and pair <= {actor_of.get(i) for i in t.track_ids}), None)
-        o = HazardOutcome(name, h["kind"], h["onset_s"], h["conflict_s"], hit is not None)
         period = 1.0 / labels["fps"]
-        early = [t for t in mine if t.reason == "suspect" and onset - period - 1e-6 <= t.frame_ts < onset - 1e-6
+        early = [t for t in mine if t.reason == "suspect" and onset - period + 1e-6 < t.frame_ts < onset - 1e-6
                  and pair <= {actor_of.get(i) for i in t.track_ids}]
+        strict = None if hit is None or hit.expand_ts is None else hit.expand_ts - onset
         if early:
-            o.suspect_before_s = onset - early[-1].frame_ts
+            hit = early[0]
+        o = HazardOutcome(name, h["kind"], h["onset_s"], h["conflict_s"], hit is not None, strict_delay_s=strict)
+        if early:
+            o.suspect_before_s = onset - early[0].frame_ts
         if frames is not None:  # the scene's first frame at or after the onset, if detect published it
             due = start + math.ceil(h["onset_s"] * labels["fps"] - 1e-6) / labels["fps"]
             first = next((seen for ts, seen in frames if abs(ts - due) < 1e-3), None)
             o.seen_at_onset = first is not None and pair <= first
         if hit is not None:
             o.reason = hit.reason
-            o.frame_wait_s = hit.frame_ts - onset
+            o.frame_wait_s = max(0.0, hit.frame_ts - onset)
             if hit.expand_ts is not None:
                 o.processing_s = hit.expand_ts - hit.frame_ts
-                o.delay_s = hit.expand_ts - onset
+                o.delay_s = max(0.0, hit.expand_ts - onset)
         out.append(o)
     return out
 
@@ -186,9 +190,8 @@ class GateFigures:
 
     def delay(self, p: float, what: str = "delay_s", seen_only: bool = False) -> float | None:
         """Percentile over the covered hazards (`seen_only`: those whose road users were both detected on
-        the first frame after the onset; `what="early"`: a suspect just before the onset counts as 0)."""
-        values = [h.delay_or_early() if what == "early" else getattr(h, what)
-                  for h in self.hazards() if h.seen_at_onset or not seen_only]
+        the first frame after the onset; `what="strict_delay_s"`: early suspects not counted)."""
+        values = [getattr(h, what) for h in self.hazards() if h.seen_at_onset or not seen_only]
         return pct([v for v in values if v is not None], p)
 
     @property

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "--as-fast-as-possible"], GATES, work, timeout=400)
         seconds = video_seconds(a.footage)
         print(f"  footage: {fr['frames']} detections in {fr['wall_s']:.1f} s ({seconds:.1f} s of video at --fps 2: "
-              f"{int(seconds * 2)} frames; fewer means detect fell behind real time and skipped some)", flush=True)
+              f"{int(seconds * 2)} frames)", flush=True)
         footage = footage_figures(fr, GATES, seconds)
         footage_frames = (fr["frames"], int(seconds * 2))
     print()

@@ -68,6 +68,9 @@ def detect_cmd(
     min_closing: float = typer.Option(8.0, help="Closing speed (px/s) below which a pair is not approaching "
                                       "(also at least 0.1 × the pair's size per second)."),
     motion_window: float = typer.Option(1.5, help="Seconds of a track's boxes behind its velocity (least squares)."),
+    coast: bool = typer.Option(True, "--coast/--no-coast",
+                               help="Publish a track the detector missed on one frame at the box its motion "
+                                    "predicts (\"coasted\": true), so its pair cues go on."),
     mot_ids: str = typer.Option("keep", help="mot: sources: 'keep' the file's ids as track ids, or 'track' "
                                 "them with ByteTrack like a camera."),
     dlq: Optional[str] = typer.Option(None, "--dlq", help="Dead letters (bad mot: lines): default stderr, "
@@ -149,7 +152,8 @@ def detect_cmd(
         crops=CropConfig(max_side=crop_max_side, jpeg_quality=jpeg_quality),
         reader=ReaderSettings(realtime=not as_fast_as_possible, media_clock=media_clock,
                               keyframes_only=keyframes_only),
-        group_memory_s=group_memory, motion=motion, kinematics=KinematicsConfig(window_s=motion_window),
+        group_memory_s=group_memory, motion=motion,
+        kinematics=KinematicsConfig(window_s=motion_window, **({} if coast else {"coast_intervals": 0.0})),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
         status_out=status_out, heartbeat_s=heartbeat,
         frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,

@@ -263,6 +263,9 @@ def test_a_road_user_missed_on_one_frame_is_coasted_and_keeps_its_pair_cue(tmp_p
     assert ped7.coasted is True and not any(o.coasted for o in seven.objects if o.track_id == 11)
     # a second missed frame in a row is not guessed: the pedestrian is absent from frame 8
     assert all(o.track_id != 22 for o in eight.objects)
+    off = results(detect("--source", f"mot:{seq}", "--camera-id", "cam-c", "--as-fast-as-possible", "--no-coast"))
+    assert [len(r.objects) for r in off] == [len(r.objects) - sum(bool(o.coasted) for o in r.objects) for r in rs]
+    assert not any(o.coasted for r in off for o in r.objects)
 
 
 def test_an_id_switch_is_not_coasted_beside_the_new_id(tmp_path):

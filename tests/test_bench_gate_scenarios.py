@@ -200,7 +200,7 @@ def test_a_suspect_from_the_last_frame_before_the_onset_is_an_early_warning_that
     two_frames = _task("s", start + 3.0, {1, 2})
     h = scenario_figures("s", labels, [early, late], start).hazards[0]
     assert h.covered and h.suspect_before_s == pytest.approx(0.02)
-    assert h.delay_s == 0.0 and h.frame_wait_s == 0.0 and h.strict_delay_s == pytest.approx(1.03)
+    assert h.delay_s == 0.0 and h.frame_wait_s == pytest.approx(-0.02) and h.strict_delay_s == pytest.approx(1.03)
     assert scenario_figures("s", labels, [built_after, late], start).hazards[0].delay_s == pytest.approx(0.08)
     for not_early in (changed, two_frames):  # only a suspect, only from the last frame before
         h = scenario_figures("s", labels, [not_early, late], start).hazards[0]

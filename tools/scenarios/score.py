@@ -125,7 +125,7 @@ def hazard_outcomes(name: str, labels: dict, tasks: list[TaskSeen], start: float
             o.seen_at_onset = first is not None and pair <= first
         if hit is not None:
             o.reason = hit.reason
-            o.frame_wait_s = max(0.0, hit.frame_ts - onset)
+            o.frame_wait_s = hit.frame_ts - onset  # negative for an early suspect
             if hit.expand_ts is not None:
                 o.processing_s = hit.expand_ts - hit.frame_ts
                 o.delay_s = max(0.0, hit.expand_ts - onset)

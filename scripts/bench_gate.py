@@ -217,7 +217,7 @@ def table(figs: dict[str, GateFigures], footage: dict[str, ScenarioFigures] | No
                 "(it covers the hazard: an early warning, delay 0 when built before the onset)")
     if footage:
         rows.append(line("real footage calls/cam-s", [f"{footage[g].calls_per_s:.3f}" for g in gates],
-                         f"≤ 0.25 (was 2.1)"))
+                         "≤ 0.25 (was 2.1)"))
     return "\n".join(rows)
 
 

@@ -120,7 +120,8 @@ def test_a_coasted_object_is_named_as_predicted_not_seen():
     from hazardctl.prompt import user_text
 
     task = moving()
-    coasted = task.model_copy(update={"objects": [task.objects[0], task.objects[1].model_copy(update={"coasted": True})]})
+    person, car = task.objects
+    coasted = task.model_copy(update={"objects": [person, car.model_copy(update={"coasted": True})]})
     line = "not detected on this frame: box predicted from its motion"
     said = [ln for ln in user_text(coasted).splitlines() if line in ln]
     assert len(said) == 1 and said[0].startswith(f"- id {task.objects[1].object_id}:")

@@ -542,7 +542,9 @@ class DetectStage:
         seen = {o.track_id: o for o in objects if o.track_id is not None}
         detected = list(objects)
         for tid, prev in cam.last_tracked.items():
-            if tid not in seen and (o := self._coasted(cam, camera_id, prev, len(objects), ts, width, height, detected)):
+            if tid in seen:
+                continue
+            if (o := self._coasted(cam, camera_id, prev, len(objects), ts, width, height, detected)) is not None:
                 objects.append(o)
         cam.last_tracked = seen
         if cam.kinematics.rejected:

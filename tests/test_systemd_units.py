@@ -168,3 +168,14 @@ def test_schedule_reloads_on_systemctl_reload_and_nothing_else_claims_to():
             assert reloads == ["kill -HUP $MAINPID"]
         else:
             assert not reloads, unit.name
+
+
+def test_camera_health_flows_from_detect_to_consume():
+    """detect publishes each camera's health where consume reads it, so a dead camera becomes an
+    incident in a deployment too (issue 18), and schedule shards hand over partitions they cannot serve."""
+    def flag(unit: str, name: str) -> str:
+        args = _exec_start((UNITS / unit).read_text())
+        return args[args.index(name) + 1]
+
+    assert flag("hazardctl-detect@.service", "--status-out") == flag("hazardctl-consume.service", "--camera-status")
+    assert "--hand-over" in _exec_start((UNITS / "hazardctl-schedule@.service").read_text())

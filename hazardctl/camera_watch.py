@@ -84,6 +84,20 @@ class CameraWatch:
             cam.since = s.since
         return self._incident_events(cam, now)
 
+    def restore(self, incidents: list[dict], now: float) -> None:
+        """Open camera incidents read back from the store after a restart. Each camera is taken as down as
+        stored, heard now: its next status decides (live ends the incident; the same outage keeps its id),
+        and if none comes the silence rule applies as to any camera."""
+        for inc in incidents:
+            if inc["camera_id"] in self.cameras:
+                continue
+            state = inc.get("camera_state") or _state_of(inc)
+            cam = CameraHealthView(inc["camera_id"], state, "", inc["opened_at"], 0.0, now,
+                                   heartbeat_s=self.min_silence_s / self.silent_factor,
+                                   last_frame_ts=inc.get("frame_ts"))
+            cam.incident = {**inc, "camera_state": state, "type": INCIDENT_TYPE}
+            self.cameras[cam.camera_id] = cam
+
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []
         for cam in self.cameras.values():
@@ -134,6 +148,15 @@ class CameraWatch:
     def views(self, cameras: frozenset[str] | None = None) -> list[dict]:
         return [c.as_dict() for c in sorted(self.cameras.values(), key=lambda c: c.camera_id)
                 if cameras is None or c.camera_id in cameras]
+
+
+def _state_of(inc: dict) -> str:
+    """The outage kind of a stored camera incident: its risk type reads `camera <state>`."""
+    for r in inc.get("risk_types") or ():
+        kind = r.removeprefix("camera ")
+        if kind in DOWN:
+            return kind
+    return "silent"
 
 
 def _describe(cam: CameraHealthView, back: bool = False) -> str:

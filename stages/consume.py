@@ -329,13 +329,15 @@ class ConsumeService:
         events = self.board.tick(now)
         for ev in events:
             self.publish(ev)
+        camera_events: list[Event] = []
         while self.camera_inbox:
-            for ev in self.camera_watch.apply(self.camera_inbox.popleft(), now):
-                self.publish(ev)
-        for ev in self.camera_watch.tick(now):
+            camera_events += self.camera_watch.apply(self.camera_inbox.popleft(), now)
+        camera_events += self.camera_watch.tick(now)
+        for ev in camera_events:
             self.publish(ev)
         if self.recorder is not None:
             self.recorder.events(events)
+            self.recorder.camera_events(camera_events)
             self.recorder.maybe_prune(now)
 
     def act(self, incident_id: str, action: str, note: str | None, actor: str | None = None) -> dict | None:
@@ -522,6 +524,7 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
     if opts.store is not None:  # exit 3 with one line when the database cannot be reached
         recorder = service.recorder = IncidentRecorder(opts.store)
         recorder.restore(service.board)
+        recorder.restore_cameras(service.camera_watch, time.time())
         recorder.start()
     close_sinks = camera_pump = None
     try:

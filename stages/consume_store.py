@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from hazardctl.camera_watch import CameraWatch
 from hazardctl.incidents import Applied, Event, Incident, IncidentBoard
 from hazardctl.messages import RiskAssessmentResult
 from hazardctl.store import Store, open_store
@@ -126,6 +127,18 @@ class IncidentRecorder:
         for ev in events:
             if ev.kind == "incident" and ev.action == "end":
                 self.writer.put(IncidentWrite(ev.body), block)
+
+    def camera_events(self, events: list[Event], block: bool = False) -> None:
+        """Camera incidents (hazardctl.camera_watch) as they open, change and end: an outage is history too."""
+        for ev in events:
+            if ev.kind == "incident":
+                self.writer.put(IncidentWrite(ev.body), block)
+
+    def restore_cameras(self, watch: CameraWatch, now: float) -> int:
+        """Open camera incidents back in the watch: a live status ends them, silence keeps them open."""
+        open_ = self.incidents.open_incidents(kind="camera")
+        watch.restore(open_, now)
+        return len(open_)
 
     def offsets(self, batch, block: bool = False) -> None:
         """The next offset per partition of a batch of (record, result, …) from Kafka (pipes: nothing).

@@ -58,6 +58,29 @@ def test_silence_from_detect_is_down_and_a_status_ends_it():
     assert end.action == "end"
 
 
+def test_restored_outages_end_when_the_camera_is_live_and_keep_their_id_while_down():
+    """consume restarted during two outages (the store gives back their open camera incidents): one camera
+    reports live (its incident ends), the other is still down (same incident, no second `new`), and a third
+    never reports again (silent after the usual silence, the same incident updated)."""
+    before = CameraWatch()
+    opened = {}
+    for cam in ("cam-a", "cam-b", "cam-c"):
+        before.apply(st("live", 0.0, previous=None, camera=cam), 0.0)
+        (new,) = before.apply(st("stale", 5.0, camera=cam), 5.0)
+        opened[cam] = new.body
+    after = CameraWatch(silent_factor=3.0, min_silence_s=15.0)
+    after.restore([dict(b, camera_state=None) for b in opened.values()], now=100.0)  # as read back from the store
+    assert after.down() == 3 and {i["incident_id"] for i in after.open_incidents()} == {
+        b["incident_id"] for b in opened.values()}
+    (end,) = after.apply(st("live", 101.0, previous="stale", camera="cam-a"), 101.0)
+    assert (end.action, end.body["incident_id"]) == ("end", opened["cam-a"]["incident_id"])
+    assert after.apply(st("stale", 102.0, previous=None, since=5.0, camera="cam-b"), 102.0) == []
+    (silent,) = after.tick(116.0)
+    assert (silent.camera_id, silent.action, silent.body["camera_state"]) == ("cam-c", "update", "silent")
+    assert silent.body["incident_id"] == opened["cam-c"]["incident_id"]
+    assert after.down() == 2
+
+
 def test_an_older_status_than_the_last_is_ignored_and_so_is_history():
     w = CameraWatch(max_age_s=60.0)
     w.apply(st("stale", 10.0), 10.0)

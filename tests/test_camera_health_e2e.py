@@ -69,7 +69,8 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
     (tmp_path / "secret").write_bytes(b"k")
     consume = ConsumeProcess("--camera-status", f"kafka://{status_topic}", "--group", f"cam-health-{status_topic}",
                              "--sink", f"webhook:{hook.url}", "--sink-secret-file", str(tmp_path / "secret"),
-                             "--dlq", str(tmp_path / "dlq.jsonl"), env=hazardctl_env, timeout=60)
+                             "--dlq", str(tmp_path / "dlq.jsonl"), "--data-dir", str(tmp_path / "data"),
+                             env=hazardctl_env, timeout=60)
     ws = WsEvents(consume.ws_url)
     ws.start()
     cfg = detect.DetectConfig(
@@ -114,6 +115,13 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
         wait_until(lambda: len(hook.snapshot()) >= 2, 10, "the camera incident at the webhook")
         assert [(r.doc["event"], r.doc["incident"]["type"]) for r in hook.snapshot()] == [("new", "camera"),
                                                                                            ("end", "camera")]
+        # and it is history: the store has the outage, opened and ended (the writer thread: allow a moment)
+        def stored():
+            status, page = consume.get("/incidents?camera=rtsp-cam")
+            return status == 200 and [i for i in page["incidents"] if i["state"] == "ended"]
+        wait_until(stored, 10, "the camera incident in the store")
+        (hist,) = consume.get("/incidents?camera=rtsp-cam")[1]["incidents"]
+        assert (hist["incident_id"], hist["type"], hist["risk_types"]) == (inc["incident_id"], "camera", ["camera stale"])
         print(f"camera incident {time_to_incident:.1f}s after the source died (stale after {STALE_AFTER_S}s, "
               f"read timeout {READ_TIMEOUT_S}s); ended {ended_at - back:.1f}s after it came back")
     finally:

@@ -127,6 +127,37 @@ def test_incidents_results_actions_round_trip(store_url, tmp_path):
         store.close()
 
 
+def test_camera_incidents_are_history_but_never_the_boards(store_url):
+    """A camera outage (hazardctl.camera_watch's incident body) is stored and searchable like any incident,
+    reads back typed `camera`, and is never restored onto the scene board."""
+    from hazardctl.camera_watch import CameraWatch
+    from hazardctl.messages import CameraStatus
+
+    store = open_store(store_url)
+    incidents = IncidentStore(store, None)
+    try:
+        w = CameraWatch()
+        w.apply(CameraStatus(camera_id="cam-9", state="live", since=100.0, ts=100.0, heartbeat_s=10.0), 100.0)
+        (new,) = w.apply(CameraStatus(camera_id="cam-9", state="stale", previous="live", reason="read failed",
+                                      since=110.0, ts=110.0, heartbeat_s=10.0), 110.0)
+        incidents.write([IncidentWrite(new.body), IncidentWrite(_incident(1))])
+        (cam,) = incidents.open_incidents(kind="camera")
+        assert (cam["incident_id"], cam["type"], cam["task_id"]) == (new.body["incident_id"], "camera", None)
+        assert [i["incident_id"] for i in incidents.open_incidents()] == ["inc-0001"]  # the board's only
+        rows, _ = incidents.search(IncidentQuery(camera="cam-9"))
+        assert [(r["incident_id"], r["type"], r["state"]) for r in rows] == [(new.body["incident_id"], "camera", "open")]
+
+        (end,) = w.apply(CameraStatus(camera_id="cam-9", state="live", previous="stale", since=130.0, ts=130.0,
+                                      heartbeat_s=10.0), 130.0)
+        incidents.write([IncidentWrite(end.body)])
+        assert incidents.open_incidents(kind="camera") == []
+        d = incidents.detail(new.body["incident_id"])
+        assert (d["state"], d["ended_at"], d["risk_types"]) == ("ended", 130.0, ["camera stale"])
+        assert all(i["incident_id"] != new.body["incident_id"] for i in incidents.recent_ended(10))
+    finally:
+        store.close()
+
+
 def test_search_pages_newest_first_with_filters(store_url):
     store = open_store(store_url)
     incidents = IncidentStore(store, None)

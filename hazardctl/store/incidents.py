@@ -51,7 +51,10 @@ register(Migration("incidents", 1, (
 ), "incidents, their results and actions, evidence, consume offsets"),
          Migration("incidents", 2, (
              "ALTER TABLE incident_actions ADD COLUMN actor TEXT",
-         ), "who took an action, as the operator gave it"))
+         ), "who took an action, as the operator gave it"),
+         Migration("incidents", 3, (
+             "ALTER TABLE incidents ADD COLUMN kind TEXT",
+         ), "the incident's kind: NULL for a scene incident, 'camera' for a camera outage (issue 18.6)"))
 
 ACTIONS = ("ack", "resolve", "false_positive")
 DISPOSITIONS = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
@@ -59,7 +62,7 @@ STATES = ("open", "ended", "acked", "resolved", "false_positive", "unacked")
 
 _INCIDENT_COLS = ("incident_id", "camera_id", "group_id", "state", "disposition", "level", "peak_level", "risk_types",
                   "description", "confidence", "opened_at", "updated_at", "last_hot_at", "ended_at", "frame_id",
-                  "frame_ts", "task_id", "results", "times", "acked_at", "resolved_at")
+                  "frame_ts", "task_id", "results", "times", "acked_at", "resolved_at", "kind")
 _RESULT_COLS = ("incident_id", "task_id", "received_at", "frame_id", "frame_ts", "level", "risk_types", "description",
                 "confidence", "key_name", "model", "prompt_version", "times", "crop_sha256")
 _KEPT = ("disposition", "acked_at", "resolved_at")
@@ -89,15 +92,19 @@ def incident_row(inc: dict) -> dict:
             "peak_level": inc["peak_level"], "risk_types": orjson.dumps(inc["risk_types"]).decode(),
             "description": inc["description"], "confidence": inc["confidence"], "opened_at": inc["opened_at"],
             "updated_at": inc["updated_at"], "last_hot_at": inc["last_hot_at"], "ended_at": inc["ended_at"],
-            "frame_id": inc["frame_id"], "frame_ts": inc["frame_ts"], "task_id": inc["task_id"],
+            "frame_id": inc["frame_id"], "frame_ts": inc["frame_ts"], "task_id": inc["task_id"] or "",
             "results": inc["results"], "times": orjson.dumps(inc.get("times") or {}).decode(),
-            "acked_at": inc.get("acked_at"), "resolved_at": inc.get("resolved_at")}
+            "acked_at": inc.get("acked_at"), "resolved_at": inc.get("resolved_at"), "kind": inc.get("type")}
 
 
 def _incident_dict(row) -> dict:
     d = dict(row._mapping)
     d["risk_types"] = orjson.loads(d["risk_types"])
     d["times"] = orjson.loads(d["times"])
+    kind = d.pop("kind", None)
+    if kind is not None:  # a camera incident reads back as consume pushed it: `type`, no task
+        d["type"] = kind
+        d["task_id"] = d["task_id"] or None
     return d
 
 
@@ -269,16 +276,19 @@ class IncidentStore:
             rows = conn.execute(text("SELECT topic, kafka_partition, next_offset, record_ts FROM consume_offsets"))
             return {(t, int(p)): (int(o), ts) for t, p, o, ts in rows}
 
-    def open_incidents(self) -> list[dict]:
+    def open_incidents(self, kind: str | None = None) -> list[dict]:
+        """Open incidents of one kind: scene incidents (None, the board's) or 'camera' (the camera watch's)."""
         with self.store.reading() as conn:
+            of_kind = "kind IS NULL" if kind is None else "kind = :kind"
             return [_incident_dict(r) for r in conn.execute(text(
-                "SELECT * FROM incidents WHERE state = 'open' ORDER BY opened_at, incident_id"))]
+                f"SELECT * FROM incidents WHERE state = 'open' AND {of_kind} ORDER BY opened_at, incident_id"),
+                {"kind": kind})]
 
     def recent_ended(self, limit: int) -> list[dict]:
-        """The last `limit` ended incidents, oldest first (the board's ended history)."""
+        """The last `limit` ended scene incidents, oldest first (the board's ended history)."""
         with self.store.reading() as conn:
-            rows = conn.execute(text("SELECT * FROM incidents WHERE state = 'ended' ORDER BY ended_at DESC, "
-                                     "incident_id DESC LIMIT :n"), {"n": limit}).all()
+            rows = conn.execute(text("SELECT * FROM incidents WHERE state = 'ended' AND kind IS NULL "
+                                     "ORDER BY ended_at DESC, incident_id DESC LIMIT :n"), {"n": limit}).all()
         return [_incident_dict(r) for r in reversed(rows)]
 
     def latest_crop(self, incident_id: str) -> str | None:

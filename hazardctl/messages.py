@@ -253,7 +253,7 @@ MESSAGE_MODELS: dict[str, type[Message]] = {
     "risk-assessment-result": RiskAssessmentResult,
     "dead-letter": DeadLetter,
     "risk-assessment": RiskAssessment,
-}  # + "camera-status", registered below its class
+}  # + "camera-status" and "incident-action", registered below their classes
 
 
 def task_id_for(detection_id: str, group_id: str) -> str:
@@ -295,3 +295,22 @@ class CameraStatus(Message):
 
 
 MESSAGE_MODELS["camera-status"] = CameraStatus
+
+
+class IncidentAction(Message):
+    """An operator's ack / resolve / false positive, shared by the consume instance that took it with
+    the others (`consume --actions`, e.g. kafka://incident-actions, keyed by camera id), so every
+    instance's clients see it and every instance's store records it."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["incident-action"] = "incident-action"
+    incident_id: str = Field(min_length=1, max_length=128)
+    camera_id: str = Field(min_length=1, max_length=128)
+    action: Literal["ack", "resolve", "false_positive"]
+    note: str | None = Field(default=None, max_length=2000)
+    actor: str | None = Field(default=None, max_length=64, description="who, as the operator gave it")
+    at: float = Field(description="when the operator acted (the instance that took it)")
+    origin: str = Field(min_length=1, max_length=128, description="the consume instance that took it")
+
+
+MESSAGE_MODELS["incident-action"] = IncidentAction

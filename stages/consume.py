@@ -52,6 +52,8 @@ from stages.consume_store import IncidentRecorder, StoreOptions
 from stages.consume_ws import Hub, subscription_json
 
 STAGE = "consume"
+SHARED_ACTION_MAX_AGE_S = 600.0
+"""another instance's action older than this (or than --replay) is not applied: the store has it"""
 log = logging.getLogger("hazardctl.consume")
 
 RESULTS = Counter("hazardctl_consume_results_total", "Results applied to the board, by outcome "
@@ -94,6 +96,9 @@ class ConsumeOptions:
     """alert sinks (stages.consume_sinks); None: incidents go to WebSocket clients only"""
     camera_status: str | None = None
     """detect's camera-status input (stages.consume_cameras), e.g. kafka://camera-status; None: not read"""
+    actions: str | None = None
+    """operators' actions shared with the other consume instances (stages.consume_shared_actions), e.g.
+    kafka://incident-actions; None: an action reaches this instance's clients only"""
 
 
 def parse_address(spec: str, flag: str) -> tuple[str, int]:
@@ -260,6 +265,9 @@ class ConsumeService:
         CAMERAS.labels(STAGE).set_function(lambda: len(self.board.cameras))
         self.camera_watch = CameraWatch()
         self.camera_inbox: deque = deque()
+        self.actions = None
+        """the other instances' actions (stages.consume_shared_actions.ActionShare); None: not shared"""
+        self.action_inbox: deque = deque()
         """CameraStatus messages from their input thread, applied by the tick (stages.consume_cameras)"""
         CAMERAS_DOWN.labels(STAGE).set_function(self.camera_watch.down)
         self.sinks = None
@@ -335,6 +343,9 @@ class ConsumeService:
         camera_events += self.camera_watch.tick(now)
         for ev in camera_events:
             self.publish(ev)
+        while self.action_inbox:
+            for a in self.actions.foreign(self.action_inbox.popleft(), now):
+                self.apply_shared(a)
         if self.recorder is not None:
             self.recorder.events(events)
             self.recorder.camera_events(camera_events)
@@ -352,7 +363,22 @@ class ConsumeService:
             self.publish(ev)
         if self.recorder is not None:
             self.recorder.action(incident_id, action, note, now, inc, actor)
+        self.share(incident_id, inc.camera_id, action, note, actor, now)
         return inc.as_dict(crop=False)
+
+    def share(self, incident_id: str, camera_id: str, action: str, note: str | None, actor: str | None,
+              at: float) -> None:
+        """Tell the other consume instances (`--actions`) of an action taken here."""
+        if self.actions is not None:
+            self.actions.publish(incident_id, camera_id, action, note, actor, at)
+
+    def apply_shared(self, a) -> None:
+        """Another instance's action (an IncidentAction): on this board and its clients, and in this store."""
+        inc, events = self.board.act(a.incident_id, a.action, a.at)
+        for ev in events:
+            self.publish(ev)
+        if self.recorder is not None:  # idempotent rows: a store shared with the origin keeps it once
+            self.recorder.action(a.incident_id, a.action, a.note, a.at, inc, a.actor)
 
     def health(self) -> dict:
         ok = self.input_state != "failed"
@@ -362,6 +388,8 @@ class ConsumeService:
                 "results_cached": len(self.recent), "replayed": self.replayed,
                 "dead_letters": self.pump.dead_letters if self.pump else 0,
                 "uptime_s": round(time.time() - self.started, 1),
+                **({"actions_shared": self.actions.sent, "actions_applied": self.actions.applied}
+                   if self.actions is not None else {}),
                 **(self.recorder.health() if self.recorder is not None else {})}
 
 
@@ -526,7 +554,7 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
         recorder.restore(service.board)
         recorder.restore_cameras(service.camera_watch, time.time())
         recorder.start()
-    close_sinks = camera_pump = None
+    close_sinks = camera_pump = actions_pump = None
     try:
         if opts.sinks is not None:
             from stages.consume_sinks import start_dispatcher
@@ -538,6 +566,12 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
 
             camera_pump = start_camera_status(opts.camera_status, endpoints=endpoints, dlq_spec=dlq_spec,
                                               group_id=group_id, deliver=service.camera_inbox.extend)
+        if opts.actions:
+            from stages.consume_shared_actions import start_sharing
+
+            service.actions, actions_pump = start_sharing(
+                opts.actions, endpoints=endpoints, dlq_spec=dlq_spec, group_id=group_id,
+                deliver=service.action_inbox.append, max_age_s=max(opts.replay_s, SHARED_ACTION_MAX_AGE_S))
         skip_before: dict = {}
         if is_kafka(in_spec) and (opts.replay_s > 0 or recorder is not None):
             skip_before, service.replayed = replay_into(service.board, endpoints, kafka_topic(in_spec),
@@ -547,6 +581,9 @@ def run(in_spec: str, dlq_spec: str | None, *, opts: ConsumeOptions, endpoints: 
     finally:
         if camera_pump is not None:
             camera_pump.stop()
+        if actions_pump is not None:
+            actions_pump.stop()
+            service.actions.close()
         if close_sinks is not None:
             close_sinks()
         if recorder is not None:

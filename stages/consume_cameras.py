@@ -1,10 +1,11 @@
-"""consume's camera-health input (`--camera-status`): detect's CameraStatus messages → CameraWatch.
+"""consume's side inputs: detect's camera health (`--camera-status`) and other instances' operator
+actions (`--actions`, stages.consume_shared_actions) — each a topic read on a thread of its own.
 
-A thread of its own polls the input (a Kafka consumer must stay on one thread, and a poll must never
-block the event loop) and hands valid statuses to the loop, which applies them to the
-`CameraWatch` (hazardctl/camera_watch.py) and pushes the `camera` incidents like any other. A bad
-message is a dead letter on consume's dead-letter output. Offsets are marked done as soon as a
-status is handed over: a status lost in a crash is repaired by the next heartbeat.
+A Kafka consumer must stay on one thread and a poll must never block the event loop, so a
+`SideInputPump` polls its input and hands valid messages to the loop (which applies camera statuses
+to the `CameraWatch`, hazardctl/camera_watch.py, and pushes the `camera` incidents like any other). A
+bad message is a dead letter on consume's dead-letter output. Offsets are marked done as soon as a
+message is handed over: a status lost in a crash is repaired by the next heartbeat.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hazardctl import metrics
 from hazardctl.deadletter import BadInput, dead_letter
@@ -23,22 +25,29 @@ log = logging.getLogger("hazardctl.consume")
 STAGE = "consume"
 
 
-def parse_status(value: bytes) -> CameraStatus:
-    if not value.strip():
-        raise BadInput("empty line", "empty")
-    try:
-        return CameraStatus.model_validate_json(value)
-    except ValidationError as e:
-        raise BadInput.from_validation(e, "camera status") from None
+def parser(model: type[BaseModel], what: str) -> Callable[[bytes], Any]:
+    """bytes → a validated `model`, or BadInput (a dead letter)."""
+    def parse(value: bytes):
+        if not value.strip():
+            raise BadInput("empty line", "empty")
+        try:
+            return model.model_validate_json(value)
+        except ValidationError as e:
+            raise BadInput.from_validation(e, what) from None
+    return parse
 
 
-class CameraStatusPump:
-    def __init__(self, input_, dlq, deliver: Callable[[list[CameraStatus]], None]):
-        self.input, self.dlq, self.deliver = input_, dlq, deliver
+parse_status = parser(CameraStatus, "camera status")
+
+
+class SideInputPump:
+    def __init__(self, input_, dlq, deliver: Callable[[list], None], parse: Callable[[bytes], Any] = parse_status,
+                 what: str = "camera-status"):
+        self.input, self.dlq, self.deliver, self.parse, self.what = input_, dlq, deliver, parse, what
         self.received = 0
         self.dead_letters = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="consume-camera-status", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"consume-{what}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -59,7 +68,7 @@ class CameraStatusPump:
                 batch = []
                 for r in records:
                     try:
-                        batch.append(parse_status(r.value))
+                        batch.append(self.parse(r.value))
                     except BadInput as e:
                         self.dead_letters += 1
                         metrics.DEAD_LETTERS.labels(STAGE, e.error_class).inc()
@@ -69,24 +78,29 @@ class CameraStatusPump:
                     self.received += len(batch)
                     self.deliver(batch)
                 self.dlq.poll(0)
-        except Exception:  # noqa: BLE001 — camera health is a side input: log it, the stage goes on
-            log.exception("consume: camera-status input failed; camera health is no longer updated")
+        except Exception:  # noqa: BLE001 — a side input: log it, the stage goes on
+            log.exception("consume: %s input failed; it is no longer read", self.what)
         finally:
             try:
                 self.dlq.flush(5.0)
                 inp.close()
             except Exception as e:  # noqa: BLE001
-                log.warning("consume: closing the camera-status input: %s", e)
+                log.warning("consume: closing the %s input: %s", self.what, e)
 
 
-def start_camera_status(spec: str, *, endpoints, dlq_spec: str, group_id: str,
-                        deliver: Callable[[list[CameraStatus]], None]) -> CameraStatusPump:
-    """Open `spec` (a Kafka topic read by `group_id`-camera-status, a file or a pipe) and start the pump."""
+def start_side_input(spec: str, *, endpoints, dlq_spec: str, group_id: str, deliver: Callable[[list], None],
+                     parse: Callable[[bytes], Any] = parse_status, what: str = "camera-status") -> SideInputPump:
+    """Open `spec` (a Kafka topic read by `group_id`-`what`, a file or a pipe) and start the pump."""
     from hazardctl.transports import Endpoints, is_kafka
 
     endpoints.wait_ready([spec], 30.0)
     own = Endpoints(settings=endpoints.kafka.settings) if is_kafka(spec) or is_kafka(dlq_spec) else endpoints
-    pump = CameraStatusPump(own.input(spec, f"{group_id}-camera-status", STAGE), own.output(dlq_spec), deliver)
+    pump = SideInputPump(own.input(spec, f"{group_id}-{what}", STAGE), own.output(dlq_spec), deliver, parse, what)
     pump.start()
-    log.info("consume: camera health from %s", spec)
+    log.info("consume: %s from %s", what, spec)
     return pump
+
+
+def start_camera_status(spec: str, *, endpoints, dlq_spec: str, group_id: str,
+                        deliver: Callable[[list[CameraStatus]], None]) -> SideInputPump:
+    return start_side_input(spec, endpoints=endpoints, dlq_spec=dlq_spec, group_id=group_id, deliver=deliver)

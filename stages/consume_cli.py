@@ -90,6 +90,10 @@ def consume_cmd(
     camera_status: Optional[str] = typer.Option(
         None, "--camera-status", help="Read detect's camera health (detect --status-out), e.g. "
         "kafka://camera-status: a camera incident opens while a camera is down and ends when it is back."),
+    actions: Optional[str] = typer.Option(
+        None, "--actions", help="Share operators' actions with the other consume instances through this Kafka "
+        "topic, e.g. kafka://incident-actions: an ack taken on one reaches every instance's clients and store. "
+        "Each instance needs a --group of its own."),
 ) -> None:
     from hazardctl.incidents import BoardConfig
     from hazardctl.metrics import serve_metrics
@@ -101,6 +105,8 @@ def consume_cmd(
         raise ConfigError(f"--min-level {min_level!r}: one of low, medium, high")
     if quiet_period <= 0 or group_ttl <= 0 or replay < 0:
         raise ConfigError("--quiet-period and --group-ttl must be > 0, --replay >= 0")
+    if actions is not None and not actions.startswith("kafka://"):
+        raise ConfigError(f"--actions {actions}: a Kafka topic (kafka://incident-actions) that every instance reads")
     if retention_days is not None and retention_days <= 0 or evidence_max_mb <= 0:
         raise ConfigError("--retention-days and --evidence-max-mb must be > 0")
     from stages.consume_sinks import sink_options
@@ -118,7 +124,7 @@ def consume_cmd(
                             max_clients=max_clients, allow_hosts=parse_hosts(allow_host)),
         store=consume_store.store_options(store, data_dir, retention_days=retention_days, max_pending=store_queue,
                                           evidence_max_mb=evidence_max_mb),
-        sinks=sinks, camera_status=camera_status)
+        sinks=sinks, camera_status=camera_status, actions=actions)
     endpoints = Endpoints(kafka_config)
     since = rewind_input(endpoints, in_spec, group_id, from_time)
     if since is not None:  # the start-up replay rebuilds the state from the same time

@@ -229,6 +229,7 @@ class IncidentApi:
             stored.update(disposition=DISPOSITIONS[action], resolved_at=now, state="ended",
                           ended_at=stored.get("ended_at") or now)
         service.publish(Event("incident", action, stored["camera_id"], stored))
+        service.share(incident_id, stored["camera_id"], action, note, by, now)
         return _json(200, stored)
 
     def on_ws_message(self, hub: Any, client: Any, msg: dict) -> bytes | None:

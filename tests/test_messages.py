@@ -30,6 +30,7 @@ from hazardctl.messages import (
     DeadLetter,
     DetectionResult,
     Group,
+    IncidentAction,
     RiskAssessment,
     RiskAssessmentResult,
     StageTimes,
@@ -337,6 +338,8 @@ def _example(name: str) -> dict:
         "risk-assessment": RiskAssessment(level="medium", risk_types=["tailgating"]),
         "camera-status": CameraStatus(camera_id="cam-01", state="stale", previous="live", reason="no frame for 5 s",
                                       since=1000.0, ts=1001.0, heartbeat_s=10.0),
+        "incident-action": IncidentAction(incident_id="inc-1", camera_id="cam-01", action="ack", note="on it",
+                                          actor="desk 3", at=1002.0, origin="consume-a"),
     }
     return json.loads(examples[name].model_dump_json())
 

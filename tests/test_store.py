@@ -127,6 +127,22 @@ def test_incidents_results_actions_round_trip(store_url, tmp_path):
         store.close()
 
 
+def test_an_action_recorded_twice_is_one_row(store_url):
+    """Two consume instances sharing actions (`--actions`) and one database both record an ack."""
+    store = open_store(store_url)
+    incidents = IncidentStore(store, None)
+    try:
+        incidents.write([IncidentWrite(_incident(1))])
+        ack = ActionWrite("inc-0001", "ack", "seen", 1004.25, None, actor="desk 3")
+        incidents.write([ack])
+        incidents.write([ack, ActionWrite("inc-0001", "resolve", None, 1005.0, None)])
+        timeline = incidents.detail("inc-0001")["timeline"]
+        assert [(e["action"], e["at"]) for e in timeline if e["type"] == "action"] == [("ack", 1004.25),
+                                                                                       ("resolve", 1005.0)]
+    finally:
+        store.close()
+
+
 def test_camera_incidents_are_history_but_never_the_boards(store_url):
     """A camera outage (hazardctl.camera_watch's incident body) is stored and searchable like any incident,
     reads back typed `camera`, and is never restored onto the scene board."""

@@ -102,7 +102,8 @@ def test_the_shipped_topics_file_matches_the_spec():
         "dead-letters": (4, str(7 * 24 * 3600 * 1000)),
         "camera-status": (4, str(24 * 3600 * 1000)),  # issue 18: detect's camera health
         "incidents": (4, str(7 * 24 * 3600 * 1000)),  # issue 18: the Kafka alert sink
+        "incident-actions": (4, str(7 * 24 * 3600 * 1000)),  # operators' actions shared by consume instances
     }
-    pipeline = [t for t in f.topics if t.name not in ("camera-status", "incidents")]
+    pipeline = [t for t in f.topics if t.name not in ("camera-status", "incidents", "incident-actions")]
     assert all("max.message.bytes" in t.config and "compression.type" in t.config for t in pipeline)
     assert kinds(plan(f, {}, 1)) == dict.fromkeys(got, "create")

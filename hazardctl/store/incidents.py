@@ -77,8 +77,10 @@ _INSERT_RESULT = text(
     "ON CONFLICT (incident_id, task_id) DO NOTHING")
 _INSERT_EVIDENCE = text("INSERT INTO evidence (sha256, bytes, created_at) VALUES (:sha256, :bytes, :at) "
                         "ON CONFLICT (sha256) DO NOTHING")
-_INSERT_ACTION = text("INSERT INTO incident_actions (incident_id, action, note, at, actor) VALUES (:incident_id, "
-                      ":action, :note, :at, :actor)")
+_INSERT_ACTION = text("INSERT INTO incident_actions (incident_id, action, note, at, actor) SELECT :incident_id, "
+                      ":action, :note, :at, :actor WHERE NOT EXISTS (SELECT 1 FROM incident_actions WHERE "
+                      "incident_id = :incident_id AND action = :action AND at = :at)")
+"""idempotent: consume instances sharing actions (`--actions`) and one database record each action once"""
 _UPSERT_OFFSET = text("INSERT INTO consume_offsets (topic, kafka_partition, next_offset, record_ts, updated_at) "
                       "VALUES (:topic, :partition, :next_offset, :record_ts, :at) ON CONFLICT (topic, kafka_partition) "
                       "DO UPDATE SET next_offset = excluded.next_offset, record_ts = excluded.record_ts, "

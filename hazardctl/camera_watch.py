@@ -50,11 +50,14 @@ class CameraHealthView:
     last_frame_ts: float | None = None
     incident: dict | None = None
     ended_incidents: list[dict] = field(default_factory=list)
+    snapshot: tuple[str, tuple[int, int], float] | None = None
+    """the newest snapshot detect sent: (JPEG base64, (width, height), capture time)"""
 
     def as_dict(self) -> dict:
         return {"camera_id": self.camera_id, "state": self.state, "reason": self.reason, "since": self.since,
                 "last_status_at": self.last_status_at, "last_frame_ts": self.last_frame_ts,
-                "down": self.state in DOWN, "incident_id": self.incident["incident_id"] if self.incident else None}
+                "down": self.state in DOWN, "incident_id": self.incident["incident_id"] if self.incident else None,
+                "snapshot_ts": self.snapshot[2] if self.snapshot else None}
 
 
 class CameraWatch:
@@ -79,6 +82,8 @@ class CameraWatch:
             cam.heard_at = now
         cam.heartbeat_s = s.heartbeat_s
         cam.last_frame_ts = s.last_frame_ts
+        if s.snapshot_jpeg_b64:
+            cam.snapshot = (s.snapshot_jpeg_b64, s.snapshot_size or (0, 0), s.snapshot_ts or s.ts)
         if s.state != cam.state or s.previous is not None:
             cam.state, cam.reason = s.state, s.reason
             cam.since = s.since
@@ -140,6 +145,10 @@ class CameraWatch:
                 if inc["incident_id"] == incident_id:
                     return dict(inc)
         return None
+
+    def snapshot(self, camera_id: str) -> tuple[str, tuple[int, int], float] | None:
+        cam = self.cameras.get(camera_id)
+        return cam.snapshot if cam is not None else None
 
     def down(self) -> int:
         """Cameras down now (also read by the metrics thread: a snapshot of the values, never a live iteration)."""

@@ -292,6 +292,11 @@ class CameraStatus(Message):
     reconnects: int = Field(default=0, ge=0)
     heartbeat_s: float | None = Field(default=None, gt=0, description="detect re-sends the status this often; "
                                       "a camera unheard of for 3× this is reported as not reporting")
+    snapshot_jpeg_b64: str | None = Field(default=None, description="a small recent frame with the camera's zones, "
+                                          "lanes and detections drawn on it (hazardctl/scene_draw.py), every "
+                                          "`detect --snapshot-every` s; the page shows it")
+    snapshot_size: tuple[int, int] | None = Field(default=None, description="the snapshot's width, height")
+    snapshot_ts: float | None = Field(default=None, description="capture time of the snapshot's frame")
 
 
 MESSAGE_MODELS["camera-status"] = CameraStatus

@@ -7,6 +7,7 @@ stages.consume_auth.Guard.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -90,6 +91,14 @@ class HttpApi:
             if len(parts) == 1:
                 cams = sorted(board.cameras.values(), key=lambda c: c.camera_id)
                 return _json(200, {"cameras": [c.as_dict() for c in cams]})
+            if len(parts) == 3 and parts[2] == "snapshot":  # detect's latest snapshot, the scene drawn on it
+                snap = self.state.camera_watch.snapshot(parts[1])
+                if snap is None:
+                    return _json(404, {"error": f"no snapshot of camera {parts[1]!r} (detect --status-out with "
+                                                 f"--snapshot-every, consume --camera-status)"})
+                jpeg_b64, (width, height), ts = snap
+                return HttpResponse(200, base64.b64decode(jpeg_b64), "image/jpeg",
+                                    (("X-Snapshot-Ts", f"{ts:.3f}"), ("X-Snapshot-Size", f"{width}x{height}")))
             if len(parts) == 2:
                 cam = board.cameras.get(parts[1])
                 if cam is None:
@@ -111,7 +120,7 @@ class HttpApi:
         if head == "results" and len(parts) == 1:
             return _json(200, {"results": self.state.recent.latest(query.get("camera"), _limit(query, 100, 10_000))})
         return _json(404, {"error": f"no such path {path!r}",
-                           "paths": ["/", "/healthz", "/metrics", "/cameras", "/cameras/{id}",
+                           "paths": ["/", "/healthz", "/metrics", "/cameras", "/cameras/{id}", "/cameras/{id}/snapshot",
                                      "/incidents?open=true", "/incidents/{id}", "/results?camera=ID&limit=N", "/ws",
                                      "/incidents?camera=&since=&until=&level=&state=&limit=&cursor= (store)",
                                      "/incidents/{id}/evidence/{n}", "/incidents.csv", "/incidents.jsonl",

@@ -80,6 +80,9 @@ def detect_cmd(
         "change and as a heartbeat, e.g. kafka://camera-status; consume --camera-status reads it and opens a "
         "camera incident while a camera is down. Default: not sent."),
     heartbeat: float = typer.Option(10.0, help="Seconds between two camera-status heartbeats (--status-out)."),
+    snapshot_every: float = typer.Option(10.0, help="Seconds between two camera snapshots (--status-out): a small "
+                                         "frame with the zones, lanes and detections drawn on it, shown on consume's "
+                                         "page; 0: none."),
     frames: int = typer.Option(3, "--frames", help="Images of a group's region per new or suspect task, the latest "
                                "crop included (earlier crops --frame-spacing apart; 1: the latest crop only)."),
     frame_spacing: float = typer.Option(1.0, "--frame-spacing", help="Seconds between those images."),
@@ -137,7 +140,8 @@ def detect_cmd(
                             ("--motion-window", motion_window, 0 < motion_window <= 30),
                             ("--mot-ids", mot_ids, mot_ids in ("keep", "track")),
                             ("--group-memory", group_memory, 0 < group_memory <= 600),
-                            ("--heartbeat", heartbeat, heartbeat > 0),
+                            ("--heartbeat", heartbeat, heartbeat > 0), ("--snapshot-every", snapshot_every,
+                                                                         snapshot_every >= 0),
                             ("--frames", frames, 1 <= frames <= 10), ("--frame-spacing", frame_spacing, frame_spacing > 0),
                             ("--image-token-budget", image_token_budget, image_token_budget >= 16),
                             ("--motion-gate-force", motion_gate_force, 0 < motion_gate_force <= 3600),
@@ -155,7 +159,7 @@ def detect_cmd(
         group_memory_s=group_memory, motion=motion,
         kinematics=KinematicsConfig(window_s=motion_window, **({} if coast else {"coast_intervals": 0.0})),
         cues=CueConfig(horizon_s=horizon, min_closing_px_s=min_closing), mot_ids=mot_ids, dlq=dlq,
-        status_out=status_out, heartbeat_s=heartbeat,
+        status_out=status_out, heartbeat_s=heartbeat, snapshot_s=snapshot_every,
         frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,
                             token_budget=image_token_budget),
         motion_gate=MotionGateConfig(force_every_s=motion_gate_force, min_changed=motion_gate_min_changed)

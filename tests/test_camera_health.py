@@ -192,3 +192,54 @@ def _camera_down_rule(path) -> dict:
 
     return next(r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]
                 if r.get("alert") == "HazardctlCameraDown")
+
+
+def test_a_snapshot_with_the_scene_drawn_goes_with_the_next_status_once(tmp_path):
+    """detect --snapshot-every: a small frame with the zones and detections drawn (the preview's drawing)
+    rides the camera's next status, sent at once; none until it is due again; consume keeps the newest."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from hazardctl.messages import DetectedObject
+    from hazardctl.transports import open_line_output
+    from hazardctl.zones import SceneConfig, build_scene
+    from stages.detect.camera_status import CameraStatusPublisher
+
+    image = cv2.imread(str(ROOT / "tests/data/bus.jpg"))  # 810 x 1080, portrait
+    h, w = image.shape[:2]
+    scene = build_scene("a", SceneConfig(zones=[{"name": "road", "kind": "roadway",
+                                                  "polygon": [[0, 0.6], [1, 0.6], [1, 1], [0, 1]]}]), (w, h))
+    bus = DetectedObject(object_id=0, class_name="bus", class_id=5, confidence=0.9, bbox=(20.0, 230.0, 800.0, 750.0))
+    clock = [1000.0]
+    out = open_line_output(str(tmp_path / "status.jsonl"))
+    pub = CameraStatusPublisher(out, heartbeat_s=10.0, snapshot_s=30.0, snapshot_max_side=480, clock=lambda: clock[0])
+    cams = {"a": Camera()}
+    cams["a"].health.frame(0.0)
+    pub.pump(cams)  # the first status: no snapshot yet
+    assert pub.wants_snapshot("a")
+    pub.offer_snapshot("a", image, scene, [bus], 999.5)
+    assert not pub.wants_snapshot("a")
+    clock[0] += 0.1
+    pub.pump(cams)  # sent at once, not at the next heartbeat
+    clock[0] += 10.0
+    pub.pump(cams)  # the heartbeat: no image again
+    clock[0] += 20.0
+    assert pub.wants_snapshot("a")  # due again after --snapshot-every
+    out.close()
+    sent = [CameraStatus.model_validate_json(x) for x in (tmp_path / "status.jsonl").read_text().splitlines()]
+    assert [s.snapshot_jpeg_b64 is not None for s in sent] == [False, True, False]
+    snap = sent[1]
+    assert (snap.snapshot_size, snap.snapshot_ts) == ((360, 480), 999.5)
+    drawn = cv2.imdecode(np.frombuffer(base64.b64decode(snap.snapshot_jpeg_b64), np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == (480, 360, 3)
+    plain = cv2.resize(image, (360, 480), interpolation=cv2.INTER_AREA).astype(int)
+    # the roadway (lower 40 %) is tinted blue-ish (BGR 200, 90, 30 at 35 %), the rest is not
+    road, above = (slice(300, 470), slice(5, 355)), (slice(10, 270), slice(5, 355))
+    blue_gain = [(drawn[r].astype(int) - plain[r])[..., 0].mean() for r in (road, above)]
+    print("blue gain road, above:", blue_gain)
+    assert blue_gain[0] > blue_gain[1] + 8, blue_gain
+    w_ = CameraWatch()
+    w_.apply(snap, 1000.2)
+    assert w_.snapshot("a")[0] == snap.snapshot_jpeg_b64 and w_.views()[0]["snapshot_ts"] == 999.5

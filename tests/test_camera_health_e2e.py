@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 
+import cv2
+import numpy as np
 import pytest
 
 from hazardctl.transports import Endpoints
@@ -96,6 +99,11 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
                    "the first camera status")
         time.sleep(1.0)  # consume has applied it (tick 0.5 s)
         assert ws.first("new") is None  # live: nothing to report
+        # the first analysed frame went out as the camera's snapshot (--snapshot-every), served to the page
+        with urllib.request.urlopen(f"http://127.0.0.1:{consume.http_port}/cameras/rtsp-cam/snapshot", timeout=5) as r:
+            snap, ctype, size = r.read(), r.headers["Content-Type"], r.headers["X-Snapshot-Size"]
+        assert ctype == "image/jpeg" and snap[:2] == b"\xff\xd8" and cv2.imdecode(
+            np.frombuffer(snap, np.uint8), cv2.IMREAD_COLOR).shape[1::-1] == tuple(map(int, size.split("x")))
 
         cam.stop()  # the camera goes away
         killed = time.time()

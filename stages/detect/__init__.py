@@ -104,6 +104,8 @@ class DetectConfig:
     status_out: str | None = None
     """camera health (CameraStatus on change and as a heartbeat), e.g. kafka://camera-status; None: not sent"""
     heartbeat_s: float = 10.0
+    snapshot_s: float = 10.0
+    """with status_out: a small frame with the scene drawn on it goes with a status this often (0: never)"""
     frames: FramesConfig = FramesConfig()
     """earlier crops (and a thumbnail) for groups that will be `new` or `suspect` tasks (issue 19.4)"""
     motion_gate: MotionGateConfig | None = None
@@ -249,7 +251,8 @@ class DetectStage:
         self._hops = shared_metrics.Hops(STAGE)
         self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
         self.outbox = Outbox(outbox_output, cfg.buffer_bytes, on_dropped=self._on_dropped, on_failed=self._on_failed)
-        self.camera_status = CameraStatusPublisher(status_output, heartbeat_s=cfg.heartbeat_s)
+        self.camera_status = CameraStatusPublisher(status_output, heartbeat_s=cfg.heartbeat_s,
+                                                   snapshot_s=cfg.snapshot_s)
         session = _base36(int(time.time() * 10) % 36 ** 6)
         make_tracker = make_tracker or _tracker_factory(detector, cfg)
         self.cameras: dict[str, CameraRun] = {}
@@ -510,6 +513,9 @@ class DetectStage:
                 self._attach_frames(cam, result, image, scene_ts, size_of, crops)
         if image is not None and cam.scene is not None and cam.scene.history is not None:
             cam.scene.history.push(scene_ts, image)
+        if image is not None and self.camera_status.wants_snapshot(frame.camera_id):
+            self.camera_status.offer_snapshot(frame.camera_id, image, cam.scene.drawable() if cam.scene else None,
+                                              objects, frame.capture_ts)
         published = time.time()
         result.times.published = published
         value = result.model_dump_json().encode()

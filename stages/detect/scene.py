@@ -56,6 +56,10 @@ class SceneRun:
         if self.cues is not None:
             self.cues.reset()
 
+    def drawable(self) -> Scene | None:
+        """The scene in the pixels of the latest frame placed (for the camera's snapshot), if any."""
+        return self._scene
+
     def place(self, objects: list[DetectedObject], ts: float, w: int, h: int) -> FrameZones | None:
         if self.cues is None:
             return None

@@ -4,6 +4,7 @@ Screenshot: test-artifacts/camera-down.png."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -25,8 +26,9 @@ def status(camera: str, state: str, previous: str | None, reason: str = "") -> b
                         heartbeat_s=10.0).model_dump_json().encode() + b"\n"
 
 
-def test_a_dead_camera_is_shown_apart_from_a_quiet_one(browser, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
+@contextlib.contextmanager
+def consume_reading_statuses(tmp_path):
+    """consume reading camera statuses from a pipe: (the process, the pipe's writing end)."""
     fifo = tmp_path / "camera-status"
     os.mkfifo(fifo)
     writer: list = []
@@ -35,7 +37,17 @@ def test_a_dead_camera_is_shown_apart_from_a_quiet_one(browser, tmp_path):
     c = ConsumeProcess("--http", "127.0.0.1:0", "--camera-status", str(fifo), "--quiet-period", "300")
     try:
         opener.join(10)
-        w = writer[0]
+        yield c, writer[0]
+    finally:
+        for f in writer:
+            f.close()
+        c.stop()
+        c.kill()
+
+
+def test_a_dead_camera_is_shown_apart_from_a_quiet_one(browser, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with consume_reading_statuses(tmp_path) as (c, w):
         t = time.time()
         c.send(risk_result("cam-quiet", "g1", 1, t, level="none", crop_b64=None),
                risk_result("cam-dead", "g1", 1, t, level="none", crop_b64=None))
@@ -61,11 +73,6 @@ def test_a_dead_camera_is_shown_apart_from_a_quiet_one(browser, tmp_path):
         wait_js(page, "!!document.querySelector('.inc.ended .badge.camdown')", 10)  # among the recently ended
         assert c.metric("hazardctl_consume_cameras_down") == 0
         assert not errors, errors
-    finally:
-        for f in writer:
-            f.close()
-        c.stop()
-        c.kill()
 
 
 def test_the_selected_cameras_snapshot_shows_its_zones(browser, tmp_path):
@@ -85,20 +92,13 @@ def test_the_selected_cameras_snapshot_shows_its_zones(browser, tmp_path):
         {"name": "crossing", "kind": "crosswalk", "polygon": [[0.1, 0.75], [0.9, 0.75], [0.9, 0.85], [0.1, 0.85]]}]),
         (image.shape[1], image.shape[0]))
     snap = render_snapshot(image, scene, [], time.time(), 480)
-    fifo = tmp_path / "camera-status"
-    os.mkfifo(fifo)
-    writer: list = []
-    opener = threading.Thread(target=lambda: writer.append(open(fifo, "wb", buffering=0)), daemon=True)
-    opener.start()
-    c = ConsumeProcess("--http", "127.0.0.1:0", "--camera-status", str(fifo), "--quiet-period", "300")
-    try:
-        opener.join(10)
+    with consume_reading_statuses(tmp_path) as (c, w):
         now = time.time()
         c.send(risk_result("cam-scene", "g1", 1, now, level="none", crop_b64=None),
                risk_result("cam-plain", "g1", 1, now, level="none", crop_b64=None))
-        writer[0].write(CameraStatus(camera_id="cam-scene", state="live", since=now, ts=now, heartbeat_s=10.0,
-                                     snapshot_jpeg_b64=snap.jpeg_b64, snapshot_size=snap.size,
-                                     snapshot_ts=snap.ts).model_dump_json().encode() + b"\n")
+        w.write(CameraStatus(camera_id="cam-scene", state="live", since=now, ts=now, heartbeat_s=10.0,
+                             snapshot_jpeg_b64=snap.jpeg_b64, snapshot_size=snap.size,
+                             snapshot_ts=snap.ts).model_dump_json().encode() + b"\n")
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -113,8 +113,3 @@ def test_the_selected_cameras_snapshot_shows_its_zones(browser, tmp_path):
         wait_js(page, "$('scene').hidden", 10)
         assert c.get("/cameras/cam-plain/snapshot")[0] == 404
         assert not errors, errors
-    finally:
-        for f in writer:
-            f.close()
-        c.stop()
-        c.kill()

@@ -8,14 +8,8 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 
 if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "install-chromium: chromium is missing and this is not root; run: sudo apt-get install -y chromium" >&2
-        exit 1
-    fi
-    echo "install-chromium: installing Debian's chromium (apt-get)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    source scripts/apt.sh
+    apt_install install-chromium chromium fonts-dejavu-core
 fi
 
 if ! "$PY" -c "import playwright" >/dev/null 2>&1; then

@@ -7,10 +7,7 @@ if command -v ss >/dev/null; then
   echo "install-iproute2: ss already installed"
   exit 0
 fi
-SUDO=""
-[[ "$(id -u)" == 0 ]] || SUDO=sudo
-echo "install-iproute2: apt-get install iproute2"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-iproute2 --recommends iproute2
 command -v ss >/dev/null || { echo "install-iproute2: ERROR: ss still missing after apt-get" >&2; exit 1; }
 echo "install-iproute2: ok"

@@ -11,19 +11,8 @@ if command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]]; then
   echo "install-mosquitto: $( (command -v mosquitto || echo /usr/sbin/mosquitto) )"
   exit 0
 fi
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then
-  command -v sudo >/dev/null || { echo "install-mosquitto: ERROR: need root to apt-get install mosquitto" >&2; exit 1; }
-  SUDO=sudo
-fi
-echo "install-mosquitto: apt-get install mosquitto"
-# another apt run (e.g. a parallel install script) holds the dpkg lock: wait for it, bounded
-for _ in $(seq 60); do
-  $SUDO fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1 || break
-  sleep 5
-done
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-mosquitto mosquitto
 { command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]]; } \
   || { echo "install-mosquitto: ERROR: package installed but mosquitto not found" >&2; exit 1; }
 echo "install-mosquitto: ok"

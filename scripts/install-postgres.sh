@@ -17,19 +17,8 @@ if [[ -n "$PG_CTL" && -x "$PG_CTL" ]]; then
   echo "install-postgres: $("$PG_CTL" --version) ($PG_CTL)"
   exit 0
 fi
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then
-  command -v sudo >/dev/null || { echo "install-postgres: ERROR: need root to apt-get install postgresql" >&2; exit 1; }
-  SUDO=sudo
-fi
-echo "install-postgres: apt-get install postgresql"
-for _ in $(seq 60); do   # another apt run holds the dpkg lock: wait for it, bounded
-  $SUDO fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1 || break
-  sleep 5
-done
-$SUDO apt-get update -qq
-# RUNLEVEL=1: invoke-rc.d does not start the package's own cluster on install
-DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-postgres postgresql
 PG_CTL="$(find_pg_ctl || true)"
 [[ -n "$PG_CTL" && -x "$PG_CTL" ]] || { echo "install-postgres: ERROR: installed but no pg_ctl found" >&2; exit 1; }
 echo "install-postgres: ok ($("$PG_CTL" --version))"

@@ -11,19 +11,8 @@ if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
   echo "install-prometheus: $(prometheus --version 2>&1 | head -1)"
   exit 0
 fi
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then
-  command -v sudo >/dev/null || { echo "install-prometheus: ERROR: need root to apt-get install prometheus" >&2; exit 1; }
-  SUDO=sudo
-fi
-echo "install-prometheus: apt-get install prometheus"
-# another apt run (e.g. a parallel install script) holds the dpkg lock: wait for it, bounded
-for _ in $(seq 60); do
-  $SUDO fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1 || break
-  sleep 5
-done
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-prometheus prometheus
 command -v prometheus >/dev/null && command -v promtool >/dev/null \
   || { echo "install-prometheus: ERROR: package installed but prometheus/promtool not on PATH" >&2; exit 1; }
 echo "install-prometheus: ok ($(prometheus --version 2>&1 | head -1))"

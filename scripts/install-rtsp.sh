@@ -24,13 +24,7 @@ if check; then
   echo "install-rtsp: gst-rtsp-server and plugins already installed"
   exit 0
 fi
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then
-  command -v sudo >/dev/null || { echo "install-rtsp: ERROR: need root to apt-get install ${PKGS[*]}" >&2; exit 1; }
-  SUDO=sudo
-fi
-echo "install-rtsp: apt-get install ${PKGS[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PKGS[@]}" >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-rtsp --recommends "${PKGS[@]}"
 check || { echo "install-rtsp: ERROR: packages installed but GStreamer elements still missing" >&2; exit 1; }
 echo "install-rtsp: ok"

@@ -6,10 +6,7 @@ if command -v tmux >/dev/null; then
   echo "install-tmux: tmux already installed"
   exit 0
 fi
-SUDO=""
-[[ "$(id -u)" == 0 ]] || SUDO=sudo
-echo "install-tmux: apt-get install tmux"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tmux >/dev/null
+source "$(dirname "$0")/apt.sh"
+apt_install install-tmux --recommends tmux
 command -v tmux >/dev/null || { echo "install-tmux: ERROR: tmux still missing after apt-get" >&2; exit 1; }
 echo "install-tmux: ok"

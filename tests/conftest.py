@@ -68,6 +68,23 @@ def make_topic(kafka_bootstrap):
     yield from topic_maker(AdminClient({"bootstrap.servers": kafka_bootstrap}))
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL (Debian's, started by tests/pg_util.py); skips or fails without one."""
+    from tests.pg_util import postgres_server_fixture
+
+    yield from postgres_server_fixture()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_args(request, tmp_path):
+    """consume's incident-store flags, once for SQLite under --data-dir and once for a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ("--data-dir", str(tmp_path / "data"))
+    url = request.getfixturevalue("pg_server").database("c_" + uuid.uuid4().hex[:10])
+    return ("--store", url, "--data-dir", str(tmp_path / "data"))
+
+
 @pytest.fixture
 def hazardctl_env(kafka_bootstrap, tmp_path):
     """Environment for running `hazardctl` as a separate process against the test broker."""

@@ -13,30 +13,16 @@ import signal
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 from websockets.asyncio.client import connect
 
 from hazardctl.synthetic import risk_result
 from tests.consume_proc import ConsumeProcess, recv_json, recv_until
-from tests.pg_util import free_port, postgres_server_fixture
+from tests.pg_util import free_port
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "t0ken-for-the-store-tests-0123456789"
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    yield from postgres_server_fixture()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_args(request, tmp_path):
-    if request.param == "sqlite":
-        return ("--data-dir", str(tmp_path / "data"))
-    url = request.getfixturevalue("pg_server").database("c_" + uuid.uuid4().hex[:10])
-    return ("--store", url, "--data-dir", str(tmp_path / "data"))
 
 
 def rr(*args, **kw):

@@ -18,22 +18,8 @@ from websockets.asyncio.client import connect
 from hazardctl.synthetic import risk_result
 from tests.consume_proc import ConsumeProcess, recv_json, recv_until
 from tests.kafka_util import produce
-from tests.pg_util import postgres_server_fixture
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    yield from postgres_server_fixture()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_args(request, tmp_path):
-    if request.param == "sqlite":
-        return ("--data-dir", str(tmp_path / "data"))
-    url = request.getfixturevalue("pg_server").database("k_" + uuid.uuid4().hex[:10])
-    return ("--store", url, "--data-dir", str(tmp_path / "data"))
 
 
 def kv(r) -> tuple[bytes, bytes]:

@@ -17,12 +17,6 @@ from hazardctl.store.evidence import EvidenceFiles
 from hazardctl.store.incidents import (ActionWrite, IncidentQuery, IncidentStore, IncidentWrite, OffsetsWrite,
                                        decode_cursor)
 from hazardctl.store.writer import StoreWriter
-from tests.pg_util import postgres_server_fixture
-
-
-@pytest.fixture(scope="module")
-def pg_server():
-    yield from postgres_server_fixture()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

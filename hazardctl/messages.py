@@ -223,6 +223,9 @@ class RiskAssessmentResult(Message):
     attempts: int = Field(default=0, ge=0)
     error_class: str | None = None
     crop_jpeg_b64: str | None = Field(default=None, description="the assessed crop, for operators")
+    frames: list[GroupFrame] | None = Field(
+        default=None, description="the task's other images the model saw with the crop (the group's earlier crops, "
+        "a thumbnail; oldest first): kept as evidence with it")
     times: StageTimes = Field(default_factory=StageTimes)
     variant: str | None = Field(default=None, description="the schedule variant that judged it (issue 22)")
     tokens: int | None = Field(default=None, ge=0, description="tokens the provider counted for the last call")

@@ -120,7 +120,8 @@ class IncidentRecorder:
                 put(IncidentWrite(ev.body), block)
         inc = applied.incident
         if inc is not None:
-            put(IncidentWrite(inc.as_dict(crop=False), result_row(inc, r, received_at), r.crop_jpeg_b64), block)
+            put(IncidentWrite(inc.as_dict(crop=False), result_row(inc, r, received_at), r.crop_jpeg_b64,
+                              [(f.offset_s, f.kind, f.jpeg_b64) for f in r.frames or ()]), block)
 
     def events(self, events: list[Event], block: bool = False) -> None:
         """Incidents the tick ended."""

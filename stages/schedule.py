@@ -484,7 +484,8 @@ class Scheduler:
             prompt_version=prompt_for_task(task, plan.language, plan.motion).version,
             answer_normalized=list(a.call.normalized) if ra else [],
             attempts=a.attempts, error_class=a.error_class if status != "ok" else None,
-            crop_jpeg_b64=task.group.crop_jpeg_b64, times=times, variant=plan.name, tokens=a.call.usage)
+            crop_jpeg_b64=task.group.crop_jpeg_b64, frames=task.group.frames, times=times, variant=plan.name,
+            tokens=a.call.usage)
 
     # -- emitting, with the delivery bookkeeping that makes commits safe --------------------------------
     def emit(self, ticket: Ticket, record: Record, result: RiskAssessmentResult) -> None:

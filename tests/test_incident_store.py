@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 from websockets.asyncio.client import connect
 
+from hazardctl.messages import GroupFrame
 from hazardctl.synthetic import risk_result
 from tests.consume_proc import ConsumeProcess, recv_json, recv_until
 from tests.pg_util import free_port
@@ -85,19 +86,23 @@ def wait_stored(c: ConsumeProcess, inc_id: str, results: int) -> dict:
 def test_results_become_stored_incidents_that_survive_kill_9(store_args):
     t = time.time()
     with start(store_args) as c1:
+        suspect = rr("cam-1", "g1", 3, t - 1, level="high", crop_b64=jpeg("b"))
+        suspect.frames = [GroupFrame(offset_s=-2.0, kind="crop", jpeg_b64=jpeg("b-2"), size=(8, 8)),  # the model saw
+                          GroupFrame(offset_s=-1.0, kind="crop", jpeg_b64=jpeg("b-1"), size=(8, 8))]  # these too
         c1.send(rr("cam-1", "g1", 1, t - 3, level="high", crop_b64=jpeg("a")),
-                rr("cam-1", "g1", 2, t - 2, level="medium", crop_b64=jpeg("a")),
-                rr("cam-1", "g1", 3, t - 1, level="high", crop_b64=jpeg("b")),
+                rr("cam-1", "g1", 2, t - 2, level="medium", crop_b64=jpeg("a")), suspect,
                 rr("cam-2", "g7", 1, t - 1, level="low"))  # below --min-level: no incident
         applied(c1, 4)
         (inc,) = get_json(c1, "/incidents?open=true")["incidents"]
         d = wait_stored(c1, inc["incident_id"], 3)
         assert [e["level"] for e in d["timeline"]] == ["high", "medium", "high"]
-        assert [e.get("evidence") for e in d["timeline"]] == [1, 1, 2]  # the same crop twice is one evidence
+        assert [e.get("evidence") for e in d["timeline"]] == [1, 1, 4]  # the same crop twice is one evidence
+        assert [f["evidence"] for f in d["timeline"][2]["frames"]] == [2, 3] and d["evidence"] == [1, 2, 3, 4]
         assert d["timeline"][0]["key_name"] and d["timeline"][0]["model"]
-        status, body, ctype = call(c1, "GET", f"/incidents/{inc['incident_id']}/evidence/2")
-        assert (status, ctype, body) == (200, "image/jpeg", base64.b64decode(jpeg("b")))
-        assert call(c1, "GET", f"/incidents/{inc['incident_id']}/evidence/3")[0] == 404
+        for n, tag in ((2, "b-2"), (4, "b")):
+            status, body, ctype = call(c1, "GET", f"/incidents/{inc['incident_id']}/evidence/{n}")
+            assert (status, ctype, body) == (200, "image/jpeg", base64.b64decode(jpeg(tag)))
+        assert call(c1, "GET", f"/incidents/{inc['incident_id']}/evidence/5")[0] == 404
         c1.proc.send_signal(signal.SIGKILL)
         c1.proc.wait(10)
 

@@ -96,6 +96,8 @@ def test_suspect_tasks_carry_three_frames_and_a_thumbnail_within_the_budget_and_
         results, dead, _ = run_stage(scene.parent, keys_for(sim, 1), [task])
         (req,) = sim.requests()
     assert not dead and results[0]["status"] == "ok"
+    # the result carries what the model saw besides the crop, so consume keeps it all as evidence
+    assert [f["jpeg_b64"] for f in results[0]["frames"]] == [f.jpeg_b64 for f in task.group.frames]
     from hazardctl.prompt import MOTION_PROMPTS, prompt_for_task
 
     assert results[0]["prompt_version"] == prompt_for_task(task).version != MOTION_PROMPTS["en"].version  # says "scene"

@@ -225,6 +225,39 @@ def test_retention_prunes_old_ended_incidents_and_their_evidence(store_url, tmp_
         store.close()
 
 
+def test_every_image_a_result_carried_is_evidence_and_pruned_with_it(store_url, tmp_path):
+    """A suspect task's earlier crops and thumbnail (issue 19.4) come back on its result: all of them are kept,
+    numbered per result (earlier frames oldest first, then the crop), shared images stored once, and removed
+    with the incident's retention, never before."""
+    store = open_store(store_url)
+    incidents = IncidentStore(store, EvidenceFiles(tmp_path / "ev"))
+    try:
+        inc = _incident(1, opened=100.0)
+        frames = [(-2.0, "crop", _jpeg("f-2")), (-1.0, "crop", _jpeg("f-1")), (0.0, "context", _jpeg("thumb"))]
+        incidents.write([IncidentWrite(inc, _result("inc-0001", "t1", 101.0), _jpeg("c1"), frames),
+                         IncidentWrite({**inc, "results": 2}, _result("inc-0001", "t2", 102.0), _jpeg("c2"),
+                                       [(-1.0, "crop", _jpeg("c1"))])])  # its earlier crop is t1's crop
+        incidents.write([IncidentWrite(inc, _result("inc-0001", "t1", 101.0), _jpeg("c1"), frames)])  # redelivered
+        d = incidents.detail("inc-0001")
+        first, second = [e for e in d["timeline"] if e["type"] == "result"]
+        assert [(f["offset_s"], f["kind"], f["evidence"]) for f in first["frames"]] == [
+            (-2.0, "crop", 1), (-1.0, "crop", 2), (0.0, "context", 3)]
+        assert first["evidence"] == 4 and second["frames"] == [{"offset_s": -1.0, "kind": "crop", "evidence": 4}]
+        assert second["evidence"] == 5 and d["evidence"] == [1, 2, 3, 4, 5]
+        want = ["f-2", "f-1", "thumb", "c1", "c2"]
+        for n, tag in enumerate(want, 1):
+            sha = incidents.evidence_hash("inc-0001", n)
+            assert incidents.evidence.read(sha) == base64.b64decode(_jpeg(tag)), n
+        assert incidents.evidence_hash("inc-0001", 6) is None
+        assert len(list((tmp_path / "ev").rglob("*.jpg"))) == 5
+        incidents.write([IncidentWrite({**inc, "state": "ended", "ended_at": 200.0})])
+        assert incidents.prune(older_than=150.0) == 0 and len(list((tmp_path / "ev").rglob("*.jpg"))) == 5
+        assert incidents.prune(older_than=1000.0) == 1
+        assert list((tmp_path / "ev").rglob("*.jpg")) == []
+    finally:
+        store.close()
+
+
 def test_evidence_cap_deletes_the_oldest(tmp_path):
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     incidents = IncidentStore(store, EvidenceFiles(tmp_path / "ev"), evidence_max_bytes=150)

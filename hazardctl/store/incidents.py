@@ -54,7 +54,13 @@ register(Migration("incidents", 1, (
          ), "who took an action, as the operator gave it"),
          Migration("incidents", 3, (
              "ALTER TABLE incidents ADD COLUMN kind TEXT",
-         ), "the incident's kind: NULL for a scene incident, 'camera' for a camera outage (issue 18.6)"))
+         ), "the incident's kind: NULL for a scene incident, 'camera' for a camera outage (issue 18.6)"),
+         Migration("incidents", 4, (
+             "CREATE TABLE result_frames (incident_id TEXT NOT NULL REFERENCES incidents (incident_id) ON DELETE "
+             "CASCADE, task_id TEXT NOT NULL, n INTEGER NOT NULL, offset_s {float} NOT NULL, kind TEXT NOT NULL, "
+             "sha256 TEXT NOT NULL, PRIMARY KEY (incident_id, task_id, n))",
+             "CREATE INDEX result_frames_by_sha ON result_frames (sha256)",
+         ), "the other images a result's model saw (earlier crops, a thumbnail), kept as evidence (issue 18.2)"))
 
 ACTIONS = ("ack", "resolve", "false_positive")
 DISPOSITIONS = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
@@ -75,6 +81,9 @@ _UPSERT_INCIDENT = text(
 _INSERT_RESULT = text(
     f"INSERT INTO incident_results ({', '.join(_RESULT_COLS)}) VALUES ({', '.join(':' + c for c in _RESULT_COLS)}) "
     "ON CONFLICT (incident_id, task_id) DO NOTHING")
+_INSERT_FRAME = text("INSERT INTO result_frames (incident_id, task_id, n, offset_s, kind, sha256) VALUES "
+                     "(:incident_id, :task_id, :n, :offset_s, :kind, :sha256) ON CONFLICT (incident_id, task_id, n) "
+                     "DO NOTHING")
 _INSERT_EVIDENCE = text("INSERT INTO evidence (sha256, bytes, created_at) VALUES (:sha256, :bytes, :at) "
                         "ON CONFLICT (sha256) DO NOTHING")
 _INSERT_ACTION = text("INSERT INTO incident_actions (incident_id, action, note, at, actor) SELECT :incident_id, "
@@ -120,9 +129,11 @@ class IncidentWrite:
     incident: dict
     result: dict | None = None
     crop_b64: str | None = None
+    frames: list[tuple[float, str, str]] = field(default_factory=list)
+    """the result's other images, oldest first: (offset_s, kind, JPEG base64)"""
 
     def size(self) -> int:
-        return 1024 + len(self.crop_b64 or "")
+        return 1024 + len(self.crop_b64 or "") + sum(len(f[2]) for f in self.frames)
 
 
 @dataclass(slots=True)
@@ -174,19 +185,29 @@ class IncidentStore:
         offsets: dict = {}
         crops: dict[str, bytes] = {}
         now = time.time()
+        frames: list[dict] = []
+
+        def keep(b64: str | None) -> str | None:
+            """An image as an evidence file (before the row that points at it): its sha256, or None."""
+            data = EvidenceFiles.decode(b64) if b64 and self.evidence is not None else None
+            if not data:
+                return None
+            sha, _new = self.evidence.put(data)
+            crops[sha] = data
+            return sha
+
         for w in writes:
             if isinstance(w, IncidentWrite):
                 incidents[w.incident["incident_id"]] = w.incident
                 if w.result is not None:
                     row = dict(w.result)
-                    row["crop_sha256"] = None
-                    if w.crop_b64 and self.evidence is not None:
-                        data = EvidenceFiles.decode(w.crop_b64)
-                        if data:
-                            sha, _new = self.evidence.put(data)  # before the row that points at it
-                            row["crop_sha256"] = sha
-                            crops[sha] = data
+                    row["crop_sha256"] = keep(w.crop_b64)
                     results.append(row)
+                    for n, (offset_s, kind, b64) in enumerate(w.frames):
+                        sha = keep(b64)
+                        if sha is not None:
+                            frames.append({"incident_id": row["incident_id"], "task_id": row["task_id"], "n": n,
+                                           "offset_s": offset_s, "kind": kind, "sha256": sha})
             elif isinstance(w, ActionWrite):
                 actions.append(w)
                 if w.incident is not None:
@@ -202,6 +223,8 @@ class IncidentStore:
                 conn.execute(_INSERT_EVIDENCE, [{"sha256": s, "bytes": len(b), "at": now} for s, b in crops.items()])
             if results:
                 conn.execute(_INSERT_RESULT, results)
+            if frames:
+                conn.execute(_INSERT_FRAME, frames)
             for a in actions:
                 conn.execute(_INSERT_ACTION, {"incident_id": a.incident_id, "action": a.action, "note": a.note,
                                               "at": a.at, "actor": a.actor})
@@ -257,12 +280,14 @@ class IncidentStore:
                                                    "ended_at < :t"), {"t": older_than})]
             if ids:
                 params = [{"i": i} for i in ids]
+                conn.execute(text("DELETE FROM result_frames WHERE incident_id = :i"), params)
                 conn.execute(text("DELETE FROM incident_results WHERE incident_id = :i"), params)
                 conn.execute(text("DELETE FROM incident_actions WHERE incident_id = :i"), params)
                 conn.execute(text("DELETE FROM incidents WHERE incident_id = :i"), params)
             orphans = [r[0] for r in conn.execute(text(
                 "SELECT sha256 FROM evidence e WHERE NOT EXISTS (SELECT 1 FROM incident_results r "
-                "WHERE r.crop_sha256 = e.sha256)"))]
+                "WHERE r.crop_sha256 = e.sha256) AND NOT EXISTS (SELECT 1 FROM result_frames f "
+                "WHERE f.sha256 = e.sha256)"))]
             if orphans:
                 conn.execute(text("DELETE FROM evidence WHERE sha256 = :s"), [{"s": s} for s in orphans])
         for sha in orphans:
@@ -319,8 +344,8 @@ class IncidentStore:
         return rows, (encode_cursor(rows[-1]["opened_at"], rows[-1]["incident_id"]) if more and rows else None)
 
     def detail(self, incident_id: str) -> dict | None:
-        """The stored incident with its timeline: results (oldest first, `evidence` n when it has a crop)
-        and actions, merged by time."""
+        """The stored incident with its timeline: results (oldest first; `evidence` n of the crop and
+        `frames` with theirs, when kept) and actions, merged by time; `evidence`: every n there is."""
         with self.store.reading() as conn:
             row = conn.execute(text("SELECT * FROM incidents WHERE incident_id = :i"), {"i": incident_id}).first()
             if row is None:
@@ -328,20 +353,23 @@ class IncidentStore:
             inc = _incident_dict(row)
             results = [dict(r._mapping) for r in conn.execute(text(
                 "SELECT * FROM incident_results WHERE incident_id = :i ORDER BY id"), {"i": incident_id})]
+            frames = _frames_by_task(conn, incident_id)
             actions = [dict(r._mapping) for r in conn.execute(text(
                 "SELECT action, note, at, actor FROM incident_actions WHERE incident_id = :i ORDER BY id"),
                 {"i": incident_id})]
-        inc["timeline"] = timeline(results, actions)
-        inc["evidence"] = [e["evidence"] for e in inc["timeline"] if e.get("evidence")]
+        inc["timeline"] = timeline(results, actions, frames)
+        inc["evidence"] = list(range(1, len(evidence_order(results, frames)) + 1))
         return inc
 
     def evidence_hash(self, incident_id: str, n: int) -> str | None:
-        """The sha256 of the n-th (1-based) distinct crop of an incident, in result order."""
+        """The sha256 of the n-th (1-based) distinct image of an incident: per result in order, its earlier
+        frames (oldest first), then its crop."""
         with self.store.reading() as conn:
-            shas = [r[0] for r in conn.execute(text(
-                "SELECT crop_sha256 FROM incident_results WHERE incident_id = :i AND crop_sha256 IS NOT NULL "
-                "ORDER BY id"), {"i": incident_id})]
-        distinct = list(dict.fromkeys(shas))
+            results = [dict(r._mapping) for r in conn.execute(text(
+                "SELECT task_id, crop_sha256 FROM incident_results WHERE incident_id = :i ORDER BY id"),
+                {"i": incident_id})]
+            frames = _frames_by_task(conn, incident_id)
+        distinct = evidence_order(results, frames)
         return distinct[n - 1] if 1 <= n <= len(distinct) else None
 
     def export(self, q: "IncidentQuery", with_results: bool = True, batch: int = 500) -> Iterator[dict]:
@@ -372,8 +400,26 @@ class IncidentStore:
             q.cursor = decode_cursor(cursor)
 
 
-def timeline(results: list[dict], actions: list[dict]) -> list[dict]:
-    seen: dict[str, int] = {}
+def _frames_by_task(conn, incident_id: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in conn.execute(text("SELECT task_id, n, offset_s, kind, sha256 FROM result_frames WHERE incident_id = :i "
+                               "ORDER BY task_id, n"), {"i": incident_id}):
+        out.setdefault(r.task_id, []).append(dict(r._mapping))
+    return out
+
+
+def evidence_order(results: list[dict], frames: dict[str, list[dict]]) -> list[str]:
+    """An incident's distinct images, numbered from 1 in this order (the API's /evidence/{n})."""
+    shas: list[str] = []
+    for r in results:
+        shas += [f["sha256"] for f in frames.get(r["task_id"], ())]
+        if r.get("crop_sha256"):
+            shas.append(r["crop_sha256"])
+    return list(dict.fromkeys(shas))
+
+
+def timeline(results: list[dict], actions: list[dict], frames: dict[str, list[dict]] | None = None) -> list[dict]:
+    number = {sha: n for n, sha in enumerate(evidence_order(results, frames or {}), 1)}
     out: list[dict] = []
     for r in results:
         e = {"type": "result", "at": r["received_at"], "frame_ts": r["frame_ts"], "task_id": r["task_id"],
@@ -382,7 +428,11 @@ def timeline(results: list[dict], actions: list[dict]) -> list[dict]:
              "prompt_version": r["prompt_version"], "times": orjson.loads(r["times"])}
         sha = r.get("crop_sha256")
         if sha:
-            e["evidence"] = seen.setdefault(sha, len(seen) + 1)
+            e["evidence"] = number[sha]
+        kept = (frames or {}).get(r["task_id"])
+        if kept:
+            e["frames"] = [{"offset_s": f["offset_s"], "kind": f["kind"], "evidence": number[f["sha256"]]}
+                           for f in kept]
         out.append(e)
     out += [{"type": "action", "action": a["action"], "note": a["note"], "at": a["at"], "by": a.get("actor")}
             for a in actions]

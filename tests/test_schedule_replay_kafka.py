@@ -104,8 +104,8 @@ def _produce_at(bootstrap: str, topic: str, items: list[tuple[bytes, bytes, int]
     assert p.flush(30) == 0
 
 
-def _records_since(bootstrap: str, topic: str, ts_ms: int) -> set[str]:
-    """The outside view: every record of the topic, kept when its timestamp is >= ts_ms."""
+def _records_since(bootstrap: str, topic: str, ts_ms: int, field: str = "task_id") -> set[str]:
+    """The outside view: `field` of every record of the topic whose timestamp is >= ts_ms."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"outside-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     md = c.list_topics(topic, timeout=10).topics[topic]
@@ -119,7 +119,7 @@ def _records_since(bootstrap: str, topic: str, ts_ms: int) -> set[str]:
             if m.error() is None:
                 seen[m.partition()] = m.offset()
                 if m.timestamp()[1] >= ts_ms:
-                    out.add(json.loads(m.value())["task_id"])
+                    out.add(json.loads(m.value())[field])
     c.close()
     return out
 

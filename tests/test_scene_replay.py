@@ -6,7 +6,9 @@
   out of expand within one analysed frame (0.5 s at 2 fps) + 50 ms of the step, on the wall clock;
 - groups in an ignore zone: zero tasks (and tasks without the zone, so the check can fail);
 - a calibrated camera: a car at 36 km/h (boxes with ±3 px jitter) reported within 10 %;
-- bad zone configs: one line, exit 2, before any camera opens.
+- bad zone configs: one line, exit 2, before any camera opens;
+- a car reaching a crosswalk a pedestrian is on, and a car stopped in the roadway past the camera's
+  `stopped_s`: `suspect` tasks with those flags (and a car parked on the pavement never one).
 """
 
 from __future__ import annotations
@@ -167,3 +169,35 @@ def test_bad_zone_config_is_one_line_exit_2_before_any_camera_opens(tmp_path, sc
     assert lines[0] == f"hazardctl detect: error: {path}: {line}" or line in lines[0]
     assert str(path) in lines[0] and "Traceback" not in proc.stderr
     assert time.monotonic() - t0 < 15
+
+
+def test_a_car_entering_a_crosswalk_a_pedestrian_is_on_is_a_suspect_task(tmp_path):
+    # a pedestrian crosses on the crosswalk (x 900-1000) going north; a car drives east and reaches the
+    # crosswalk at t = 4 s while the pedestrian is half way across
+    seq = write(tmp_path / "cw", [Track(1, "person", PERSON, linear((950, 470), (0, -20))),
+                                  Track(2, "car", CAR, linear((300, 400), (150, 0)))], seconds=6.0)
+    dets, tasks = pipeline(cameras_yaml(tmp_path / "cw.yaml", "cam-cw", f"mot:{seq}", STREET_ZONES))
+    flagged = [t for t in tasks if "vehicle_in_crosswalk" in ((t["group"].get("cues") or {}).get("flags") or [])]
+    assert flagged and all(t["reason"] == "suspect" for t in flagged), [(t["reason"], t["group"].get("cues"))
+                                                                        for t in tasks]
+    first = flagged[0]
+    assert sorted(o["track_id"] for o in first["objects"]) == [1, 2]
+    assert all("school-crossing" in o["zones"] for o in first["objects"])
+    # never before the car's footprint was on the crosswalk: its bottom centre reaches x 900 at t = 4 s
+    assert first["frame_ts"] - dets[0]["frame_ts"] >= 4.0
+
+
+def test_a_car_stopped_in_the_roadway_is_suspect_after_stopped_s(tmp_path):
+    # a car stands in the eastbound lane; the camera's scene_cues say stopped for 5 s is a cue
+    seq = write(tmp_path / "st", [Track(1, "car", CAR, still((500, 400)))], seconds=9.0)
+    dets, tasks = pipeline(cameras_yaml(tmp_path / "st.yaml", "cam-st", f"mot:{seq}", STREET_ZONES,
+                                        scene_cues={"stopped_s": 5}))
+    flagged = [t for t in tasks if "stopped_in_roadway" in ((t["group"].get("cues") or {}).get("flags") or [])]
+    assert flagged and flagged[0]["reason"] == "suspect", [(t["reason"], t["group"].get("cues")) for t in tasks]
+    waited = flagged[0]["frame_ts"] - dets[0]["frame_ts"]
+    assert 5.0 <= waited <= 6.5, waited
+    # the same car parked on the pavement is never a roadway cue
+    seq2 = write(tmp_path / "pk", [Track(1, "car", CAR, still((500, 520)))], seconds=9.0)
+    _, parked = pipeline(cameras_yaml(tmp_path / "pk.yaml", "cam-pk", f"mot:{seq2}", STREET_ZONES,
+                                      scene_cues={"stopped_s": 5}))
+    assert not any("stopped_in_roadway" in ((t["group"].get("cues") or {}).get("flags") or []) for t in parked)

@@ -89,6 +89,15 @@ class _Track:
 
 def ground_speed_kmh(samples, window_s: float) -> float | None:
     """Least-squares ground speed over the samples of the last `window_s` seconds (at least two)."""
+    v = ground_velocity(samples, window_s)
+    if v is None:
+        return None
+    kmh = float(np.hypot(*v)) * 3.6
+    return kmh if math.isfinite(kmh) else None
+
+
+def ground_velocity(samples, window_s: float) -> tuple[float, float] | None:
+    """Least-squares ground velocity (m/s, x and y) over the samples of the last `window_s` seconds."""
     if len(samples) < 2:
         return None
     last = samples[-1][0]
@@ -102,8 +111,12 @@ def ground_speed_kmh(samples, window_s: float) -> float | None:
     if den <= 0:
         return None
     vx, vy = (dt[:, None] * (xy - xy.mean(axis=0))).sum(axis=0) / den
-    v = float(np.hypot(vx, vy)) * 3.6
-    return v if math.isfinite(v) else None
+    return float(vx), float(vy)
+
+
+def _unit(v) -> tuple[float, float] | None:
+    n = float(np.hypot(v[0], v[1]))
+    return (float(v[0]) / n, float(v[1]) / n) if n > 0 and math.isfinite(n) else None
 
 
 @dataclass
@@ -160,14 +173,21 @@ class SceneCues:
                         speeds[i] = ground_speed_kmh(track.ground, self.speed_window_s)
             if cls not in LANE_USERS or track is None:
                 continue
-            # wrong way: against the arrow of a roadway it is in
-            lanes = [z.direction for j, z in enumerate(scene.zones) if inside[i, j] and z.direction is not None]
+            # wrong way: against the arrow of a roadway it is in; with a calibration the headings are
+            # compared on the ground (perspective bends image directions: a lane going away from the
+            # camera converges, so a car changing lanes far off can look against it in the image)
+            lanes = [z for j, z in enumerate(scene.zones) if inside[i, j] and z.direction is not None]
             against = False
             if lanes and m is not None:
                 fast = (speeds[i] >= cfg.wrong_way_min_kmh) if speeds[i] is not None else m.speed >= cfg.wrong_way_min_px_s
-                if fast and m.speed > 0:
-                    ux, uy = m.vx / m.speed, m.vy / m.speed
-                    against = all(ux * d[0] + uy * d[1] <= cos_line for d in lanes)
+                heading, arrows = None, [z.direction for z in lanes]
+                if speeds[i] is not None:
+                    heading = _unit(ground_velocity(track.ground, self.speed_window_s) or (0.0, 0.0))
+                    arrows = [_unit(np.diff(cal.ground_of(np.asarray(z.arrow, float)), axis=0)[0]) for z in lanes]
+                elif m.speed > 0:
+                    heading = (m.vx / m.speed, m.vy / m.speed)
+                if fast and heading is not None and all(a is not None for a in arrows):
+                    against = all(heading[0] * a[0] + heading[1] * a[1] <= cos_line for a in arrows)
             track.against = track.against + 1 if against else 0
             if track.against >= cfg.wrong_way_frames:
                 flags[i].append(WRONG_WAY)

@@ -165,6 +165,19 @@ def test_calibrated_thresholds_are_in_real_units():
     fz = cues.observe([toward_camera(2, 30.0, 0.5)], 1.5, W, H)
     assert fz.speed_kmh[0] == pytest.approx(30.0, rel=0.01) and fz.flags == [[WRONG_WAY]]
 
+    # calibrated, the heading is the ground points' own: a car going with the arrow on the ground is not
+    # wrong-way even where its box's image motion points back at the camera (a box growing as a truck
+    # overtakes it; kinematics measures the box centre, not where the wheels are)
+    def away_with_odd_box(track: int, kmh: float, t: float) -> Obj:
+        away = to_image(5, 2 + kmh / 3.6 * t)
+        back = toward_camera(track, kmh, t).motion
+        return at("car", away, track, v=(back.vx, back.vy), size=(60, 30))
+
+    cues = SceneCues(scene)
+    cues.observe([away_with_odd_box(3, 30.0, 0.0)], 1.0, W, H)
+    fz = cues.observe([away_with_odd_box(3, 30.0, 0.5)], 1.5, W, H)
+    assert fz.speed_kmh[0] == pytest.approx(30.0, rel=0.01) and fz.flags == [[]]
+
 
 # --- bad config: one line naming the camera and the zone ---------------------------------------------
 

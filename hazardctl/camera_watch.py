@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from hazardctl.incidents import Event
+from hazardctl.incidents import DISPOSITION, Event
 from hazardctl.messages import CameraStatus
 
 DOWN = frozenset({"stale", "frozen", "blank", "silent"})
@@ -52,6 +52,8 @@ class CameraHealthView:
     ended_incidents: list[dict] = field(default_factory=list)
     snapshot: tuple[str, tuple[int, int], float] | None = None
     """the newest snapshot detect sent: (JPEG base64, (width, height), capture time)"""
+    muted_since: float | None = None
+    """an operator resolved the outage that began then: no new incident for it (a new outage opens one)"""
 
     def as_dict(self) -> dict:
         return {"camera_id": self.camera_id, "state": self.state, "reason": self.reason, "since": self.since,
@@ -103,6 +105,26 @@ class CameraWatch:
             cam.incident = {**inc, "camera_state": state, "type": INCIDENT_TYPE}
             self.cameras[cam.camera_id] = cam
 
+    def act(self, incident_id: str, action: str, now: float) -> tuple[dict | None, list[Event]]:
+        """An operator's ack / resolve / false positive on a camera incident this watch holds: (the
+        incident, its event), or (None, []). Ack keeps it open (the operator knows); resolve and false
+        positive end it, and the same outage opens no new one (the camera's next outage does)."""
+        for cam in self.cameras.values():
+            for inc in ([cam.incident] if cam.incident else []) + cam.ended_incidents:
+                if inc["incident_id"] != incident_id:
+                    continue
+                if action == "ack":
+                    inc["disposition"] = inc.get("disposition") or "acked"
+                    inc["acked_at"] = inc.get("acked_at") or now
+                else:
+                    inc.update(disposition=DISPOSITION[action], resolved_at=now, updated_at=now)
+                    if inc is cam.incident:
+                        inc.update(state="ended", ended_at=now)
+                        cam.incident, cam.muted_since = None, cam.since
+                        cam.ended_incidents = (cam.ended_incidents + [inc])[-10:]
+                return dict(inc), [Event("incident", action, cam.camera_id, dict(inc))]
+        return None, []
+
     def tick(self, now: float) -> list[Event]:
         events: list[Event] = []
         for cam in self.cameras.values():
@@ -120,6 +142,8 @@ class CameraWatch:
         inc = cam.incident
         if cam.state in DOWN:
             if inc is None:
+                if cam.muted_since == cam.since:
+                    return []  # an operator resolved this outage
                 cam.incident = inc = _incident(cam, now)
                 return [Event("incident", "new", cam.camera_id, dict(inc))]
             if inc["camera_state"] != cam.state:
@@ -127,6 +151,7 @@ class CameraWatch:
                            risk_types=[f"camera {cam.state}"], results=inc["results"] + 1)
                 return [Event("incident", "update", cam.camera_id, dict(inc))]
             return []
+        cam.muted_since = None
         if inc is not None:
             inc.update(state="ended", ended_at=cam.since if cam.state == "live" else now, updated_at=now,
                        description=_describe(cam, back=True))

@@ -39,7 +39,7 @@ EventKind = Literal["camera", "incident"]
 EventAction = Literal["new", "update", "end", "removed", "ack", "resolve", "false_positive"]
 OperatorAction = Literal["ack", "resolve", "false_positive"]
 OPERATOR_ACTIONS: tuple[str, ...] = ("ack", "resolve", "false_positive")
-_DISPOSITION = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
+DISPOSITION = {"ack": "acked", "resolve": "resolved", "false_positive": "false_positive"}
 
 
 def rank(level: str | None) -> int:
@@ -396,7 +396,7 @@ class IncidentBoard:
             inc.acked_at = inc.acked_at or now
             inc.disposition = inc.disposition or "acked"
         else:
-            inc.disposition, inc.resolved_at = _DISPOSITION[action], now
+            inc.disposition, inc.resolved_at = DISPOSITION[action], now
             if inc.is_open:
                 cam = self.cameras.get(inc.camera_id)
                 before = cam.visible() if cam is not None else None

@@ -357,14 +357,17 @@ class ConsumeService:
         shown, or None when the board does not hold it (stages.consume_actions asks the store)."""
         now = time.time()
         inc, events = self.board.act(incident_id, action, now)
-        if inc is None:
-            return None
+        shown = inc.as_dict(crop=False) if inc is not None else None
+        if inc is None:  # a camera outage (hazardctl/camera_watch.py)?
+            shown, events = self.camera_watch.act(incident_id, action, now)
+            if shown is None:
+                return None
         for ev in events:
             self.publish(ev)
         if self.recorder is not None:
-            self.recorder.action(incident_id, action, note, now, inc, actor)
-        self.share(incident_id, inc.camera_id, action, note, actor, now)
-        return inc.as_dict(crop=False)
+            self.recorder.action(incident_id, action, note, now, shown, actor)
+        self.share(incident_id, shown["camera_id"], action, note, actor, now)
+        return shown
 
     def share(self, incident_id: str, camera_id: str, action: str, note: str | None, actor: str | None,
               at: float) -> None:
@@ -375,10 +378,13 @@ class ConsumeService:
     def apply_shared(self, a) -> None:
         """Another instance's action (an IncidentAction): on this board and its clients, and in this store."""
         inc, events = self.board.act(a.incident_id, a.action, a.at)
+        shown = inc.as_dict(crop=False) if inc is not None else None
+        if inc is None:
+            shown, events = self.camera_watch.act(a.incident_id, a.action, a.at)
         for ev in events:
             self.publish(ev)
         if self.recorder is not None:  # idempotent rows: a store shared with the origin keeps it once
-            self.recorder.action(a.incident_id, a.action, a.note, a.at, inc, a.actor)
+            self.recorder.action(a.incident_id, a.action, a.note, a.at, shown, a.actor)
 
     def health(self) -> dict:
         ok = self.input_state != "failed"

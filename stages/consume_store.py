@@ -155,10 +155,10 @@ class IncidentRecorder:
         if offs:
             self.writer.put(OffsetsWrite(offs), block)
 
-    def action(self, incident_id: str, action: str, note: str | None, at: float, inc: Incident | None,
+    def action(self, incident_id: str, action: str, note: str | None, at: float, shown: dict | None,
                actor: str | None = None) -> bool:
-        return self.writer.put(ActionWrite(incident_id, action, note, at, inc.as_dict(crop=False) if inc else None,
-                                           actor))
+        """`shown`: the incident as it is after the action (its row), or None when only the store holds it."""
+        return self.writer.put(ActionWrite(incident_id, action, note, at, shown, actor))
 
     def maybe_prune(self, now: float) -> None:
         """Retention: at most hourly, on the writer thread after the writes queued before."""

@@ -243,3 +243,21 @@ def test_a_snapshot_with_the_scene_drawn_goes_with_the_next_status_once(tmp_path
     w_ = CameraWatch()
     w_.apply(snap, 1000.2)
     assert w_.snapshot("a")[0] == snap.snapshot_jpeg_b64 and w_.views()[0]["snapshot_ts"] == 999.5
+
+
+def test_operators_ack_and_resolve_camera_incidents_and_a_resolved_outage_stays_quiet():
+    w = CameraWatch()
+    w.apply(st("live", 0.0, previous=None), 0.0)
+    (new,) = w.apply(st("stale", 5.0, reason="read failed"), 5.0)
+    iid = new.body["incident_id"]
+    assert w.act("cam-nope", "ack", 6.0) == (None, [])
+    shown, (ev,) = w.act(iid, "ack", 6.0)
+    assert (ev.action, shown["disposition"], shown["acked_at"], shown["state"]) == ("ack", "acked", 6.0, "open")
+    shown, (ev,) = w.act(iid, "resolve", 7.0)
+    assert (ev.action, shown["disposition"], shown["state"], shown["ended_at"]) == ("resolve", "resolved", "ended", 7.0)
+    assert w.open_incidents() == [] and w.down() == 1  # the camera is still down; the operator closed the incident
+    assert w.apply(st("stale", 15.0, previous=None, since=5.0), 15.0) == []  # the same outage: no new incident
+    assert w.apply(st("frozen", 20.0, previous="stale", since=20.0), 20.0)[0].action == "new"  # another one opens
+    w.apply(st("live", 30.0, previous="frozen"), 30.0)
+    (again,) = w.apply(st("stale", 40.0, reason="read failed"), 40.0)  # after it was back: a new outage
+    assert again.action == "new" and again.body["incident_id"] != iid

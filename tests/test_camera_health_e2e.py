@@ -72,7 +72,7 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
     (tmp_path / "secret").write_bytes(b"k")
     consume = ConsumeProcess("--camera-status", f"kafka://{status_topic}", "--group", f"cam-health-{status_topic}",
                              "--sink", f"webhook:{hook.url}", "--sink-secret-file", str(tmp_path / "secret"),
-                             "--dlq", str(tmp_path / "dlq.jsonl"), "--data-dir", str(tmp_path / "data"),
+                             "--dlq", str(tmp_path / "dlq.jsonl"), "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0",
                              env=hazardctl_env, timeout=60)
     ws = WsEvents(consume.ws_url)
     ws.start()
@@ -113,6 +113,13 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
         assert inc["camera_id"] == "rtsp-cam" and inc["camera_state"] == "stale" and inc["state"] == "open"
         time_to_incident = opened_at - killed
         assert consume.metric("hazardctl_consume_cameras_down") == 1
+        # an operator acknowledges the outage: it stays open until the camera is back
+        req = urllib.request.Request(f"http://127.0.0.1:{consume.http_port}/incidents/{inc['incident_id']}/ack",
+                                     data=b'{"note": "crew sent", "by": "desk 2"}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            acked = json.loads(r.read())
+        assert (acked["disposition"], acked["state"]) == ("acked", "open")
 
         cam.start()  # it returns
         back = time.time()
@@ -120,9 +127,9 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
         ended_at, end = ws.first("end")
         assert end["incident"]["incident_id"] == inc["incident_id"] and end["incident"]["state"] == "ended"
         assert consume.metric("hazardctl_consume_cameras_down") == 0
-        wait_until(lambda: len(hook.snapshot()) >= 2, 10, "the camera incident at the webhook")
-        assert [(r.doc["event"], r.doc["incident"]["type"]) for r in hook.snapshot()] == [("new", "camera"),
-                                                                                           ("end", "camera")]
+        wait_until(lambda: len(hook.snapshot()) >= 3, 10, "the camera incident's events at the webhook")
+        assert [(r.doc["event"], r.doc["incident"]["type"]) for r in hook.snapshot()] == [
+            ("new", "camera"), ("ack", "camera"), ("end", "camera")]
         # and it is history: the store has the outage, opened and ended (the writer thread: allow a moment)
         def stored():
             status, page = consume.get("/incidents?camera=rtsp-cam")
@@ -130,6 +137,9 @@ def test_a_killed_camera_opens_a_camera_incident_and_its_return_ends_it(kafka_bo
         wait_until(stored, 10, "the camera incident in the store")
         (hist,) = consume.get("/incidents?camera=rtsp-cam")[1]["incidents"]
         assert (hist["incident_id"], hist["type"], hist["risk_types"]) == (inc["incident_id"], "camera", ["camera stale"])
+        detail = consume.get(f"/incidents/{inc['incident_id']}")[1]
+        assert detail["disposition"] == "acked" and [(e["action"], e["by"]) for e in detail["timeline"]] == [
+            ("ack", "desk 2")]
         print(f"camera incident {time_to_incident:.1f}s after the source died (stale after {STALE_AFTER_S}s, "
               f"read timeout {READ_TIMEOUT_S}s); ended {ended_at - back:.1f}s after it came back")
     finally:

@@ -291,6 +291,10 @@ class KafkaInput:
         self._commit_interval = commit_interval
         self._last_commit = time.monotonic()
         self._topics = topics
+        self.on_taken_over = None
+        """called with the partitions a rebalance hands this member after its first assignment (they
+        were another member's: a stage with in-memory state rebuilds it for them before reading on)"""
+        self._assigned_before = False
         self._subscribe()
 
     def _subscribe(self) -> None:
@@ -303,6 +307,9 @@ class KafkaInput:
             consumer.pause(partitions)
         elif partitions:  # librdkafka keeps a partition's pause across unassign: one paused before a
             consumer.resume(partitions)  # leave (hand-over) would come back paused for good
+        if partitions and self._assigned_before and self.on_taken_over is not None:
+            self.on_taken_over(sorted({tp.partition for tp in partitions}))
+        self._assigned_before = self._assigned_before or bool(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit(sync=True)
@@ -409,7 +416,8 @@ class KafkaReplay:
     Each record carries its Kafka timestamp (seconds) in `extra["ts"]`.
     """
 
-    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float, timeout: float = 30.0):
+    def __init__(self, settings: KafkaSettings, topic: str, since_ts: float, timeout: float = 30.0,
+                 partitions: set[int] | None = None):
         overrides = {**settings.consumer, "group.id": "hazardctl-replay", "enable.auto.commit": False}
         self._consumer = _make(Consumer, _client_conf(settings, CONSUMER_DEFAULTS, overrides, "replay"), "replay")
         self.topic = topic
@@ -419,7 +427,8 @@ class KafkaReplay:
             meta = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
             if meta is None or meta.error is not None:
                 raise ConfigError(f"Kafka topic {topic} does not exist: run `hazardctl setup-topics`")
-            wanted = [TopicPartition(topic, p, int(since_ts * 1000)) for p in sorted(meta.partitions)]
+            wanted = [TopicPartition(topic, p, int(since_ts * 1000)) for p in sorted(meta.partitions)
+                      if partitions is None or p in partitions]
             starts = self._consumer.offsets_for_times(wanted, timeout=timeout)
             assign = []
             for tp in starts:
@@ -492,9 +501,10 @@ class KafkaClients:
         conf = _client_conf(self.settings, CONSUMER_DEFAULTS, overrides, "consumer")
         return KafkaInput(_make(Consumer, conf, "consumer"), topics)
 
-    def replay(self, topic: str, since_ts: float) -> KafkaReplay:
-        """The records of `topic` written since `since_ts` (epoch seconds), for rebuilding state."""
-        return KafkaReplay(self.settings, topic, since_ts)
+    def replay(self, topic: str, since_ts: float, partitions: set[int] | None = None) -> KafkaReplay:
+        """The records of `topic` (of `partitions` only, when given) written since `since_ts` (epoch
+        seconds), for rebuilding state."""
+        return KafkaReplay(self.settings, topic, since_ts, partitions=partitions)
 
     def committed(self, topic: str, group_id: str, timeout: float = 30.0) -> dict[int, int]:
         """The consumer group's committed offset per partition of `topic` (partitions without one are

@@ -3,7 +3,8 @@
 detection result → validate → for each group: gate (suspect / new / changed / refresh, else suppressed
 and counted by why) → assessment task with a deterministic id and a deadline → output keyed by camera id.
 The gate is `hazardctl.gating`, the same code the Flink engine runs inside its process function.
-Over Kafka the gate is rebuilt from the tail of its own output before the first record is consumed
+Over Kafka the gate is rebuilt from the tail of its own output before the first record is consumed,
+and again for the cameras of partitions a rebalance hands over from another instance
 (stages/expand/restore.py); over pipes it starts empty.
 """
 
@@ -62,7 +63,19 @@ def run(in_spec: str, out_spec: str, dlq_spec: str | None, *, cfg: ExpandConfig,
     else:
         log.info("expand: not Kafka in and out: the gate starts empty (over pipes there is nothing to re-read; "
                  "groups on screen are sent as new after a restart)")
-    loop = StageLoop(STAGE, endpoints.input(in_spec, group_id, STAGE), endpoints.output(out_spec),
-                     endpoints.output(dlq_spec), expander)
+    inp = endpoints.input(in_spec, group_id, STAGE)
+    if restore_gate and is_kafka(in_spec) and is_kafka(out_spec):
+        # a rebalance hands this instance another one's partitions: their cameras' gate entries here date
+        # from this start; rebuild them from what the other instance sent, before their records are read
+        def take_over(partitions: list[int]) -> None:
+            try:
+                restore.take_over(expander.gate, endpoints.kafka, tasks_topic=kafka_topic(out_spec),
+                                  input_topic=kafka_topic(in_spec), group_id=group_id, partitions=partitions)
+            except Exception as e:  # noqa: BLE001 -- a rebalance must not stop the stage
+                log.warning("expand: gate not rebuilt for partitions %s (%s): their groups may be sent as new",
+                            partitions, e)
+
+        inp.on_taken_over = take_over
+    loop = StageLoop(STAGE, inp, endpoints.output(out_spec), endpoints.output(dlq_spec), expander)
     loop.run()
     return loop

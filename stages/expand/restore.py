@@ -108,3 +108,48 @@ def rebuild(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, group
              "(%d groups, %d unreadable records) in %.2fs", out.tasks, window, tasks_topic, out.sightings,
              input_topic, len(gate), out.skipped, time.monotonic() - t0)
     return out
+
+
+def take_over(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, group_id: str, partitions: list[int],
+              now: float | None = None) -> Rebuilt:
+    """Partitions of the input another expand instance served until a rebalance handed them here: the
+    gate entries of their cameras are rebuilt as `rebuild` does at start (this instance's own, from its
+    start, are older than what the other instance sent since). Which cameras: those the partitions'
+    recent detections show (so the tasks topic may have any partition count); the others are untouched."""
+    t0, now = time.monotonic(), time.time() if now is None else now
+    out = Rebuilt()
+    parts = set(partitions)
+    committed = kafka.committed(input_topic, group_id)
+    recent: list[bytes] = []
+    cameras: set[str] = set()
+    replay = kafka.replay(input_topic, now - max(sightings_window_s(gate.cfg), tasks_window_s(gate.cfg)), parts)
+    try:
+        for records in replay.batches():
+            for r in records:
+                try:
+                    cameras.add(orjson.loads(r.value)["camera_id"])
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if r.offset is not None and r.offset < committed.get(r.partition, -1):
+                    recent.append(r.value)
+    finally:
+        replay.close()
+    replay = kafka.replay(tasks_topic, now - tasks_window_s(gate.cfg))
+    try:
+        for records in replay.batches():
+            for r in records:
+                try:
+                    mine = orjson.loads(r.value).get("camera_id") in cameras
+                except (orjson.JSONDecodeError, AttributeError):
+                    mine = False
+                if mine:
+                    apply_task(gate, r.value, out)
+    finally:
+        replay.close()
+    for value in recent:
+        apply_sighting(gate, value, out)
+    log.info("expand: took over partitions %s of %s (%d cameras): gate rebuilt from %d tasks and %d processed "
+             "detections in %.2fs", sorted(parts), input_topic, len(cameras), out.tasks, out.sightings,
+             time.monotonic() - t0)
+    return out
+

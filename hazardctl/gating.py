@@ -14,8 +14,8 @@ Mode `classic` is the gate before motion cues (new / changed / refresh every `re
 from the last send), kept so benchmarks can set it beside the new one in the same run.
 
 Time is the frame's capture time (event time), passed in, so both engines and replays decide
-identically; `decide` is a pure function and `GateEntry` plain data (pickled into Flink state,
-rebuilt from the tasks topic on a local restart: `entry_from_task`).
+identically; `decide` is a pure function and `GateEntry` plain data (in Flink state as JSON lists:
+`entry_to_state`; rebuilt from the tasks topic on a local restart: `entry_from_task`).
 """
 
 from __future__ import annotations
@@ -312,6 +312,30 @@ def entry_from_task(task: dict, before: GateEntry | None) -> GateEntry:
     else:
         s_ts, s_cues = before.suspect_ts, before.suspect_cues
     return GateEntry(view, ts, max(ts, before.seen_ts if before else ts), s_ts, s_cues)
+
+
+def entry_to_state(e: GateEntry) -> list:
+    """`e` as plain JSON-able lists (the Flink job's compact keyed state: orjson instead of pickled
+    dataclasses, ~10x cheaper to write and read); `entry_from_state` reads it back. Every number in it
+    is finite (the detections' JSON and `cues_of` admit no other), so JSON round-trips it exactly."""
+    v = e.sent
+    return [[list(v.members), list(v.classes), list(v.bbox), v.untracked, _cues_to_state(v.cues), v.phase,
+             v.regrouped], e.sent_ts, e.seen_ts, e.suspect_ts, _cues_to_state(e.suspect_cues)]
+
+
+def entry_from_state(s: list) -> GateEntry:
+    v = s[0]
+    view = GroupView(tuple(v[0]), tuple(v[1]), tuple(v[2]), v[3], _cues_from_state(v[4]), v[5], v[6])
+    return GateEntry(view, s[1], s[2], s[3], _cues_from_state(s[4]))
+
+
+def _cues_to_state(c: Cues | None) -> list | None:
+    return None if c is None else [c.conflict_possible, c.min_ttc_s, c.min_gap_ratio, c.max_closing_speed,
+                                   list(c.flags)]
+
+
+def _cues_from_state(s: list | None) -> Cues | None:
+    return None if s is None else Cues(s[0], s[1], s[2], s[3], tuple(s[4]))
 
 
 def seen(entry: GateEntry, ts: float) -> GateEntry:

@@ -122,7 +122,8 @@ def main() -> int:
                     help='throughput part: override config/flink.yaml latency settings, e.g. "bundle_time_ms: 20"')
     ap.add_argument("--runs", default="thread-p1,thread-p2,thread-p1to2,process-p1",
                     help="throughput part: Flink runs MODE-pN (python_mode thread|process, parallelism N; one "
-                         "TaskManager of one slot per unit of parallelism) or MODE-pNtoM (rescaling: a savepoint "
+                         "TaskManager of one slot per unit of parallelism), MODE-pN-1tm (one TaskManager of N slots) "
+                         "or MODE-pNtoM (rescaling: a savepoint "
                          "after a third of the backlog at N, resumed at M; tasks/s of the resumed job); default "
                          "thread-p1,thread-p2,thread-p1to2,process-p1 (process-p1: the previous default)")
     ap.add_argument("--latency-flink-defaults", action="store_true",
@@ -177,7 +178,8 @@ def main() -> int:
             # MODE-pN, or MODE-pNtoM: start at N, stop with a savepoint after a third of the backlog, resume
             # at M (rescaling); its tasks/s counts the resumed job only (RUNNING -> last output)
             mode, _, pars = name.rpartition("-p")
-            par, _, par2 = pars.partition("to")
+            one_tm = pars.endswith("-1tm")  # MODE-pN-1tm: ONE TaskManager of N slots (thread mode: one GIL)
+            par, _, par2 = pars.removesuffix("-1tm").partition("to")
             par, par2 = int(par), int(par2 or 0)
 
             def config(p: int) -> Path:
@@ -189,7 +191,10 @@ def main() -> int:
                 return cfg
 
             def submit(p: int, *extra: str) -> str:
-                while len(cluster.pids()["taskmanager"]) < p:
+                if one_tm:
+                    cluster.sh("stop-tm")
+                    cluster.sh("start-tm", str(p))
+                while len(cluster.pids()["taskmanager"]) < p and not one_tm:
                     cluster.sh("start-tm")
                 sub = subprocess.run([*HAZARDCTL, "expand", "--engine", "flink", "--jobmanager", cluster.address,
                                       "--flink-config", str(config(p)), "--in", f"kafka://{src}",
@@ -227,6 +232,8 @@ def main() -> int:
                              "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
             if par2:
                 results[name]["tasks_before_savepoint"] = before
+            if one_tm:  # the next runs start one-slot TaskManagers again
+                cluster.sh("stop-tm")
             time.sleep(3)
         if not a.no_latency:
             latency = latency_part(a, env, cluster, tmp, admin, run)

@@ -3,13 +3,14 @@
 # JobManager and TaskManager as separate JVMs, started from the apache-flink wheel in .venv-flink
 # (the wheel IS a Flink distribution: pyflink/bin/jobmanager.sh, taskmanager.sh, flink).
 #
-# Usage: scripts/flink-local.sh env | up | down | status | kill-tm | start-tm | pids
+# Usage: scripts/flink-local.sh env | up | down | status | kill-tm | start-tm [SLOTS] | stop-tm | pids
 #   env       .venv-flink (apache-flink 2.2.1 + what the job imports) + the Kafka connector jar (mvn)
 #             + the job's small Java adapters jar (javac); idempotent (what `make flink-env` runs)
 #   up        start JobManager + TaskManager, wait for the REST API and a registered slot
 #   down      stop both (and any TaskManager started by start-tm); wait until the JVMs are gone
 #   status    0 running / 3 not running
 #   kill-tm   kill -9 the TaskManager(s) and their Python workers (a lost host, for tests); start-tm starts a new one
+#             (of SLOTS task slots, default FLINK_LOCAL_SLOTS); stop-tm stops every TaskManager (TERM: they deregister)
 #   pids      "jobmanager PID" / "taskmanager PID" lines of the live JVMs
 # Env:   FLINK_LOCAL_HOME     state dir: conf/ log/ run/ checkpoints/ savepoints/ (default <repo>/.cache/flink)
 #        FLINK_LOCAL_PORT     REST port (default 18081); JobManager RPC = port+1
@@ -163,9 +164,9 @@ cmd_up() {
       "TaskManager $(cluster_pids TaskManagerRunner | tr '\n' ' ')), logs in $FHOME_STATE/log"
 }
 
-cmd_start_tm() {
+cmd_start_tm() {  # $1 = task slots of this TaskManager (default: the cluster's)
   local fh; fh="$(flink_home)"; flink_env "$fh"
-  "$fh/bin/taskmanager.sh" start >/dev/null
+  "$fh/bin/taskmanager.sh" start ${1:+-D taskmanager.numberOfTaskSlots=$1} >/dev/null
   wait_slots
   say "TaskManager $(cluster_pids TaskManagerRunner | tr '\n' ' ')"
 }
@@ -200,6 +201,11 @@ stop_pids() {  # TERM, wait, then KILL what is left
   done
 }
 
+cmd_stop_tm() {
+  stop_pids $(cluster_pids TaskManagerRunner)
+  say "TaskManagers stopped"
+}
+
 cmd_down() {
   local tms jms
   tms="$(cluster_pids TaskManagerRunner)"; jms="$(cluster_pids StandaloneSessionClusterEntrypoint)"
@@ -228,7 +234,8 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   kill-tm) cmd_kill_tm ;;
-  start-tm) cmd_start_tm ;;
+  start-tm) cmd_start_tm "${2:-}" ;;
+  stop-tm) cmd_stop_tm ;;
   pids) cmd_pids ;;
-  *) echo "usage: $0 env|up|down|status|kill-tm|start-tm|pids" >&2; exit 1 ;;
+  *) echo "usage: $0 env|up|down|status|kill-tm|start-tm [SLOTS]|stop-tm|pids" >&2; exit 1 ;;
 esac

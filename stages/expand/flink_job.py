@@ -1,9 +1,10 @@
 """expand as a PyFlink job (spec §5): the same gate and task builder as the local engine, on Flink.
 
-    KafkaSource (committed offsets; earliest on a first start; Row(topic, partition, offset, key, value))
+    KafkaSource (committed offsets; earliest on a first start; Row(key, Row(partition, offset, value)))
       → key by the record key (the camera id; in the JVM) → Gate (KeyedProcessFunction:
         `stages.expand.tasks.parse` + `expand`, whose gate is `hazardctl.gating.decide` over one keyed
-        ValueState per key: {camera_id: [written, {group_id: GateEntry}]}, state TTL)
+        ValueState per key: JSON {camera_id: [written, {group_id: entry}, memory]}, state TTL)
+      → SplitLines (Java: the gate's one row per detection → a record per task)
       → KafkaSink (key = camera id, AT_LEAST_ONCE)       tasks topic
       ↘ side output "dead-letters" → KafkaSink           DeadLetter JSON, the other stages' format
 
@@ -36,7 +37,8 @@ if __package__ in (None, ""):  # run as a script (flink run -py): make the proje
 import orjson  # noqa: E402
 
 from hazardctl.deadletter import BadInput, dead_letter  # noqa: E402
-from hazardctl.gating import HELD, Assessed, GateConfig, GateEntry, GroupView, Reason, decide  # noqa: E402
+from hazardctl.gating import (HELD, Assessed, GateConfig, GateEntry, GroupView, Reason, decide,  # noqa: E402
+                              entry_from_state, entry_to_state)
 from hazardctl.transports.base import Record  # noqa: E402
 from stages.expand import flink_conf  # noqa: E402
 from stages.expand.tasks import ExpandConfig, expand, parse  # noqa: E402
@@ -46,9 +48,11 @@ JOB_NAME = "hazardctl-expand"
 
 
 class CameraGates:
-    """`hazardctl.gating.decide` over the gate entries of one key, held in ONE ValueState per key:
-    {camera_id: [last write (processing time, s), {group_id: GateEntry}, {track id: last assessed}]}
-    (the third element: the camera's `gating.Assessed` memory; absent in state of older jobs).
+    """`hazardctl.gating.decide` over the gate entries of one key, held in ONE ValueState per key, as
+    JSON (orjson): {camera_id: [last write (processing time, s), {group_id: entry}, [[track id, last
+    assessed], ...]]}, an entry being `gating.entry_to_state` (plain lists), the third element the
+    camera's `gating.Assessed` memory. A value written by an older job (a dict of pickled `GateEntry`
+    dataclasses, with or without the memory) is read too, so its savepoints restore with their gate.
 
     One state read and one write per detection (a MapState costs a read and a write per group, each a
     round trip between the Python worker and the JVM's state backend). The key is the Kafka record key,
@@ -66,20 +70,28 @@ class CameraGates:
         self.groups: dict[str, GateEntry] = {}
         self.assessed = Assessed()
 
-    def load(self, value: dict | None, camera_id: str) -> dict:
-        cams = value or {}
+    def load(self, value: bytes | dict | None, camera_id: str) -> dict:
+        """The key's cameras (other cameras' slots stay JSON lists); `camera_id`'s gate decoded into self."""
+        if value is None:
+            cams = {}
+        elif isinstance(value, (bytes, bytearray)):
+            cams = orjson.loads(value)
+        else:  # an older job's value: GateEntry objects, the memory a dict (or absent)
+            cams = {c: [v[0], {g: entry_to_state(e) for g, e in v[1].items()},
+                        list(v[2].items()) if len(v) > 2 else []] for c, v in value.items()}
         slot = cams.get(camera_id)
-        self.groups = slot[1] if slot else {}
-        self.assessed = Assessed(slot[2] if slot and len(slot) > 2 else None)
+        self.groups = {g: entry_from_state(e) for g, e in slot[1].items()} if slot else {}
+        self.assessed = Assessed(dict(slot[2]) if slot else None)
         return cams
 
-    def store(self, cams: dict, camera_id: str, ts: float, now: float) -> dict:
+    def store(self, cams: dict, camera_id: str, ts: float, now: float) -> bytes:
+        """The value to write back: `cams` with this camera's gate, as JSON bytes."""
         ttl = self.cfg.ttl_s
-        groups = {g: e for g, e in self.groups.items() if ts - e.seen_ts <= ttl}
+        groups = {g: entry_to_state(e) for g, e in self.groups.items() if ts - e.seen_ts <= ttl}
         if len(cams) > 1 or (cams and camera_id not in cams):
             cams = {c: v for c, v in cams.items() if now - v[0] <= self.state_ttl_s}
-        cams[camera_id] = [now, groups, self.assessed.bounded(ts, self.cfg)]
-        return cams
+        cams[camera_id] = [now, groups, list(self.assessed.bounded(ts, self.cfg).items())]
+        return orjson.dumps(cams)
 
     def check(self, camera_id: str, group_id: str, view: GroupView, ts: float) -> Reason | None:
         reason, entry, held = decide(self.groups.get(group_id), self.assessed.mark(view, ts, self.cfg), ts, self.cfg)
@@ -143,7 +155,7 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     from pyflink.common import Row, Types, WatermarkStrategy
     from pyflink.common.serialization import ByteArraySchema
     from pyflink.common.time import Time
-    from pyflink.datastream import OutputTag
+    from pyflink.datastream import DataStream, OutputTag
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy, KafkaOffsetsInitializer,
                                                      KafkaRecordSerializationSchema, KafkaSink, KafkaSource)
@@ -157,10 +169,9 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
     cfg = ExpandConfig(g.gate_config(), deadline_s=g.deadline_s)
     state_ttl_ms = int(g.state_ttl_s * 1000)
     par = settings.parallelism
-    dead_tag = OutputTag("dead-letters", Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())]))
-    out_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
-    in_type = Types.ROW([Types.STRING(), Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                         Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    out_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])  # Row(camera id, bytes)
+    dead_tag = OutputTag("dead-letters", out_type)
+    in_type = Types.ROW([Types.INT(), Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())])  # partition, offset, value
     keyed_type = Types.ROW([Types.STRING(), in_type])
 
     class Gate(KeyedProcessFunction):
@@ -187,16 +198,17 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
             self.held = {h: m.add_group("reason", h).counter("suppressed_by_reason") for h in HELD}
 
         def process_element(self, row, ctx: "KeyedProcessFunction.Context"):
-            topic, partition, offset, key, value = row[0], row[1], row[2], bytes(row[3]) or None, bytes(row[4])
+            value = bytes(row[2])
             self.records_in.inc()
             try:
                 det, raw = parse(value)
             except BadInput as e:
                 self.dead.inc()
-                rec = Record(value=value, key=key, source=f"kafka:{topic}", topic=topic, partition=partition,
-                             offset=offset)
+                key = ctx.get_current_key() or None  # the record key as UTF-8 ("" when none)
+                rec = Record(value=value, key=key and key.encode(), source=f"kafka:{src}", topic=src,
+                             partition=row[0], offset=row[1])
                 letter = dead_letter(rec, STAGE, e.reason, e.error_class)
-                yield dead_tag, Row(ctx.get_current_key() or None, letter.model_dump_json().encode())
+                yield dead_tag, Row(key, letter.model_dump_json().encode())
                 return
             before, now = self.gate.suppressed, time.time()
             cams = self.gate.load(self.state.value(), det.camera_id)
@@ -207,17 +219,19 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                 for h, n in self.gate.held.items():
                     self.held[h].inc(n)
                 self.gate.held.clear()
-            for t in tasks:
-                self.tasks_out.inc()
-                yield Row(det.camera_id, orjson.dumps(t))
+            if tasks:
+                # one row per detection, a task per line (hazardctl.flink.KeyedRecords.SplitLines makes
+                # them records in the JVM): one Python → Java conversion per detection, not one per task
+                self.tasks_out.inc(len(tasks))
+                yield Row(det.camera_id, b"\n".join(map(orjson.dumps, tasks)))
 
     starting = KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
     builder = (KafkaSource.builder().set_bootstrap_servers(bootstrap).set_topics(src).set_group_id(group)
                .set_starting_offsets(starting).set_property("commit.offsets.on.checkpoint", "true"))
     for k, v in (kafka_props or {}).items():
         builder.set_property(k, v)
-    # Row(record key, Row(topic, partition, offset, key, value)): a value-only deserializer would lose all
-    # but the value; and this is the shape PyFlink's key_by makes with a Python operator (AddKey), so the
+    # Row(record key, Row(partition, offset, value)): a value-only deserializer would lose where a dead
+    # letter came from; and this is the shape PyFlink's key_by makes with a Python operator (AddKey), so the
     # stream is keyed by the record key (the camera id) in the JVM, without a Python hop before the gate
     builder._j_builder.setDeserializer(jvm.hazardctl.flink.KeyedRecords.KeyedSourceRecords())
     source = KafkaSource(builder._j_builder.build())
@@ -227,7 +241,10 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
                                                       .KeyByKeySelector(),
                                                       Types.ROW([Types.STRING()]).get_java_type_info()),
                         in_type, records)
-    tasks = keyed.process(Gate(), output_type=out_type).name("gate").uid("gate").set_parallelism(par.process)
+    gated = keyed.process(Gate(), output_type=out_type).name("gate").uid("gate").set_parallelism(par.process)
+    tasks = DataStream(gated._j_data_stream.flatMap(jvm.hazardctl.flink.KeyedRecords.SplitLines(),
+                                                    out_type.get_java_type_info()))
+    tasks = tasks.name("tasks").uid("split-tasks").set_parallelism(par.process)
 
     def sink(topic: str):
         ser = KafkaRecordSerializationSchema(
@@ -246,7 +263,7 @@ def build(env, *, bootstrap: str, src: str, dst: str, dlq: str, group: str, sett
         return b.build()
 
     tasks.sink_to(sink(dst)).name("kafka:" + dst).uid("sink-tasks").set_parallelism(par.sink)
-    tasks.get_side_output(dead_tag).sink_to(sink(dlq)).name("kafka:" + dlq).uid("sink-dlq").set_parallelism(1)
+    gated.get_side_output(dead_tag).sink_to(sink(dlq)).name("kafka:" + dlq).uid("sink-dlq").set_parallelism(1)
 
 
 def environment(settings: flink_conf.FlinkSettings, extra: dict[str, str] | None = None):
@@ -258,6 +275,9 @@ def environment(settings: flink_conf.FlinkSettings, extra: dict[str, str] | None
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("python.execution-mode", settings.python_mode)
+    # records passed between chained operators (gate → SplitLines → sink) are not deep-copied: none of
+    # them keeps or changes a record it has handed on
+    conf.set_string("pipeline.object-reuse", "true")
     conf.set_string("execution.checkpointing.dir", settings.checkpoints.uri())
     conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
     conf.set_string("execution.checkpointing.timeout", f"{int(settings.checkpoints.timeout_s * 1000)} ms")

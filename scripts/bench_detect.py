@@ -29,10 +29,14 @@
    sustained N is printed next to the derived figure of 4.
 
 7. levers (issue 21, --levers; `--quick` runs only this, shorter): a 1280x720 H.264 25 fps video (a
-   keyframe every 0.48 s) and, for today's code (--decode-all --batch 1, fp32, no gate) and each lever
-   alone (keyframes-only decoding, batches of 8, the int8 model, the motion gate) and all together,
-   the largest N sustained as in 6 (grown x1.5 then bisected); plus the decode CPU per camera both
-   ways, and the load average at the start and the end (the machine is shared).
+   keyframe every 0.48 s) and, for today's code (--decode-all --batch 1, fp32 at the 512x512 square, no
+   gate) and each lever alone (keyframes-only decoding, batches of 8, the int8 model, the motion gate,
+   the input at the camera's aspect: --imgsz 512, 512x288), the defaults and all together, the largest N
+   sustained as in 6 (grown x1.5 then bisected); plus the decode CPU per camera both ways, and the load
+   average at the start and the end (the machine is shared).
+8. input sizes (issue 21, --sizes 512,416,384): inference ms on 1280x720 frames at 512x512 and at each
+   long side with the camera's aspect kept (taking turns frame by frame), and the recall of each size
+   against the 512x512 detections on real frames (tests/data photos, vtest.avi, the road scene).
 
 Prints a table and writes bench-results/detect.json. Timings on a shared machine are noisy; the
 ratios (measured back to back in one run) are what to compare.
@@ -489,14 +493,19 @@ def realtime_section(a, video: Path, tmpdir: Path, derived: list[tuple[str, floa
 
 INT8 = ROOT / ".cache/models/centernet-coco-int8.onnx"
 #: name -> (model, extra flags). "today" is the code before issue 21: every frame decoded, one frame per
-#: inference call (the fixed-batch model), fp32, no motion gate.
+#: inference call, the CenterNet's 512x512 square input (every frame stretched to it), fp32, no motion gate.
+#: "all" is every lever that raises capacity here (int8 is not one on this CPU: docs/detect-backends.md);
+#: "defaults" is what `hazardctl detect` runs without flags (every lever on except the input size, which
+#: costs recall: a user's choice).
 LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "today": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate")),
     "keyframes": ("fp32", ("--keyframes-only", "--batch", "1", "--no-motion-gate")),
     "batch": ("fp32", ("--decode-all", "--batch", "8", "--no-motion-gate")),
     "int8": ("int8", ("--decode-all", "--batch", "1", "--no-motion-gate")),
     "motion-gate": ("fp32", ("--decode-all", "--batch", "1", "--motion-gate")),
-    "all": ("int8", ("--keyframes-only", "--batch", "8", "--motion-gate")),
+    "input-size": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--imgsz", "512")),
+    "defaults": ("fp32", ("--keyframes-only", "--batch", "8", "--motion-gate")),
+    "all": ("fp32", ("--keyframes-only", "--batch", "8", "--motion-gate", "--imgsz", "512")),
 }
 
 
@@ -590,8 +599,8 @@ def levers_section(a, tmpdir: Path) -> dict:
     results, start = {}, a.levers_start
     for lever in wanted:
         model, extra = LEVERS[lever]
-        if not Path(models[model]).is_file():
-            print(f"  {lever}: {models[model]} missing (make models)")
+        if not Path(models.get(model, "")).is_file():
+            print(f"  {lever}: the {model} model is missing (make models)")
             continue
         results[lever] = largest_for(lever, models[model], extra, video, a, tmpdir,
                                      start if lever == "today" else max(start, results.get("today", {}).get(
@@ -604,6 +613,145 @@ def levers_section(a, tmpdir: Path) -> dict:
         ratio = f"  ({r['largest_sustained'] / base:.2f}x today)" if base else ""
         print(f"  {lever:>11}: {r['largest_sustained']:>3}{ratio}   flags: {' '.join(LEVERS[lever][1])} model {LEVERS[lever][0]}")
     return {"load_start": load, "load_end": end_load, "decode_cost": cost, "levers": results}
+
+
+# ------------------------------------------------------------------ issue 21: the input-size lever
+
+ROAD_USERS = ["person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign"]
+FOOTAGE = ROOT / ".cache/footage/vtest.avi"
+
+
+def size_frames() -> dict[str, list[np.ndarray]]:
+    """Real frames to compare input sizes on: the shipped photos, every 16th frame of the gate
+    benchmark's street footage (768x576, when fetched) and the bench's 1280x720 road scene."""
+    sets = {"photos": [cv2.imread(str(ROOT / f"tests/data/{n}.jpg")) for n in ("bus", "zidane")]}
+    if FOOTAGE.is_file():
+        cap, frames, i = cv2.VideoCapture(str(FOOTAGE)), [], 0
+        while cap.grab():
+            if i % 16 == 0:
+                frames.append(cap.retrieve()[1])
+            i += 1
+        cap.release()
+        sets["vtest.avi"] = frames
+    people, vehicle = cutouts()
+    sets["road 1280x720"] = [scene(t + 0.37, people, vehicle) for t in np.linspace(0.0, 9.0, 12)]
+    return sets
+
+
+def detect_at(detector, frame: np.ndarray, size: tuple[int, int] | None):
+    """The detector's boxes for `frame` at the model input `size` (width, height); None: the size the
+    backend picks. Same preprocessing and postprocessing as the stage."""
+    from stages.detect.backend_onnx import stretch
+
+    if size is None:
+        return detector.detect([frame])[0]
+    img, placement = stretch(frame, *size)
+    x = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None]
+    return detector._postprocess(detector.session.run([detector.output_name], {detector.input_name: x})[0][0],
+                                 placement)
+
+
+def matched(ref, got, iou: float = 0.5) -> int:
+    """How many of `ref`'s boxes have a box of the same class in `got` with IoU >= iou (each used once)."""
+    used, found = set(), 0
+    for a in sorted(ref, key=lambda b: -b.confidence):
+        best, best_iou = None, iou
+        for j, b in enumerate(got):
+            if j in used or b.class_id != a.class_id:
+                continue
+            w = max(0.0, min(a.bbox[2], b.bbox[2]) - max(a.bbox[0], b.bbox[0]))
+            h = max(0.0, min(a.bbox[3], b.bbox[3]) - max(a.bbox[1], b.bbox[1]))
+            inter = w * h
+            union = ((a.bbox[2] - a.bbox[0]) * (a.bbox[3] - a.bbox[1]) + (b.bbox[2] - b.bbox[0]) * (b.bbox[3] - b.bbox[1])
+                     - inter)
+            if union > 0 and inter / union >= best_iou:
+                best, best_iou = j, inter / union
+        if best is not None:
+            used.add(best)
+            found += 1
+    return found
+
+
+def sizes_section(a) -> dict:
+    """Inference time per input size on a 1280x720 frame, and each size's agreement with the 512x512
+    baseline (the fixed square input before issue 21) on real frames: recall of its detections."""
+    from stages.detect.backend_onnx import fit_size
+
+    longs = [int(x) for x in a.sizes.split(",") if x.strip()]
+    det = load_detector(a.model, classes=ROAD_USERS, imgsz=512)  # the stage's defaults: conf 0.35, threads = cores
+    if not det.rect:
+        sys.exit(f"{a.model} has a fixed input size: rebuild it with `make models` (scripts/tfjs_to_onnx.py)")
+    variants = {"512x512 (before)": lambda w, h: (512, 512),
+                **{f"{n} long side": (lambda n: lambda w, h: fit_size(w, h, n, det.stride))(n) for n in longs}}
+    load = os.getloadavg()
+    print(f"\ninput size (issue 21): {Path(a.model).name}, onnxruntime {det.session.get_session_options().intra_op_num_threads}"
+          f" intra-op threads (0 = one per core); load average at the start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    people, vehicle = cutouts()
+    frames = [scene(t, people, vehicle) for t in np.linspace(0.0, 9.0, a.sizes_frames)]
+    w, h = SIZE
+    timing: dict[str, dict[str, list[float]]] = {k: {"infer": [], "frame": []} for k in variants}
+    for f in frames[:3]:
+        for fit in variants.values():
+            detect_at(det, f, fit(w, h))
+    from stages.detect.backend_onnx import stretch
+
+    for f in frames:  # taking turns frame by frame, so load that comes and goes hits every size alike
+        for k, fit in variants.items():
+            size = fit(w, h)
+            t0 = time.perf_counter()
+            img, placement = stretch(f, *size)
+            x = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None]
+            t1 = time.perf_counter()
+            y = det.session.run([det.output_name], {det.input_name: x})[0]
+            t2 = time.perf_counter()
+            det._postprocess(y[0], placement)
+            t3 = time.perf_counter()
+            timing[k]["infer"].append(t2 - t1)
+            timing[k]["frame"].append(t3 - t0)
+    sets = size_frames()
+    base_key = next(iter(variants))
+    agreement: dict[str, dict[str, dict]] = {k: {} for k in variants}
+    for name, fs in sets.items():
+        ref = [detect_at(det, f, variants[base_key](f.shape[1], f.shape[0])) for f in fs]
+        for k, fit in variants.items():
+            got = [detect_at(det, f, fit(f.shape[1], f.shape[0])) for f in fs]
+            strong = [[b for b in r if b.confidence >= 0.45] for r in ref]
+            agreement[k][name] = {
+                "frames": len(fs), "frame_size": list(fs[0].shape[1::-1]),
+                "input_size": list(fit(fs[0].shape[1], fs[0].shape[0])),
+                "baseline": sum(map(len, ref)), "found": sum(matched(r, g) for r, g in zip(ref, got)),
+                "baseline_strong": sum(map(len, strong)), "found_strong": sum(matched(r, g) for r, g in zip(strong, got)),
+                "detections": sum(map(len, got)),
+                "new": sum(len(g) - matched(g, r) for r, g in zip(ref, got))}  # found at this size only
+    base_ms = statistics.median(timing[base_key]["infer"])
+    print(f"{'input':>17} | {'1280x720 in':>11} | {'infer ms':>8} | {'frame ms':>8} | {'vs 512x512':>10} | "
+          + " | ".join(f"recall {n} ({len(fs)} fr)" for n, fs in sets.items()) + " | all sets (conf>=0.45)")
+    out = {"load_start": load, "frames_timed": len(frames), "variants": {}}
+    for k, fit in variants.items():
+        infer, frame = statistics.median(timing[k]["infer"]), statistics.median(timing[k]["frame"])
+        cells = []
+        for name in sets:
+            r = agreement[k][name]
+            cells.append(f"{r['found']}/{r['baseline']} = {100 * r['found'] / max(1, r['baseline']):5.1f} %"
+                         f" @{r['input_size'][0]}x{r['input_size'][1]}")
+        tot = sum(r["baseline"] for r in agreement[k].values())
+        fnd = sum(r["found"] for r in agreement[k].values())
+        tot_s = sum(r["baseline_strong"] for r in agreement[k].values())
+        fnd_s = sum(r["found_strong"] for r in agreement[k].values())
+        iw, ih = fit(w, h)
+        new_ = sum(r["new"] for r in agreement[k].values())
+        print(f"{k:>17} | {f'{iw}x{ih}':>11} | {1e3 * infer:8.1f} | {1e3 * frame:8.1f} | {base_ms / infer:9.2f}x | "
+              + " | ".join(cells) + f" | {fnd}/{tot} = {100 * fnd / max(1, tot):.1f} % ({fnd_s}/{tot_s} = "
+              f"{100 * fnd_s / max(1, tot_s):.1f} %), {new_} new")
+        out["variants"][k] = {"input_1280x720": [iw, ih], "infer_ms_p50": 1e3 * infer, "frame_ms_p50": 1e3 * frame,
+                              "speedup": base_ms / infer, "recall": fnd / max(1, tot), "found": fnd, "baseline": tot,
+                              "recall_conf_0_45": fnd_s / max(1, tot_s), "new": new_, "sets": agreement[k]}
+    end = os.getloadavg()
+    print(f"recall = detections of the 512x512 run (conf >= 0.35, road-user classes) found at that size (same class, "
+          f"IoU >= 0.5); in brackets those the 512x512 run scored >= 0.45; new = found at that size only; "
+          f"load average at the end {end[0]:.1f}")
+    out["load_end"] = end
+    return out
 
 
 # ------------------------------------------------------------------ main
@@ -634,6 +782,11 @@ def main() -> int:
     ap.add_argument("--levers-start", type=int, default=6, help="first N tried for 'today'")
     ap.add_argument("--levers-max", type=int, default=64, help="largest N tried")
     ap.add_argument("--levers-video-s", type=float, default=10.0, help="seconds of the looped H.264 video")
+    ap.add_argument("--sizes", default="", metavar="L1,L2,...",
+                    help="issue 21: model input long sides to compare with 512x512 (e.g. 512,416,384): ms per frame "
+                    "and recall on real frames; '' skips it")
+    ap.add_argument("--sizes-only", action="store_true", help="only the --sizes section")
+    ap.add_argument("--sizes-frames", type=int, default=40, help="1280x720 frames timed per size")
     ap.add_argument("--quick", action="store_true", help="only the --levers section (all levers), 20 s counted, 1 s warm-up")
     a = ap.parse_args()
     if a.quick:
@@ -651,6 +804,13 @@ def main() -> int:
                                 "opencv": cv2.__version__}, "model": a.model, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
         tmpdir = Path(tmp)
+        if a.sizes.strip():
+            report["sizes"] = sizes_section(a)
+        if a.sizes_only:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(report, indent=2))
+            print(f"\nwrote {a.json}")
+            return 0
         if a.levers_only:
             report["levers"] = levers_section(a, tmpdir)
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ JSON_SHA256="bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05"
 BIN_SHA256="1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef"
 # Output of the current converter (same bytes with onnx 1.16..1.23, protobuf 4..7, numpy 1..2).
 # Update it whenever scripts/tfjs_to_onnx.py changes what it writes.
-ONNX_SHA256="bd89baf8d676c28a32ea4018a4aa4526576b01e18d8ded00b48d559bc6db309a"
+ONNX_SHA256="7b141a52d82c0334688a7bde0bea00c619ccd267665718453c020d17b956d65e"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${HAZARDCTL_MODEL_CACHE:-$ROOT/.cache/models}"

@@ -325,7 +325,93 @@ def dynamic_batch(m, batch_gather="tower_0/BatchGather"):
     return m
 
 
-def convert(json_path, onnx_path, output_ref="tower_0/detections"):
+def topological(nodes, known):
+    """Nodes ordered so each comes after the nodes its inputs come from, otherwise in their given
+    order (Kahn's algorithm, earliest first); `known` are the graph inputs and initializers."""
+    import heapq
+
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    needs = [{producer[i] for i in n.input if i in producer} for n in nodes]
+    undefined = [i for n in nodes for i in n.input if i and i not in producer and i not in known]
+    if undefined:
+        raise ValueError(f"graph input {undefined[0]!r} is defined nowhere")
+    users = [[] for _ in nodes]
+    for k, deps in enumerate(needs):
+        for d in deps:
+            users[d].append(k)
+    ready = [k for k, deps in enumerate(needs) if not deps]
+    heapq.heapify(ready)
+    left = [len(deps) for deps in needs]
+    out = []
+    while ready:
+        k = heapq.heappop(ready)
+        out.append(nodes[k])
+        for u in users[k]:
+            left[u] -= 1
+            if not left[u]:
+                heapq.heappush(ready, u)
+    if len(out) != len(nodes):
+        raise ValueError("graph has a cycle")
+    return out
+
+
+def dynamic_size(m, grid_width="tower_0/strided_slice_6", heatmap="tower_0/keypoints"):
+    """Make height and width dynamic (issue 21): the graph is fully convolutional except the three
+    upsample target sizes of the head and the heatmap's grid width in the decode tail, which TF froze
+    for 512x512. Each upsample now takes the size of the tensor it is concatenated with (the next
+    finer level, NCHW), and the grid width that turns a flat index into x, y is the heatmap's own
+    width. Any input whose sides are multiples of 32 then works; at 512x512 every value is the same
+    as before, so scripts/check_tfjs.py still compares it with the tfjs runtime."""
+    graph = m.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    added = []
+
+    def const(name, arr):
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.asarray(arr, np.int64), name)
+            graph.initializer.append(inits[name])
+        return name
+
+    def node(op, inputs, name, **attrs):
+        added.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    resized = 0
+    for n in graph.node:
+        if n.op_type != "Resize":
+            continue
+        concat = next(c for c in consumers[n.output[0]] if c.op_type == "Concat")
+        partner = next(i for i in concat.input if i != n.output[0])
+        sizes = next(s for s in graph.node if s.output[0] == n.input[3])     # Concat(nc, hw)
+        hw = node("Slice", [node("Shape", [partner], n.name + "/like/shape"), const("i64/2", [2]),
+                            const("i64/4", [4])], n.name + "/like")        # the partner's H, W
+        sizes.input[1] = hw
+        resized += 1
+    if resized != 3:
+        raise ValueError(f"expected 3 upsamples in the CenterNet head, found {resized}")
+    width = node("Cast", [node("Gather", [node("Shape", [heatmap], grid_width + "/shape"), const("i64/3", [3])],
+                               grid_width + "/w", axis=0)], grid_width + "/dynamic", to=TensorProto.INT32)
+    for n in graph.node:
+        n.input[:] = [width if i == grid_width else i for i in n.input]
+    stale = {grid_width} | {f"{r.name}/hw" for r in graph.node if r.op_type == "Resize"}
+    kept = [i for i in graph.initializer if i.name not in stale]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = topological(list(graph.node) + added, {i.name for i in graph.input} | set(inits))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_param, dims[2].dim_param = "height", "width"
+    return m
+
+
+def convert(json_path, onnx_path, output_ref="tower_0/detections", dynamic_hw=True):
+    """Write the ONNX model; dynamic_hw=False keeps TF's fixed height and width (the model before
+    issue 21's input-size lever, for comparing with it)."""
     model = json.loads(Path(json_path).read_text())
     weights = load_weights(model, os.path.dirname(os.path.abspath(json_path)))
     placeholders = [n for n in model["modelTopology"]["node"] if n["op"] == "Placeholder"]
@@ -340,16 +426,23 @@ def convert(json_path, onnx_path, output_ref="tower_0/detections"):
                           opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = IR_VERSION
     dynamic_batch(m)
+    if dynamic_hw:
+        dynamic_size(m)
     # output shape (batch x 100 x 6) from ONNX shape inference, so consumers see it
     inferred = onnx.shape_inference.infer_shapes(m).graph.output[0]
     m.graph.output[0].CopyFrom(inferred)
-    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    out_dims = m.graph.output[0].type.tensor_type.shape.dim
+    out_dims[0].dim_param = "batch"
+    top_k = next(numpy_helper.to_array(i) for i in m.graph.initializer if i.name == "tower_0/TopKV2/k")
+    out_dims[1].dim_value = int(top_k[0])  # inference loses it once H, W are dynamic: the decode's top-k rows
     m.doc_string = ("MobileNetV3-CenterNet COCO detector converted from TFJS "
                     "@vladmandic/human@3.3.6 models/centernet.json (MIT)")
     meta = {"names": json.dumps({str(i): c for i, c in enumerate(COCO80)}), "imgsz": str(dims[1]),
-            "layout": "centernet",
+            "layout": "centernet", "stride": "32",
             "output": "detections[batch,100,6]=x1,y1,x2,y2 (input pixels),score,class (0-based COCO-80)",
-            "input": f"input{['batch'] + dims[1:]} NHWC RGB float32 0..255"}
+            "input": (f"input[batch,height,width,{dims[3]}] NHWC RGB float32 0..255, height and width multiples of "
+                      f"32 (trained at {dims[1]}x{dims[2]})" if dynamic_hw else
+                      f"input{['batch'] + dims[1:]} NHWC RGB float32 0..255")}
     helper.set_model_props(m, meta)
     onnx.checker.check_model(m)
     onnx.save(m, onnx_path)
@@ -363,7 +456,7 @@ def verify(onnx_path):
     io = [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
           for v in list(m.graph.input) + list(m.graph.output)]
     meta = {p.key: p.value for p in m.metadata_props}
-    ok = (io == [("input", ["batch", 512, 512, 3]), ("detections", ["batch", 100, 6])]
+    ok = (io == [("input", ["batch", "height", "width", 3]), ("detections", ["batch", 100, 6])]
           and len(json.loads(meta.get("names", "{}"))) == 80 and meta.get("layout") == "centernet")
     print(f"{onnx_path}: {'ok' if ok else 'BAD'} {io} nodes={len(m.graph.node)}")
     return ok

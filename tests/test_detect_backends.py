@@ -20,6 +20,7 @@ import pytest
 from hazardctl.errors import ConfigError
 from stages.detect.backend_onnx import (
     decode_yolo,
+    fit_size,
     letterbox,
     nms,
     stretch,
@@ -317,6 +318,29 @@ def test_letterbox_round_trip():
     assert clipped.bbox[0] == 0 and clipped.bbox[1] == 0 and clipped.bbox[2] == 810
     _, s = stretch(frame, 512, 512)
     assert (s.scale_x, s.scale_y) == (512 / 810, 512 / 1080)
+
+
+def test_centernet_input_keeps_the_cameras_aspect():
+    # long side = imgsz, short side to the nearest multiple of 32: a 16:9 camera at 512 runs at 512x288
+    assert fit_size(1280, 720, 512, 32) == (512, 288) and fit_size(1920, 1080, 512, 32) == (512, 288)
+    assert fit_size(720, 1280, 512, 32) == (288, 512)                        # portrait
+    assert fit_size(640, 640, 512, 32) == (512, 512)                         # square frames as before
+    assert fit_size(768, 576, 512, 32) == (512, 384)                         # 4:3
+    assert fit_size(1280, 720, 416, 32) == (416, 224) and fit_size(1280, 720, 384, 32) == (384, 224)
+    assert fit_size(4000, 100, 512, 32) == (512, 32)                         # never below one stride
+    _, p = stretch(np.zeros((720, 1280, 3), np.uint8), 512, 288)
+    assert p.scale_x == p.scale_y == 0.4                                     # no distortion at 16:9
+
+
+def test_the_default_model_runs_the_square_and_imgsz_the_cameras_aspect(centernet_path, zidane):
+    default = load_detector(str(centernet_path), classes=ROAD_USERS)
+    assert not default.rect and default.input_size(1280, 720) == (512, 512)  # as trained: every frame stretched
+    det = load_detector(str(centernet_path), classes=ROAD_USERS, imgsz=512)
+    assert det.rect, f"{centernet_path} has a fixed input: `make models` reconverts it (scripts/tfjs_to_onnx.py)"
+    assert det.input_size(1280, 720) == (512, 288) and det._prepare(zidane)[0].shape == (288, 512, 3)
+    assert det.input_size(512, 512) == (512, 512)
+    assert load_detector(str(centernet_path), imgsz=416).input_size(1280, 720) == (416, 224)
+    assert any(b.class_name == "person" for b in det.detect([zidane])[0])
 
 
 def test_decode_yolo_head():

@@ -77,7 +77,9 @@ class DetectConfig:
     classes: tuple[str, ...] | None = DEFAULT_CLASSES
     conf: float = 0.35
     iou: float = 0.5
-    imgsz: int = 640
+    imgsz: int | None = None
+    """the detector input's longer side, the frame's aspect kept; None: the model's own (the CenterNet's
+    512x512 square, 640 for YOLO)"""
     track: bool = True
     max_batch: int = 8
     max_message_bytes: int | None = None
@@ -671,7 +673,8 @@ def run(cfg: DetectConfig, *, endpoints: Endpoints, detector: Detector | None = 
         raise ConfigError(f"--mot-ids {cfg.mot_ids}: use keep or track")
     if detector is None and any(spec.kind != "mot" for spec in cfg.cameras):
         detector = load_detector_for(cfg)  # a MOT replay alone needs no model
-        warm_up(detector, batch=min(cfg.max_batch, sum(spec.kind != "mot" for spec in cfg.cameras)), size=cfg.imgsz)
+        warm_up(detector, batch=min(cfg.max_batch, sum(spec.kind != "mot" for spec in cfg.cameras)),
+                size=cfg.imgsz or 640)
     dlq_spec = None
     if any(spec.kind == "mot" for spec in cfg.cameras):
         dlq_spec = cfg.dlq or endpoints.default_dlq(cfg.out)

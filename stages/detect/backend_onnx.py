@@ -77,6 +77,15 @@ def stretch(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Pla
     return out, Placement(width / w, height / h, 0.0, 0.0, float(w), float(h))
 
 
+def fit_size(frame_w: int, frame_h: int, long_side: int, stride: int) -> tuple[int, int]:
+    """Model input (width, height) for a dynamic-size model that is stretched, not letterboxed: the
+    frame's longer side becomes `long_side`, the shorter one keeps the aspect, rounded to the nearest
+    multiple of `stride` (at least one stride): 1280x720 at 512 -> 512x288, a square frame -> 512x512."""
+    short = min(frame_w, frame_h) * long_side / max(frame_w, frame_h)
+    short = max(stride, round(short / stride) * stride)
+    return (long_side, short) if frame_w >= frame_h else (short, long_side)
+
+
 def decode_yolo(pred: np.ndarray, conf: float, class_ids: list[int] | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(4+nc, N) raw YOLO head → xyxy boxes (input pixels), scores, class ids above conf."""
@@ -163,12 +172,13 @@ def _is_dynamic(dim: object) -> bool:
 
 
 class OnnxDetector:
-    """One onnxruntime session; frames are batched into one run when the model's batch axis is
-    dynamic, else run one by one."""
+    """One onnxruntime session. On a GPU, frames are batched into one run when the model's batch axis
+    is dynamic; on the CPU they run one by one: a batch of 8 CenterNet frames took 13-23 % more CPU per
+    frame than 8 single runs on a 2-core Xeon (issue 21, docs/detect-backends.md)."""
 
     MAX_BATCH = 32
 
-    def __init__(self, path: Path, *, device: str, conf: float, iou: float, imgsz: int,
+    def __init__(self, path: Path, *, device: str, conf: float, iou: float, imgsz: int | None,
                  classes: list[str] | None, threads: int | None, max_det: int) -> None:
         import onnxruntime as ort
 
@@ -202,6 +212,7 @@ class OnnxDetector:
         if len(shape) != 4:
             raise ConfigError(f"model {path}: expected a 4-D image input, got {inp.name}{shape}")
         self.dynamic_batch = _is_dynamic(shape[0])
+        self.per_call = self.MAX_BATCH if self.dynamic_batch and device != "cpu" else 1  # frames per session run
         if self.layout == "centernet":
             self.nhwc = True
             h, w = shape[1], shape[2]
@@ -215,10 +226,16 @@ class OnnxDetector:
             raise ConfigError(f"model {path}: unknown layout {self.layout!r} in its metadata "
                               f"(supported: yolo, centernet)")
         self.stride = int(meta.get("stride", 32))
-        self.rect = _is_dynamic(h) or _is_dynamic(w)
-        if self.rect:  # any input size: fit each frame's longer side to imgsz, the other to its aspect
-            h = w = -(-imgsz // self.stride) * self.stride
-        elif imgsz != h:
+        dynamic = _is_dynamic(h) or _is_dynamic(w)
+        # The CenterNet's default is the square it was trained at (512x512, every frame stretched to it);
+        # --imgsz N runs it at the camera's aspect instead (1280x720 at 512: 512x288, 1.7x faster, but 92 %
+        # of the square's detections: docs/detect-backends.md, issue 21).
+        self.rect = dynamic and not (self.layout == "centernet" and imgsz is None)  # input follows the frame's aspect
+        if dynamic and not self.rect:
+            h = w = int(meta["imgsz"]) if meta.get("imgsz", "").isdigit() else 512
+        elif self.rect:  # any input size: fit each frame's longer side to imgsz, the other to its aspect
+            h = w = -(-(imgsz or 640) // self.stride) * self.stride
+        elif imgsz is not None and imgsz != h:
             log.info("model %s has a fixed %dx%d input; imgsz %d does not apply", path.name, w, h, imgsz)
         self.width, self.height = int(w), int(h)
 
@@ -250,18 +267,27 @@ class OnnxDetector:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
         if self.nhwc:
-            img, placement = stretch(frame, self.width, self.height)
+            width, height = self.width, self.height
+            if self.rect:  # the aspect kept, so a 16:9 camera costs 56 % of a square input
+                width, height = self.input_size(frame.shape[1], frame.shape[0])
+            img, placement = stretch(frame, width, height)
             return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(self.input_dtype), placement
-        width, height = self.width, self.height
-        if self.rect:  # as ultralytics does for .pt: no padding beyond the next stride multiple
-            fh, fw = frame.shape[:2]
-            r = min(width / fw, height / fh)
-            width = -(-round(fw * r) // self.stride) * self.stride
-            height = -(-round(fh * r) // self.stride) * self.stride
+        # a dynamic-size export as ultralytics does for .pt: no padding beyond the next stride multiple
+        width, height = self.input_size(frame.shape[1], frame.shape[0])
         img, placement = letterbox(frame, width, height)
         blob = img.transpose(2, 0, 1)[::-1].astype(self.input_dtype)  # BGR HWC → RGB CHW
         blob *= 1 / 255
         return blob, placement
+
+    def input_size(self, frame_w: int, frame_h: int) -> tuple[int, int]:
+        """(width, height) of the model input a frame of this size gets."""
+        if not self.rect:
+            return self.width, self.height
+        if self.nhwc:
+            return fit_size(frame_w, frame_h, self.width, self.stride)
+        r = min(self.width / frame_w, self.height / frame_h)
+        return (-(-round(frame_w * r) // self.stride) * self.stride,
+                -(-round(frame_h * r) // self.stride) * self.stride)
 
     def _postprocess(self, out: np.ndarray, placement: Placement) -> list[Box]:
         if out.ndim == 2 and out.shape[-1] == 6 and (self.layout == "centernet" or out.shape[0] != 6):
@@ -278,7 +304,7 @@ class OnnxDetector:
         by_shape: dict[tuple[int, ...], list[int]] = {}  # only a dynamic-size model sees several
         for i, (blob, _) in enumerate(prepared):
             by_shape.setdefault(blob.shape, []).append(i)
-        step = self.MAX_BATCH if self.dynamic_batch else 1
+        step = self.per_call
         results: list[list[Box]] = [[] for _ in frames]
         for indices in by_shape.values():
             for start in range(0, len(indices), step):

@@ -45,7 +45,7 @@ def _torch_device(device: str) -> str:
 class UltralyticsDetector:
     """A YOLO .pt model run through ultralytics' predictor; frames go in as one batch."""
 
-    def __init__(self, path: Path, *, device: str, conf: float, iou: float, imgsz: int,
+    def __init__(self, path: Path, *, device: str, conf: float, iou: float, imgsz: int | None,
                  classes: list[str] | None, threads: int | None, max_det: int) -> None:
         YOLO = _import_yolo()
         import torch
@@ -63,7 +63,7 @@ class UltralyticsDetector:
         self.class_ids = select_classes(self.names, classes, path.name)
         self.model_name = path.stem
         self.model_version = model_fingerprint(path)
-        self.kwargs = {"conf": conf, "iou": iou, "imgsz": imgsz, "max_det": max_det, "classes": self.class_ids,
+        self.kwargs = {"conf": conf, "iou": iou, "imgsz": imgsz or 640, "max_det": max_det, "classes": self.class_ids,
                        "device": self.device, "verbose": False}
 
     def detect(self, frames: list[np.ndarray]) -> list[list[Box]]:

@@ -53,13 +53,14 @@ def load_detector(
     device: str = "cpu",
     conf: float = 0.35,
     iou: float = 0.5,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     classes: list[str] | None = None,
     threads: int | None = None,
     max_det: int = 300,
 ) -> Detector:
     """Open the model at `path` with the backend its suffix calls for.
 
+    `imgsz` is the input's longer side (None: the model's own, 512 for the CenterNet, else 640);
     `classes` are class names the model must know (None: all of its classes); `threads` is the
     intra-op thread count (None: $HAZARDCTL_DETECT_THREADS, else the runtime's default of one
     per core — which in a container with a CPU limit may be far more than it is allowed).

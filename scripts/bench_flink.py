@@ -93,23 +93,80 @@ def rates(n: int, start: float, first: float, last: float, per_s: Counter) -> di
             "per_s_min": min(full) if full else 0}
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) `pid` has used so far."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores; /proc/stat less idle and iowait)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pids() -> list[int]:
+    """The local Kafka broker(s) (a JVM running kafka.Kafka): they share the cores with the engines."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmd:
+            out.append(int(p.name))
+    return out
+
+
 class RssSampler(threading.Thread):
+    """Peak RSS per role, and the CPU seconds each role (plus the broker, this bench and the machine as a
+    whole) used while it ran: on 2 shared cores, where the CPU went."""
+
     def __init__(self, pids_fn):
         super().__init__(daemon=True)
         self.pids_fn, self.peak, self.stop = pids_fn, {}, threading.Event()
+        self.cpu0: dict[tuple[str, int], float] = {}
+        self.cpu1: dict[tuple[str, int], float] = {}
+        self.busy0 = machine_busy_s()
+        self.t0 = time.monotonic()
+
+    def roles(self) -> dict[str, list[int]]:
+        return {**self.pids_fn(), "broker": broker_pids(), "bench": [os.getpid()]}
 
     def run(self):
         while not self.stop.is_set():
-            for role, pids in self.pids_fn().items():
-                self.peak[role] = max(self.peak.get(role, 0.0), sum(rss_mb(p) for p in pids))
-                self.peak[role + "_n"] = max(self.peak.get(role + "_n", 0), len(pids))
+            for role, pids in self.roles().items():
+                if role not in ("broker", "bench"):
+                    self.peak[role] = max(self.peak.get(role, 0.0), sum(rss_mb(p) for p in pids))
+                    self.peak[role + "_n"] = max(self.peak.get(role + "_n", 0), len(pids))
+                for p in pids:
+                    c = cpu_s(p)
+                    if c is not None:
+                        self.cpu0.setdefault((role, p), c)
+                        self.cpu1[(role, p)] = c
             self.stop.wait(0.5)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds per role over the sampled time, the machine's busy seconds, and the seconds sampled."""
+        out: dict[str, float] = {}
+        for (role, p), c in self.cpu1.items():
+            out[role] = out.get(role, 0.0) + c - self.cpu0[(role, p)]
+        out = {k: round(v, 1) for k, v in out.items() if k != "python_workers" or v}
+        out["machine"] = round(machine_busy_s() - self.busy0, 1)
+        out["wall"] = round(time.monotonic() - self.t0, 1)
+        return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--detections", type=int, default=50000,
-                    help="backlog (3 tasks each): 150 000 tasks drain for ≥ 30 s at 5k tasks/s")
+    ap.add_argument("--detections", type=int, default=100000,
+                    help="backlog (3 tasks each): 300 000 tasks drain for ≥ 30 s at up to 10k tasks/s")
+    ap.add_argument("--process-tasks", type=int, default=90000,
+                    help="process-mode runs (~1.3k tasks/s) are measured over the first this many tasks of the "
+                         "backlog (≥ 30 s of drain; the job drains on) instead of all of it")
     ap.add_argument("--cameras", type=int, default=20)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--bootstrap", default=os.environ.get("HAZARDCTL_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
@@ -120,12 +177,13 @@ def main() -> int:
                     help="throughput part: the Flink job with Flink's own latency defaults instead of config/flink.yaml's")
     ap.add_argument("--flink-latency", default="", metavar="YAML",
                     help='throughput part: override config/flink.yaml latency settings, e.g. "bundle_time_ms: 20"')
-    ap.add_argument("--runs", default="thread-p1,thread-p2,thread-p1to2,process-p1",
+    ap.add_argument("--runs", default="thread-p1,thread-p2,thread-p2-1tm,thread-p1to2,process-p1",
                     help="throughput part: Flink runs MODE-pN (python_mode thread|process, parallelism N; one "
                          "TaskManager of one slot per unit of parallelism), MODE-pN-1tm (one TaskManager of N slots) "
                          "or MODE-pNtoM (rescaling: a savepoint "
                          "after a third of the backlog at N, resumed at M; tasks/s of the resumed job); default "
-                         "thread-p1,thread-p2,thread-p1to2,process-p1 (process-p1: the previous default)")
+                         "thread-p1,thread-p2,thread-p2-1tm,thread-p1to2,process-p1 (process-p1: the previous "
+                         "default)")
     ap.add_argument("--latency-flink-defaults", action="store_true",
                     help="latency part: the third engine is the Flink job with Flink's own latency defaults "
                          "(instead of process mode)")
@@ -171,7 +229,7 @@ def main() -> int:
         p.terminate()
         p.wait(30)
         results["local"] = {"tasks": n, **rates(n, t0, first, last, per_s), "first_task_s": first - t0,
-                            "rss_mb": {"local": sampler.peak.get("local", 0)}}
+                            "rss_mb": {"local": sampler.peak.get("local", 0)}, "cpu_s": sampler.cpu()}
         # Flink on a standalone session cluster, parallelism 1 and 2
         cluster.sh("up")
         for name in runs:
@@ -181,6 +239,7 @@ def main() -> int:
             one_tm = pars.endswith("-1tm")  # MODE-pN-1tm: ONE TaskManager of N slots (thread mode: one GIL)
             par, _, par2 = pars.removesuffix("-1tm").partition("to")
             par, par2 = int(par), int(par2 or 0)
+            goal = min(want, a.process_tasks) if mode == "process" else want
 
             def config(p: int) -> Path:
                 cfg = tmp / f"{name}-p{p}.yaml"
@@ -216,20 +275,20 @@ def main() -> int:
             submitted = time.time() - t0
             before = 0
             if par2:
-                drain(a.bootstrap, outs[name], want // 3, a.timeout)
+                drain(a.bootstrap, outs[name], goal // 3, a.timeout)
                 savepoint = flink_cli.savepoint(cluster.address, job, stop=True)
                 before = end_offsets(a.bootstrap, outs[name])
                 job = submit(par2, "--from-savepoint", savepoint)
-            n, first, last, per_s = drain(a.bootstrap, outs[name], want, a.timeout)
+            n, first, last, per_s = drain(a.bootstrap, outs[name], goal, a.timeout)
             sampler.stop.set()
             running = flink_cli.rest(cluster.address, f"/jobs/{job}")["timestamps"]["RUNNING"] / 1000
             flink_cli.cancel(cluster.address, job)
             if par2:  # the resumed job's part only
                 first = max(first, running)
                 per_s = Counter({t: c for t, c in per_s.items() if t >= int(running)})
-            results[name] = {"tasks": n, **rates(n - before, running, first, last, per_s),
+            results[name] = {"tasks": n, "goal": goal, **rates(n - before, running, first, last, per_s),
                              "first_task_s": first - t0, "submit_s": submitted,
-                             "rss_mb": {k: round(v) for k, v in sampler.peak.items()}}
+                             "rss_mb": {k: round(v) for k, v in sampler.peak.items()}, "cpu_s": sampler.cpu()}
             if par2:
                 results[name]["tasks_before_savepoint"] = before
             if one_tm:  # the next runs start one-slot TaskManagers again
@@ -256,6 +315,12 @@ def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
         print(f"{name:12} {r['tasks']:7d} {r['tasks_per_s']:8.0f} {r['drain_s']:8.1f} "
               f"{r['per_s_median']:7d}/{r['per_s_min']:<6d} {r['first_to_last_per_s']:10.0f} "
               f"{r['first_task_s']:12.1f} {sub:>10}  {rss}{extra}")
+        c = dict(r.get("cpu_s", {}))
+        if c:
+            wall, machine = c.pop("wall"), c.pop("machine")
+            print(f"{'':12} CPU s over its {wall:.0f} s (start/submission → last output): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in c.items())
+                  + f"; machine busy {machine:.0f} of {(os.cpu_count() or 1) * wall:.0f}")
     if latency:
         print(f"\nlatency at {a.latency_rate:g} detections/s, {a.latency_seconds:g} s, ms"
               + (f" (Flink defaults = {FLINK_DEFAULTS})" if "flink-defaults" in latency else ""))
@@ -272,7 +337,7 @@ def report(results: dict, latency: dict, a, want: int, n_items: int = 0) -> int:
         body["latency"] = {"rate": a.latency_rate, "seconds": a.latency_seconds, "flink_defaults": FLINK_DEFAULTS,
                            **latency}
     (out / name).write_text(json.dumps(body, indent=1))
-    ok = all(r["tasks"] >= want for r in results.values()) and all(r["tasks"] > 0 for r in latency.values())
+    ok = all(r["tasks"] >= r.get("goal", want) for r in results.values()) and all(r["tasks"] > 0 for r in latency.values())
     print(f"\n{'ok' if ok else 'INCOMPLETE'}: results in bench-results/{name} (machine shared: figures are indicative)")
     return 0 if ok else 1
 

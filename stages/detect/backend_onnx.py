@@ -172,8 +172,8 @@ def _is_dynamic(dim: object) -> bool:
 
 
 class OnnxDetector:
-    """One onnxruntime session. On a GPU, frames are batched into one run when the model's batch axis
-    is dynamic; on the CPU they run one by one: a batch of 8 CenterNet frames took 13-23 % more CPU per
+    """One onnxruntime session. Frames are batched into one run when the model's batch axis is dynamic,
+    except the CenterNet on the CPU, which runs them one by one: a batch of 8 took 13-23 % more CPU per
     frame than 8 single runs on a 2-core Xeon (issue 21, docs/detect-backends.md)."""
 
     MAX_BATCH = 32
@@ -212,7 +212,9 @@ class OnnxDetector:
         if len(shape) != 4:
             raise ConfigError(f"model {path}: expected a 4-D image input, got {inp.name}{shape}")
         self.dynamic_batch = _is_dynamic(shape[0])
-        self.per_call = self.MAX_BATCH if self.dynamic_batch and device != "cpu" else 1  # frames per session run
+        # frames per session run: the CenterNet on the CPU one at a time (measured); YOLO exports batch (not measured)
+        one_by_one = device == "cpu" and self.layout == "centernet"
+        self.per_call = self.MAX_BATCH if self.dynamic_batch and not one_by_one else 1
         if self.layout == "centernet":
             self.nhwc = True
             h, w = shape[1], shape[2]

@@ -57,7 +57,7 @@ flink-down:
 test-flink: venv flink-env kafka-up  ## the Flink engine's tests alone (mini-cluster + session cluster, real broker)
 	HAZARDCTL_REQUIRE_KAFKA=1 HAZARDCTL_NO_SKIP=1 $(PY) -m pytest -q -ra --durations=10 tests/test_flink*.py $(PYTEST_ARGS)
 
-bench-flink: venv flink-env kafka-up ## expand tasks/s: Flink job at parallelism 1 and 2 vs the local engine, same topics
+bench-flink: venv flink-env kafka-up ## expand tasks/s over a 300k-task backlog: Flink thread p1, p2 (two TMs, one TM), p1->p2, process p1 vs the local engine, CPU s each; then latency (~8 min)
 	$(PY) scripts/bench_flink.py $(BENCH_ARGS)
 
 test: venv models system-deps flink-env    ## the whole suite against a real broker, which is stopped even when tests fail

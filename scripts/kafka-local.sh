@@ -74,6 +74,16 @@ running_pid() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Kafka CLI tools log to tools.log through the same log4j2 config, not to the console.
+# daemon PIDFILE CMD... &  (always in the background): CMD in its own session (it outlives the calling
+# shell or terminal) with only stdin/stdout/stderr: a descriptor the caller holds (a `flock` lock, a
+# pipe) must not stay open for the broker's lifetime. Each step exec's the next, so no shell stays
+# behind holding one; the inner bash writes its own pid and exec's CMD: the pid file is the JVM's.
+daemon() {
+  # shellcheck disable=SC2016  # $$, $f and $@ expand in the inner bash
+  exec setsid bash -c 'echo $$ >"$0"; for f in /proc/$$/fd/*; do n=${f##*/}; ((n > 2)) && eval "exec $n>&-"; done 2>/dev/null
+                       exec "$@"' "$@"
+}
+
 KJAVA=(java -Xmx256m -Dlog4j2.configurationFile="$KHOME/log4j2.properties"
   -Dkafka.local.logfile="$KHOME/tools.log" -cp "$CP")
 
@@ -272,10 +282,7 @@ cmd_up() {
     say "formatted storage in $DATA (cluster id $id)${scram[*]:+, SCRAM-SHA-256 users admin and $CLIENT_USER}"
   fi
   [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"   # keep the previous run's log, bounded
-  # setsid: own session, so the broker outlives the calling shell/terminal; the inner
-  # bash writes its own pid and then exec's java, so the pid file is exactly the JVM.
-  # shellcheck disable=SC2016  # $$ and $@ must expand in the inner bash, not here
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDF" java -Xms256m -Xmx512m -XX:+UseG1GC \
+  daemon "$PIDF" java -Xms256m -Xmx512m -XX:+UseG1GC \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$KHOME/log4j2.properties" \
     -Dkafka.local.logfile="$LOG" -cp "$CP" kafka.Kafka "$KHOME/server.properties" \
     </dev/null >>"$KHOME/kafka.out" 2>&1 &
@@ -395,8 +402,7 @@ cl_start() {  # start broker N (formatting its storage once, with the cluster's 
       >/dev/null || die "storage format of broker $n failed (see $KHOME/tools.log)"
   fi
   [[ -f "$h/kafka.log" ]] && mv -f "$h/kafka.log" "$h/kafka.log.1"
-  # shellcheck disable=SC2016
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$h/kafka.pid" java -Xms128m -Xmx"$CL_HEAP" -XX:+UseSerialGC \
+  daemon "$h/kafka.pid" java -Xms128m -Xmx"$CL_HEAP" -XX:+UseSerialGC \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$h/log4j2.properties" \
     -Dkafka.local.logfile="$h/kafka.log" -cp "$CP" kafka.Kafka "$h/server.properties" \
     </dev/null >>"$h/kafka.out" 2>&1 &

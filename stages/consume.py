@@ -352,21 +352,28 @@ class ConsumeService:
             self.recorder.maybe_prune(now)
 
     def act(self, incident_id: str, action: str, note: str | None, actor: str | None = None) -> dict | None:
-        """An operator's action on an incident the board holds: applied, pushed to every client of its
-        camera (`incident` event `ack` / `resolve` / `false_positive`) and recorded; the incident as
-        shown, or None when the board does not hold it (stages.consume_actions asks the store)."""
+        """An operator's action on an incident the board or the camera watch holds: applied, pushed to every
+        client of its camera (`incident` event `ack` / `resolve` / `false_positive`), recorded and shared;
+        the incident as shown, or None when neither holds it (stages.consume_history asks the store)."""
         now = time.time()
-        inc, events = self.board.act(incident_id, action, now)
+        shown = self._apply_action(incident_id, action, note, actor, now)
+        if shown is not None:
+            self.share(incident_id, shown["camera_id"], action, note, actor, now)
+        return shown
+
+    def _apply_action(self, incident_id: str, action: str, note: str | None, actor: str | None,
+                      at: float, record_unheld: bool = False) -> dict | None:
+        """An action on the board's incident, else on a camera outage (hazardctl/camera_watch.py): its
+        events pushed and the action recorded (with `record_unheld`, also when neither holds it: the
+        store patches its row); the incident as shown, or None when neither holds it."""
+        inc, events = self.board.act(incident_id, action, at)
         shown = inc.as_dict(crop=False) if inc is not None else None
-        if inc is None:  # a camera outage (hazardctl/camera_watch.py)?
-            shown, events = self.camera_watch.act(incident_id, action, now)
-            if shown is None:
-                return None
+        if inc is None:
+            shown, events = self.camera_watch.act(incident_id, action, at)
         for ev in events:
             self.publish(ev)
-        if self.recorder is not None:
-            self.recorder.action(incident_id, action, note, now, shown, actor)
-        self.share(incident_id, shown["camera_id"], action, note, actor, now)
+        if self.recorder is not None and (shown is not None or record_unheld):
+            self.recorder.action(incident_id, action, note, at, shown, actor)
         return shown
 
     def share(self, incident_id: str, camera_id: str, action: str, note: str | None, actor: str | None,
@@ -376,15 +383,9 @@ class ConsumeService:
             self.actions.publish(incident_id, camera_id, action, note, actor, at)
 
     def apply_shared(self, a) -> None:
-        """Another instance's action (an IncidentAction): on this board and its clients, and in this store."""
-        inc, events = self.board.act(a.incident_id, a.action, a.at)
-        shown = inc.as_dict(crop=False) if inc is not None else None
-        if inc is None:
-            shown, events = self.camera_watch.act(a.incident_id, a.action, a.at)
-        for ev in events:
-            self.publish(ev)
-        if self.recorder is not None:  # idempotent rows: a store shared with the origin keeps it once
-            self.recorder.action(a.incident_id, a.action, a.note, a.at, shown, a.actor)
+        """Another instance's action (an IncidentAction): on this board and its clients, and in this store
+        (idempotent rows: a store shared with the origin keeps it once)."""
+        self._apply_action(a.incident_id, a.action, a.note, a.actor, a.at, record_unheld=True)
 
     def health(self) -> dict:
         ok = self.input_state != "failed"

@@ -5,18 +5,15 @@ would hold every replayed group as `stale-replay`)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from hazardctl.synthetic import detection
-from tests.test_schedule_kafka import Collector
-from tests.test_schedule_replay_kafka import _produce_at, _records_since
+from tests.test_schedule_replay_kafka import _collect_then_stop, _group_that_read_everything, _iso, _produce_at, \
+    _records_since
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -28,13 +25,9 @@ def test_expand_from_time_rereads_exactly_the_detections_from_that_time(kafka_bo
     dets = [detection(f"cam-{i:02d}", 1, now - 300 + 4 * i, groups=1) for i in range(40)]
     _produce_at(kafka_bootstrap, t_in, [(d.camera_id.encode(), d.model_dump_json().encode(),
                                          int(d.frame_ts * 1000)) for d in dets])
-    group = f"from-{uuid.uuid4().hex[:8]}"
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(t_in, p, c.get_watermark_offsets(TopicPartition(t_in, p), timeout=10)[1])
-                      for p in range(4)], asynchronous=False)  # the group had read everything
-    c.close()
+    group = _group_that_read_everything(kafka_bootstrap, t_in, 4)
     since_ms = int(dets[22].frame_ts * 1000)
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ms // 1000)) + f".{since_ms % 1000:03d}Z"
+    since = _iso(since_ms)
     expected = _records_since(kafka_bootstrap, t_in, since_ms, field="message_id")
     assert len(expected) == 18
 
@@ -43,19 +36,7 @@ def test_expand_from_time_rereads_exactly_the_detections_from_that_time(kafka_bo
                              "--out", f"kafka://{t_out}", "--dlq", "stderr", "--group", group, "--from-time", since,
                              "--deadline", "3600"],
                             env=hazardctl_env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    col = Collector(kafka_bootstrap, [t_out])
-    try:
-        deadline = time.monotonic() + 60
-        while len(col.by_topic[t_out]) < len(expected) and time.monotonic() < deadline:
-            col.poll(0.5)
-        col.poll(2.0)  # anything more would show up now
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        col.close()
-    tasks = col.by_topic[t_out]
+    tasks = _collect_then_stop(proc, log, kafka_bootstrap, t_out, len(expected))
     assert sorted(t["detection_id"] for t in tasks) == sorted(expected)  # each once, none before the time
     assert {t["reason"] for t in tasks} == {"new"}
     assert "18 records to read again" in log.read_text(), log.read_text()[-2000:]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -104,6 +103,40 @@ def _produce_at(bootstrap: str, topic: str, items: list[tuple[bytes, bytes, int]
     assert p.flush(30) == 0
 
 
+def _group_that_read_everything(bootstrap: str, topic: str, partitions: int) -> str:
+    """A new consumer group committed at the topic's end, as a stage that had run would have."""
+    group = f"from-{uuid.uuid4().hex[:8]}"
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    ends = [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in range(partitions)]
+    c.commit(offsets=ends, asynchronous=False)
+    c.close()
+    return group
+
+
+def _iso(ts_ms: int) -> str:
+    """A Kafka timestamp as the ISO 8601 UTC time `--from-time` takes."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms // 1000)) + f".{ts_ms % 1000:03d}Z"
+
+
+def _collect_then_stop(proc: subprocess.Popen, log: Path, bootstrap: str, topic: str, want: int) -> list[dict]:
+    """The stage's output once `want` messages are there (or 60 s passed) and 2 s more: anything extra
+    would show up then; then SIGTERM, which must end it with 0."""
+    col = Collector(bootstrap, [topic])
+    try:
+        deadline = time.monotonic() + 60
+        while len(col.by_topic[topic]) < want and time.monotonic() < deadline:
+            col.poll(0.5)
+        col.poll(2.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        col.close()
+    return col.by_topic[topic]
+
+
 def _records_since(bootstrap: str, topic: str, ts_ms: int, field: str = "task_id") -> set[str]:
     """The outside view: `field` of every record of the topic whose timestamp is >= ts_ms."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"outside-{uuid.uuid4().hex}",
@@ -131,14 +164,9 @@ def test_from_time_rereads_exactly_the_records_from_that_time(kafka_bootstrap, m
     stamped = [(t.camera_id.encode(), t.model_dump_json().encode(), int((now - 300 + 4 * i) * 1000))
                for i, t in enumerate(items)]  # one record every 4 s, from 5 minutes ago to 1 minute ago
     _produce_at(kafka_bootstrap, t_in, stamped)
-    group = f"from-{uuid.uuid4().hex[:8]}"
-    # the group had read everything already (committed at the end), as a stage that ran would have
-    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
-    ends = [TopicPartition(t_in, p, c.get_watermark_offsets(TopicPartition(t_in, p), timeout=10)[1]) for p in range(4)]
-    c.commit(offsets=ends, asynchronous=False)
-    c.close()
+    group = _group_that_read_everything(kafka_bootstrap, t_in, 4)
     since_ms = stamped[25][2]
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_ms // 1000)) + f".{since_ms % 1000:03d}Z"
+    since = _iso(since_ms)
     expected = _records_since(kafka_bootstrap, t_in, since_ms)
     assert len(expected) == 35
 
@@ -149,19 +177,7 @@ def test_from_time_rereads_exactly_the_records_from_that_time(kafka_bootstrap, m
         log = tmp_path / "schedule.log"
         proc = _start(["--keys", str(kf), "--in", f"kafka://{t_in}", "--out", f"kafka://{t_out}", "--dlq", "stderr",
                        "--group", group, "--from-time", since], hazardctl_env, log)
-        col = Collector(kafka_bootstrap, [t_out])
-        try:
-            deadline = time.monotonic() + 60
-            while len(col.by_topic[t_out]) < len(expected) and time.monotonic() < deadline:
-                col.poll(0.5)
-            col.poll(2.0)  # anything more would show up now
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(40) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            col.close()
-    results = col.by_topic[t_out]
+        results = _collect_then_stop(proc, log, kafka_bootstrap, t_out, len(expected))
     assert {r["task_id"] for r in results} == expected and len(results) == len(expected)
     assert {r["status"] for r in results} == {"ok"}  # replayed: the deadline budget counts from the read
     assert "35 records to read again" in log.read_text()

@@ -110,6 +110,16 @@ def rebuild(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, group
     return out
 
 
+def _camera_of(r) -> str | None:
+    """A record's camera: its key (every stage keys by camera id), else read from its JSON."""
+    if r.key:
+        return r.key.decode(errors="replace")
+    try:
+        return orjson.loads(r.value).get("camera_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
 def take_over(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, group_id: str, partitions: list[int],
               now: float | None = None) -> Rebuilt:
     """Partitions of the input another expand instance served until a rebalance handed them here: the
@@ -126,10 +136,10 @@ def take_over(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, gro
     try:
         for records in replay.batches():
             for r in records:
-                try:
-                    cameras.add(orjson.loads(r.value)["camera_id"])
-                except (orjson.JSONDecodeError, KeyError, TypeError):
+                cam = _camera_of(r)
+                if cam is None:
                     continue
+                cameras.add(cam)
                 if r.offset is not None and r.offset < committed.get(r.partition, -1):
                     recent.append(r.value)
     finally:
@@ -138,11 +148,7 @@ def take_over(gate: GroupGate, kafka, *, tasks_topic: str, input_topic: str, gro
     try:
         for records in replay.batches():
             for r in records:
-                try:
-                    mine = orjson.loads(r.value).get("camera_id") in cameras
-                except (orjson.JSONDecodeError, AttributeError):
-                    mine = False
-                if mine:
+                if _camera_of(r) in cameras:
                     apply_task(gate, r.value, out)
     finally:
         replay.close()

@@ -168,7 +168,7 @@ def test_dynamic_export_is_batched_and_letterboxed_like_ultralytics(fall_pt_path
     src = tmp_path / "fall.pt"  # export writes next to the weights: keep it out of the cache
     src.write_bytes(fall_pt_path.read_bytes())
     exported = Path(YOLO(str(src)).export(format="onnx", dynamic=True, simplify=False, imgsz=640, verbose=False))
-    det = load_detector(str(exported), imgsz=640)
+    det = load_detector(str(exported), imgsz=640, runtime="onnxruntime")
     assert det.dynamic_batch and det.rect
     calls = []
     run = det.session.run
@@ -369,9 +369,9 @@ def test_nms_is_per_class_and_bounded():
 
 
 def test_thread_count_from_argument_or_environment(centernet_path, monkeypatch):
-    assert load_detector(str(centernet_path), threads=1).session.get_session_options().intra_op_num_threads == 1
+    assert load_detector(str(centernet_path), threads=1, runtime="onnxruntime").session.get_session_options().intra_op_num_threads == 1
     monkeypatch.setenv("HAZARDCTL_DETECT_THREADS", "2")
-    assert load_detector(str(centernet_path)).session.get_session_options().intra_op_num_threads == 2
+    assert load_detector(str(centernet_path), runtime="onnxruntime").session.get_session_options().intra_op_num_threads == 2
     monkeypatch.setenv("HAZARDCTL_DETECT_THREADS", "two")
     with pytest.raises(ConfigError, match="HAZARDCTL_DETECT_THREADS"):
         load_detector(str(centernet_path))

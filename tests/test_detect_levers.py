@@ -256,7 +256,7 @@ def test_a_gop_longer_than_the_sampling_period_decodes_every_frame(tmp_path):
 def test_default_model_batches_on_a_gpu_and_a_batch_equals_single_frames():
     from stages.detect.backends import load_detector
 
-    det = load_detector(str(MODEL), classes=None)
+    det = load_detector(str(MODEL), classes=None, runtime="onnxruntime")
     assert det.dynamic_batch  # scripts/tfjs_to_onnx.py: dynamic_batch()
     assert det.per_call == 1  # on the CPU one frame per run: batches cost more CPU per frame here
     det.per_call = det.MAX_BATCH  # as with --device cuda

@@ -30,8 +30,9 @@
 
 7. levers (issue 21, --levers; `--quick` runs only this, shorter): a 1280x720 H.264 25 fps video (a
    keyframe every 0.48 s) and, for today's code (--decode-all --batch 1, fp32 at the 512x512 square, no
-   gate) and each lever alone (keyframes-only decoding, batches of 8, the int8 model, the motion gate,
-   the input at the camera's aspect: --imgsz 512, 512x288), the defaults and all together, the largest N
+   gate, one onnxruntime call at a time) and each lever alone (keyframes-only decoding, batches of 8, the
+   int8 model, the motion gate, the input at the camera's aspect: --imgsz 512, 512x288, inference workers,
+   OpenVINO), the defaults and all together, the largest N
    sustained as in 6 (grown x1.5 then bisected); plus the decode CPU per camera both ways, and the load
    average at the start and the end (the machine is shared).
 8. input sizes (issue 21, --sizes 512,416,384): inference ms on 1280x720 frames at 512x512 and at each
@@ -65,6 +66,7 @@ import cv2
 import numpy as np
 
 from stages.detect.backends import load_detector
+from stages.detect.inference import physical_cores
 
 ANALYSED_FPS = 2.0
 SIZE = (1280, 720)
@@ -352,17 +354,6 @@ def camera_ids(n: int) -> list[str]:
     return [f"cam-{i:02d}" for i in range(n)]
 
 
-def physical_cores() -> int:
-    """Cores (not hyper-threads): what onnxruntime sizes its intra-op pool by when not told."""
-    pairs = set()
-    for d in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
-        try:
-            pairs.add(((d / "physical_package_id").read_text().strip(), (d / "core_id").read_text().strip()))
-        except OSError:
-            pass
-    return len(pairs) or os.cpu_count() or 1
-
-
 def cpu_ticks(pid: int) -> tuple[float, float, float]:
     """(process utime+stime, machine busy, machine total) in clock ticks, for CPU use over a window."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -494,18 +485,24 @@ def realtime_section(a, video: Path, tmpdir: Path, derived: list[tuple[str, floa
 INT8 = ROOT / ".cache/models/centernet-coco-int8.onnx"
 #: name -> (model, extra flags). "today" is the code before issue 21: every frame decoded, one frame per
 #: inference call, the CenterNet's 512x512 square input (every frame stretched to it), fp32, no motion gate.
-#: "all" is every lever that raises capacity here (int8 is not one on this CPU: docs/detect-backends.md);
-#: "defaults" is what `hazardctl detect` runs without flags (every lever on except the input size, which
-#: costs recall: a user's choice).
+#: "defaults" is what `hazardctl detect` runs without flags (keyframes, motion gate, inference workers,
+#: OpenVINO, spread sampling: every lever but the input size, which costs recall, a user's choice); "all" adds
+#: the input size (int8 and motion regions do not raise capacity here: docs/detect-backends.md).
+ONE = ("--inference-workers", "1", "--runtime", "onnxruntime")  # before issue 21: one onnxruntime call at a time
 LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "today": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate")),
-    "keyframes": ("fp32", ("--keyframes-only", "--batch", "1", "--no-motion-gate")),
-    "batch": ("fp32", ("--decode-all", "--batch", "8", "--no-motion-gate")),
-    "int8": ("int8", ("--decode-all", "--batch", "1", "--no-motion-gate")),
-    "motion-gate": ("fp32", ("--decode-all", "--batch", "1", "--motion-gate")),
-    "input-size": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--imgsz", "512")),
-    "defaults": ("fp32", ("--keyframes-only", "--batch", "8", "--motion-gate")),
-    "all": ("fp32", ("--keyframes-only", "--batch", "8", "--motion-gate", "--imgsz", "512")),
+    "today": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", *ONE)),
+    "keyframes": ("fp32", ("--keyframes-only", "--batch", "1", "--no-motion-gate", *ONE)),
+    "batch": ("fp32", ("--decode-all", "--batch", "8", "--no-motion-gate", *ONE)),
+    "int8": ("int8", ("--decode-all", "--batch", "1", "--no-motion-gate", *ONE)),
+    "motion-gate": ("fp32", ("--decode-all", "--batch", "1", "--motion-gate", *ONE)),
+    "input-size": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--imgsz", "512", *ONE)),
+    # one worker per core, each call on one intra-op thread
+    "workers": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--runtime", "onnxruntime")),
+    # the same model in OpenVINO (bf16 where the CPU has it), one call at a time
+    "openvino": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--inference-workers", "1",
+                          "--runtime", "openvino")),
+    "defaults": ("fp32", ()),
+    "all": ("fp32", ("--imgsz", "512")),
 }
 
 
@@ -678,7 +675,7 @@ def sizes_section(a) -> dict:
     from stages.detect.backend_onnx import fit_size
 
     longs = [int(x) for x in a.sizes.split(",") if x.strip()]
-    det = load_detector(a.model, classes=ROAD_USERS, imgsz=512)  # the stage's defaults: conf 0.35, threads = cores
+    det = load_detector(a.model, classes=ROAD_USERS, imgsz=512, runtime="onnxruntime")  # the stage's defaults: conf 0.35, threads = cores
     if not det.rect:
         sys.exit(f"{a.model} has a fixed input size: rebuild it with `make models` (scripts/tfjs_to_onnx.py)")
     variants = {"512x512 (before)": lambda w, h: (512, 512),
@@ -848,7 +845,7 @@ def batched_runs(a, report: dict, video: Path, frames: list[np.ndarray], threads
     report["side_costs_ms"] = costs
     rows = []
     for n in threads:
-        det = load_detector(a.model, threads=n)
+        det = load_detector(a.model, threads=n, runtime="onnxruntime")
         # alternate bare and stage runs, keep the median of each: the machine is shared
         pairs = [(bare_loop(det, frames), stage_run(det, video, 1, a.batch, tmpdir)) for _ in range(a.rounds)]
         bare = median_run([p[0] for p in pairs])
@@ -916,8 +913,8 @@ def compare_pt(a, frames: list[np.ndarray], threads: list[int], tmpdir: Path) ->
           f"ORT dynamic / ultralytics")
     out = {}
     for n in threads:
-        dets = {"onnxruntime_static": load_detector(a.pt_onnx, threads=n),
-                "onnxruntime_dynamic": load_detector(dynamic, threads=n),
+        dets = {"onnxruntime_static": load_detector(a.pt_onnx, threads=n, runtime="onnxruntime"),
+                "onnxruntime_dynamic": load_detector(dynamic, threads=n, runtime="onnxruntime"),
                 "ultralytics": load_detector(a.pt, threads=n)}
         res = paired_loops(dets, frames)
         static, dyn, pt = res["onnxruntime_static"], res["onnxruntime_dynamic"], res["ultralytics"]

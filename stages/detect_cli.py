@@ -102,10 +102,24 @@ def detect_cmd(
                                      help="Skip inference on a frame in which nothing moved since the camera's last "
                                      "analysed frame (a grey frame difference) and repeat its detections; on by "
                                      "default (docs/detect.md#motion-gating)."),
+    motion_regions: bool = typer.Option(False, "--motion-regions/--no-motion-regions",
+                                        help="With --motion-gate: run the model only on the regions of a frame "
+                                        "that moved, the last detections standing elsewhere (a model with a "
+                                        "dynamic input size). Off by default: the CenterNet scores a region "
+                                        "lower than the whole frame (docs/detect.md#motion-gating)."),
     motion_gate_force: float = typer.Option(2.0, "--motion-gate-force", help="Seconds: with --motion-gate, the "
                                             "model still runs at least this often per camera."),
     motion_gate_min_changed: float = typer.Option(0.001, "--motion-gate-min-changed", help="Fraction of the "
                                                   "downscaled frame's pixels that must change for inference."),
+    runtime: str = typer.Option("auto", "--runtime", help="An .onnx model's runtime: onnxruntime, openvino (CPU) "
+                                "or auto (openvino on the CPU when installed, else onnxruntime; "
+                                "docs/detect-backends.md#runtimes)."),
+    precision: str = typer.Option("auto", "--precision", help="With openvino: auto (bf16 on CPUs that have it "
+                                  "natively, else f32), f32 or bf16."),
+    inference_workers: Optional[int] = typer.Option(
+        None, "--inference-workers", help="Detector calls at once, each on its own thread: default one per "
+        "physical core on the CPU for an .onnx model (each on one intra-op thread), else 1 "
+        "(docs/detect.md#inference-workers)."),
     kafka_config: Optional[str] = typer.Option(None, help=KAFKA_CONFIG_HELP),
 ) -> None:
     from hazardctl.cues import CueConfig
@@ -148,7 +162,10 @@ def detect_cmd(
                             ("--frames", frames, 1 <= frames <= 10), ("--frame-spacing", frame_spacing, frame_spacing > 0),
                             ("--image-token-budget", image_token_budget, image_token_budget >= 16),
                             ("--motion-gate-force", motion_gate_force, 0 < motion_gate_force <= 3600),
-                            ("--motion-gate-min-changed", motion_gate_min_changed, 0 <= motion_gate_min_changed < 1)):
+                            ("--motion-gate-min-changed", motion_gate_min_changed, 0 <= motion_gate_min_changed < 1),
+                            ("--inference-workers", inference_workers, inference_workers is None or 1 <= inference_workers <= 64),
+                            ("--runtime", runtime, runtime in ("auto", "onnxruntime", "openvino")),
+                            ("--precision", precision, precision in ("auto", "f32", "bf16"))):
         if not ok:
             raise ConfigError(f"{name} {value}: out of range")
     cfg = detect.DetectConfig(
@@ -165,8 +182,10 @@ def detect_cmd(
         status_out=status_out, heartbeat_s=heartbeat, snapshot_s=snapshot_every,
         frames=FramesConfig(count=frames, spacing_s=frame_spacing, thumbnail=thumbnail,
                             token_budget=image_token_budget),
-        motion_gate=MotionGateConfig(force_every_s=motion_gate_force, min_changed=motion_gate_min_changed)
+        motion_gate=MotionGateConfig(force_every_s=motion_gate_force, min_changed=motion_gate_min_changed,
+                                     regions=motion_regions)
         if motion_gate else None,
+        inference_workers=inference_workers, runtime=runtime, precision=precision,
     )
     serve_metrics(metrics_port, metrics_bind)
     detect.run(cfg, endpoints=Endpoints(kafka_config))

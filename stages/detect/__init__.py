@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,10 +41,12 @@ from stages.detect.camera_status import CameraStatusPublisher
 from stages.detect.camera_state import LIVE, STALE, STATES, Transition
 from stages.detect.crops import Crop, CropConfig, fit_crops
 from stages.detect.frames import FramesConfig, fit_frames
+from stages.detect.inference import InferencePool, Job, default_workers, physical_cores
 from stages.detect.scene import SceneRun
 from stages.detect.mot import BoxFrame, MotReader
 from stages.detect.mot_format import BadLine
-from stages.detect.motion_gate import MotionGate, MotionGateConfig
+from stages.detect.motion_gate import (REGION_MIN_INPUT_PX, SKIP, WHOLE, GateDecision, MotionGate, MotionGateConfig,
+                                       merge_boxes, min_side_for)
 from stages.detect.outbox import Outbox
 from stages.detect.sources import CameraReader, Frame, ReaderSettings, SourceSpec
 
@@ -112,6 +115,13 @@ class DetectConfig:
     """earlier crops (and a thumbnail) for groups that will be `new` or `suspect` tasks (issue 19.4)"""
     motion_gate: MotionGateConfig | None = None
     """skip inference on frames in which nothing moved, repeating the last detections (motion_gate.py); None: off"""
+    runtime: str = "auto"
+    """an .onnx model's runtime: onnxruntime, openvino (CPU), auto (openvino on the CPU when installed)"""
+    precision: str = "auto"
+    """openvino's precision: auto (bf16 where the CPU has it natively, else f32), f32, bf16"""
+    inference_workers: int | None = None
+    """detector calls at once (stages/detect/inference.py); None: one per physical core on the CPU for an
+    onnx model, else 1"""
 
 
 @dataclass
@@ -158,6 +168,8 @@ class DetectStats:
     """earlier frames left out to keep a result under the message size"""
     inference_skipped: int = 0
     """frames the motion gate published with the last detections instead of running the model"""
+    inference_regional: int = 0
+    """frames the model ran on only where something moved (motion regions)"""
     motion_rejected: dict[str, int] = field(default_factory=dict)
     cameras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -244,6 +256,8 @@ class DetectStage:
         self._stop_on_failure = stop_on_delivery_failure
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        """counters that worker threads add to while they build results"""
         self._rr = 0
         self._failure_logged = 0.0
         self._info = DetectorInfo(model=detector.model_name, version=detector.model_version) if detector else None
@@ -253,11 +267,21 @@ class DetectStage:
         self._hops = shared_metrics.Hops(STAGE)
         self._m_fail = shared_metrics.DELIVERY_FAILURES.labels(STAGE, getattr(outbox_output, "name", "output"))
         self.outbox = Outbox(outbox_output, cfg.buffer_bytes, on_dropped=self._on_dropped, on_failed=self._on_failed)
+        workers = cfg.inference_workers or default_workers(cfg.device, getattr(detector, "thread_safe", False))
+        self.pool = InferencePool(self._work, workers if detector is not None else 1, on_done=self._ready.set)
+        self._per_job = cfg.max_batch if getattr(detector, "per_call", cfg.max_batch) > 1 else 1
+        """frames per detector call: a batch when the detector batches them, else one frame per worker"""
+        self._inferring: set[str] = set()
+        """cameras with a frame on a worker"""
         self.camera_status = CameraStatusPublisher(status_output, heartbeat_s=cfg.heartbeat_s,
                                                    snapshot_s=cfg.snapshot_s)
         session = _base36(int(time.time() * 10) % 36 ** 6)
         make_tracker = make_tracker or _tracker_factory(detector, cfg)
         self.cameras: dict[str, CameraRun] = {}
+        imaged = [spec.camera_id for spec in cfg.cameras if spec.kind != "mot"]
+        gate_cfg = cfg.motion_gate
+        if gate_cfg is not None and gate_cfg.regions and not getattr(detector, "supports_regions", False):
+            gate_cfg = replace(gate_cfg, regions=False)  # a fixed-size model sees whole frames only
         for spec in cfg.cameras:
             info = None
             if spec.kind == "mot":
@@ -267,12 +291,14 @@ class DetectStage:
             elif detector is None:
                 raise ConfigError(f"camera {spec.camera_id}: no detector")
             else:
-                reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event)
+                # the cameras' due times spread over one period: an even load on the workers, not N frames at once
+                phase = imaged.index(spec.camera_id) / len(imaged) / spec.fps
+                reader = CameraReader(spec, cfg.reader, self._ready, on_event=self._on_camera_event, phase_s=phase)
             self.cameras[spec.camera_id] = CameraRun(
                 reader, GroupIds(prefix=f"{session}-", min_iou=cfg.group_min_iou, memory_s=cfg.group_memory_s),
                 make_tracker(spec), CameraKinematics(cfg.kinematics), info,
                 scene=SceneRun.for_camera(spec, cfg.frames, cfg.crops),
-                gate=MotionGate(cfg.motion_gate) if cfg.motion_gate is not None and spec.kind != "mot" else None)
+                gate=MotionGate(gate_cfg) if gate_cfg is not None and spec.kind != "mot" else None)
             self._set_state_metric(spec.camera_id, STALE)
 
     # --- events from reader threads ---
@@ -337,12 +363,14 @@ class DetectStage:
                     for r in readers:
                         r.check(now)
                     self._emit_dead_letters()
-                    frames = self._take_ready(readers)
-                    if frames:
-                        self._process_batch(frames)
-                    elif all(r.ended for r in readers):
-                        break
-                    else:
+                    finished = self.pool.finished()
+                    self._release(finished)
+                    frames = self._take_ready(readers) if self.pool.free else []
+                    self._dispatch(frames)  # the workers get new frames before this thread sends what they made
+                    self._emit(finished)
+                    if not frames and not finished:
+                        if not self.pool.busy and all(r.ended for r in readers):
+                            break
                         self.outbox.pump()
                         self._ready.wait(0.05)
                     self.outbox.pump()
@@ -354,6 +382,7 @@ class DetectStage:
             finally:
                 for r in readers:
                     r.stop()
+                self._finish_inference(self.cfg.drain_timeout_s)
                 self.camera_status.close(by_id, self.cfg.drain_timeout_s)
                 self._emit_dead_letters()
                 if self.dlq is not None:
@@ -370,14 +399,20 @@ class DetectStage:
         return self.stats
 
     def _take_ready(self, readers: list[CameraReader]) -> list[Frame]:
-        """Up to max_batch ready frames, starting at a rotating camera so none is starved."""
+        """Ready frames for the free workers (max_batch per worker when the detector batches, else one),
+        starting at a rotating camera so none is starved; a camera with a frame still being inferred
+        waits, so its frames reach the tracker in order."""
         n = len(readers)
+        limit = self.pool.free * self._per_job
         frames = []
         for k in range(n):
-            f = readers[(self._rr + k) % n].take()
+            r = readers[(self._rr + k) % n]
+            if r.spec.camera_id in self._inferring:
+                continue
+            f = r.take()
             if f is not None:
                 frames.append(f)
-                if len(frames) >= self.cfg.max_batch:
+                if len(frames) >= limit:
                     break
         self._rr = (self._rr + 1) % n
         return frames
@@ -402,63 +437,119 @@ class DetectStage:
         if self.dlq is not None:
             self.dlq.poll(0)
 
-    def _process_batch(self, frames: list[Frame | BoxFrame]) -> None:
-        replayed = [f for f in frames if isinstance(f, BoxFrame)]
-        if replayed:
-            done = time.time()
-            for frame in replayed:
-                self._publish_one(frame, frame.boxes, done)
-        images = [f for f in frames if not isinstance(f, BoxFrame)]
-        if not images or self.detector is None:
-            return
-        images = self._gate(images)
-        if not images:
-            return
-        t0 = time.perf_counter()
-        try:
-            results = self.detector.detect([f.image for f in images])
-        except Exception:
-            log.exception("detect: detector failed on a batch of %d frames", len(images))
-            m.ERRORS.labels("detector").inc()
-            self.stats.errors += len(images)
-            return
-        detect_done = time.time()
-        m.INFERENCE_SECONDS.observe(time.perf_counter() - t0)
-        m.BATCH_SIZE.observe(len(images))
-        self.stats.batches += 1
-        for frame, boxes in zip(images, results):
-            cam = self.cameras[frame.camera_id]
-            if cam.gate is not None:
-                cam.last_boxes = [replace(b, track_id=None) for b in boxes]
-            self._publish_one(frame, boxes, detect_done)
-
-    def _gate(self, images: list[Frame]) -> list[Frame]:
-        """Frames the model must see; the others are published now with their camera's last boxes."""
-        wanted = []
-        for frame in images:
-            cam = self.cameras[frame.camera_id]
-            ts = frame.capture_ts if frame.media_ts is None else frame.media_ts
-            if cam.gate is None or cam.gate.infer(frame.image, ts):
-                wanted.append(frame)
+    def _dispatch(self, frames: list[Frame | BoxFrame]) -> None:
+        """Frames to the workers: those the model must see (whole, or the regions that moved), and those
+        it need not — a MOT replay's boxes, or the camera's last boxes when the motion gate saw nothing
+        move — which a worker only turns into results."""
+        now = time.time()
+        whole: list[Frame] = []
+        for frame in frames:
+            if isinstance(frame, BoxFrame):
+                self._submit(Job([frame], [None], given=[frame.boxes], done_at=now))
                 continue
-            self.stats.inference_skipped += 1
-            m.INFERENCE_SKIPPED.labels(frame.camera_id).inc()
-            self._publish_one(frame, [replace(b, track_id=None) for b in cam.last_boxes], time.time())
-        return wanted
+            cam = self.cameras[frame.camera_id]
+            decision = WHOLE if cam.gate is None else self._decide(cam, frame)
+            if not decision.infer:
+                self.stats.inference_skipped += 1
+                m.INFERENCE_SKIPPED.labels(frame.camera_id).inc()
+                self._submit(Job([frame], [None], given=[[replace(b, track_id=None) for b in cam.last_boxes]],
+                                 done_at=now))
+            elif decision.regions is not None:
+                self._submit(Job([frame], [decision.regions], still=decision.still))
+            else:
+                whole.append(frame)
+        for start in range(0, len(whole), self._per_job):  # a batching detector gets whole frames together
+            chunk = whole[start:start + self._per_job]
+            self._submit(Job(chunk, [None] * len(chunk)))
 
-    def _publish_one(self, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> None:
-        cam = self.cameras[frame.camera_id]
-        cam.reader.counters.processed += 1
-        m.FRAMES_PROCESSED.labels(frame.camera_id).inc()
-        self.stats.frames += 1
-        try:
-            self._publish(cam, frame, boxes, detect_done)
-        except Exception:
-            log.exception("detect: camera %s frame %d failed after detection", frame.camera_id, frame.frame_id)
-            m.ERRORS.labels("publish").inc()
-            self.stats.errors += 1
+    def _submit(self, job: Job) -> None:
+        self._inferring.update(f.camera_id for f in job.frames)
+        self.pool.submit(job)
 
-    def _publish(self, cam: CameraRun, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> None:
+    def _decide(self, cam: CameraRun, frame: Frame) -> GateDecision:
+        """The motion gate: skip the frame, run the whole frame, or only the regions that moved."""
+        assert cam.gate is not None
+        ts = frame.capture_ts if frame.media_ts is None else frame.media_ts
+        if not cam.gate.cfg.regions:
+            return WHOLE if cam.gate.infer(frame.image, ts) else SKIP
+        h, w = frame.image.shape[:2]
+        sx, sy = self.detector.region_scale(w, h)  # type: ignore[union-attr]
+        decision = cam.gate.decide(frame.image, ts, [b.bbox for b in cam.last_boxes],
+                                   min_side_for(REGION_MIN_INPUT_PX, sx, sy))
+        if decision.regions is not None:
+            m.INFERENCE_REGIONAL.labels(frame.camera_id).inc()
+            self.stats.inference_regional += 1
+        return decision
+
+    def _work(self, job: Job) -> list[bytes | None]:
+        """On a worker thread: the detector on the job's frames (or on the regions of its one frame) unless
+        their boxes are given, then each frame's result — tracking, motion, groups, crops, JSON. A camera
+        has one frame on the workers at a time, so its state is only ever touched by one thread at once."""
+        found = job.given
+        if found is None:
+            t0 = time.perf_counter()
+            if job.regions[0] is not None:
+                found = [self.detector.detect_regions(job.frames[0].image, job.regions[0])]  # type: ignore[union-attr]
+            else:
+                found = self.detector.detect([f.image for f in job.frames])  # type: ignore[union-attr]
+            job.seconds, job.done_at = time.perf_counter() - t0, time.time()
+        built: list[bytes | None] = []
+        for frame, boxes, regions in zip(job.frames, found, job.regions):
+            cam = self.cameras[frame.camera_id]
+            if regions is not None:  # outside the regions nothing moved: the last boxes stand
+                boxes = merge_boxes(cam.last_boxes, boxes, regions, job.still)
+            if cam.gate is not None and job.given is None:
+                cam.last_boxes = [replace(b, track_id=None) for b in boxes]
+            try:
+                built.append(self._publish(cam, frame, boxes, job.done_at))
+            except Exception:
+                log.exception("detect: camera %s frame %d failed after detection", frame.camera_id, frame.frame_id)
+                m.ERRORS.labels("publish").inc()
+                built.append(None)
+        return built
+
+    def _release(self, jobs: list[Job]) -> None:
+        """Cameras whose frame is done may have their next one taken (the gate then sees its boxes)."""
+        for job in jobs:
+            self._inferring.difference_update(f.camera_id for f in job.frames)
+
+    def _emit(self, jobs: list[Job]) -> None:
+        """Main thread: what the workers made goes to the output; each camera's results in order."""
+        for job in jobs:
+            if job.error is not None:
+                log.error("detect: detector failed on a batch of %d frames: %s", len(job.frames), job.error,
+                          exc_info=job.error)
+                m.ERRORS.labels("detector").inc()
+                self.stats.errors += len(job.frames)
+                continue
+            if job.given is None:
+                m.INFERENCE_SECONDS.observe(job.seconds)
+                m.BATCH_SIZE.observe(len(job.frames))
+                self.stats.batches += 1
+            for frame, value in zip(job.frames, job.built or []):
+                self.cameras[frame.camera_id].reader.counters.processed += 1
+                m.FRAMES_PROCESSED.labels(frame.camera_id).inc()
+                self.stats.frames += 1
+                if value is None:
+                    self.stats.errors += 1
+                    continue
+                self.stats.published += 1
+                self._m_out.inc()
+                self.outbox.put(frame.camera_id.encode(), value, frame.camera_id)
+
+    def _finish_inference(self, timeout_s: float) -> None:
+        """At stop: the frames the workers still have are published (bounded wait), then they end."""
+        deadline = time.monotonic() + timeout_s
+        while self.pool.busy and time.monotonic() < deadline:
+            finished = self.pool.finished(wait_s=min(0.5, max(0.0, deadline - time.monotonic())))
+            self._release(finished)
+            self._emit(finished)
+        if self.pool.busy:
+            log.error("detect: inference still running after %.0fs at stop", timeout_s)
+        self.pool.close()
+
+    def _publish(self, cam: CameraRun, frame: Frame | BoxFrame, boxes: list[Box], detect_done: float) -> bytes:
+        """One frame's result as the bytes to send (on a worker thread; shared counters under a lock)."""
         image = None if isinstance(frame, BoxFrame) else frame.image
         h, w = (frame.height, frame.width) if image is None else image.shape[:2]
         reset = cam.reset_tracker or (cam.frame_size is not None and cam.frame_size != (h, w))
@@ -488,7 +579,8 @@ class DetectStage:
         if placed is not None:
             groups, ignored = cam.scene.annotate(groups, objects, placed)
             if ignored:
-                self.stats.groups_ignored += ignored
+                with self._stats_lock:
+                    self.stats.groups_ignored += ignored
                 m.GROUPS_IGNORED.labels(frame.camera_id).inc(ignored)
         result = DetectionResult(
             message_id=message_id(frame.camera_id, frame.frame_id, frame.capture_ts),
@@ -507,8 +599,9 @@ class DetectStage:
                 if c is not None:
                     g.crop_jpeg_b64, g.crop_size = c.jpeg_b64, c.size
             if report.downsized or report.dropped:
-                self.stats.crops_downsized += report.downsized
-                self.stats.crops_dropped += report.dropped
+                with self._stats_lock:
+                    self.stats.crops_downsized += report.downsized
+                    self.stats.crops_dropped += report.dropped
                 m.CROPS_DOWNSIZED.inc(report.downsized)
                 m.CROPS_DROPPED.inc(report.dropped)
             if cam.scene is not None and cam.scene.history is not None:
@@ -525,10 +618,9 @@ class DetectStage:
         m.FRAME_LATENCY.observe(max(0.0, published - frame.capture_ts))
         self._hops.hop("capture", "detect", frame.capture_ts, detect_done)
         self._hops.hop("detect", "published", detect_done, published)
-        self.stats.groups += len(groups)
-        self.stats.published += 1
-        self._m_out.inc()
-        self.outbox.put(frame.camera_id.encode(), value, frame.camera_id)
+        with self._stats_lock:
+            self.stats.groups += len(groups)
+        return value
 
     def _attach_frames(self, cam: CameraRun, result: DetectionResult, image, ts: float, size_of, crops) -> None:
         """Earlier crops for the groups that will be `new` or `suspect` tasks, then under the size limit."""
@@ -537,11 +629,12 @@ class DetectStage:
         if not attached:
             return
         dropped = fit_frames(attached, size_of(crops), self.max_message_bytes)
-        if dropped:
-            self.stats.frames_dropped += dropped
-            m.FRAMES_LEFT_OUT.inc(dropped)
         n = sum(len(g.frames) for g in attached if g.frames)
-        self.stats.frames_attached += n
+        with self._stats_lock:
+            self.stats.frames_dropped += dropped
+            self.stats.frames_attached += n
+        if dropped:
+            m.FRAMES_LEFT_OUT.inc(dropped)
         m.FRAMES_ATTACHED.inc(n)
 
     def _motion(self, cam: CameraRun, camera_id: str, objects: list[DetectedObject], ts: float,
@@ -560,7 +653,8 @@ class DetectStage:
         if cam.kinematics.rejected:
             for reason, n in cam.kinematics.rejected.items():
                 m.MOTION_REJECTED.labels(camera_id, reason).inc(n)
-                self.stats.motion_rejected[reason] = self.stats.motion_rejected.get(reason, 0) + n
+                with self._stats_lock:
+                    self.stats.motion_rejected[reason] = self.stats.motion_rejected.get(reason, 0) + n
             cam.kinematics.rejected.clear()
         return frame_pairs(objects, self.cfg.cues)
 
@@ -644,8 +738,15 @@ def load_detector_for(cfg: DetectConfig) -> Detector:
         from stages.detect.backends import load_detector
     except ImportError as e:
         raise ConfigError(f"detector backends are not installed ({e}); pip install 'hazardctl[detect]'") from None
-    return load_detector(cfg.model, device=cfg.device, conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz,
-                         classes=list(cfg.classes) if cfg.classes else None)
+    workers = cfg.inference_workers or default_workers(cfg.device, cfg.model.lower().endswith(".onnx"))
+    # several workers share the cores: each call on one intra-op thread, unless the environment says otherwise
+    threads = None if workers == 1 or os.environ.get("HAZARDCTL_DETECT_THREADS") else max(1, physical_cores() // workers)
+    detector = load_detector(cfg.model, device=cfg.device, conf=cfg.conf, iou=cfg.iou, imgsz=cfg.imgsz,
+                             classes=list(cfg.classes) if cfg.classes else None, threads=threads,
+                             runtime=cfg.runtime, precision=cfg.precision, streams=workers)
+    log.info("detect: %s on %s (%s), %d inference worker(s)", detector.model_name,
+             getattr(detector, "runtime", "ultralytics"), getattr(detector, "precision", "f32"), workers)
+    return detector
 
 
 def warm_up(detector: Detector, *, batch: int, size: int) -> None:

@@ -53,3 +53,6 @@ FRAMES_LEFT_OUT = Counter("hazardctl_detect_group_frames_dropped_total",
 INFERENCE_SKIPPED = Counter("hazardctl_detect_inference_skipped_total",
                             "Frames published with the camera's last detections because the motion gate saw "
                             "nothing move (--motion-gate)", ["camera"])
+INFERENCE_REGIONAL = Counter("hazardctl_detect_inference_regional_total",
+                             "Frames the model ran on only in the regions that moved, the last detections "
+                             "standing elsewhere (--motion-regions)", ["camera"])

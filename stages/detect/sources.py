@@ -260,9 +260,12 @@ class CameraReader:
     """
 
     def __init__(self, spec: SourceSpec, settings: ReaderSettings, ready: threading.Event,
-                 on_event: Callable[[str, str, object], None] | None = None):
+                 on_event: Callable[[str, str, object], None] | None = None, phase_s: float = 0.0):
         self.spec = spec
         self.settings = settings
+        self.phase_s = phase_s if settings.realtime or spec.is_live else 0.0
+        """the camera's sampling starts this much later: the stage spreads its cameras' due times over
+        one period, so N cameras opened together do not hand the detector N frames at the same moment"""
         self.health = CameraHealth(stale_after_s=settings.stale_after_s)
         self.counters = CameraCounters()
         self._ready = ready
@@ -399,7 +402,7 @@ class CameraReader:
         """Read until the stream fails; returns whether any usable frame came, and the frame count."""
         got_frame = False
         last_thumb: np.ndarray | None = None
-        next_due = time.monotonic()
+        next_due = time.monotonic() + self.phase_s
         while not self._stop.is_set():
             if not cap.grab():
                 self._fail("read failed (stream closed or timed out)")
@@ -442,7 +445,7 @@ class CameraReader:
 
         spec = self.spec
         period = 1.0 / spec.fps
-        t0, wall0 = time.monotonic(), time.time()
+        t0, wall0 = time.monotonic() + self.phase_s, time.time() + self.phase_s
         base_vt, next_t, frame_base = 0.0, 0.0, 0
         log.info("camera %s: keyframes every <= %.2fs: decoding keyframes only", spec.camera_id, gap)
         while not self._stop.is_set():
@@ -507,7 +510,7 @@ class CameraReader:
     def _run_video_all(self) -> str | None:
         spec = self.spec
         period = 1.0 / spec.fps
-        t0, wall0 = time.monotonic(), time.time()
+        t0, wall0 = time.monotonic() + self.phase_s, time.time() + self.phase_s
         base_vt = 0.0     # video time at the start of this pass (loops continue the clock)
         next_t = 0.0      # video time of the next sample
         frame_no = 0
@@ -550,7 +553,7 @@ class CameraReader:
     def _run_images(self) -> str | None:
         spec = self.spec
         period = 1.0 / spec.fps
-        t0, wall0 = time.monotonic(), time.time()
+        t0, wall0 = time.monotonic() + self.phase_s, time.time() + self.phase_s
         i = 0
         while not self._stop.is_set():
             for path in spec.images:

@@ -16,6 +16,7 @@ from stages.detect.motion_gate import (
     GateDecision,
     MotionGate,
     MotionGateConfig,
+    iou,
     merge_boxes,
     min_side_for,
     plan_regions,
@@ -232,13 +233,6 @@ def bus() -> np.ndarray:
     return img
 
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @needs_model
 @pytest.mark.parametrize("imgsz", [None, 512])
 def test_a_region_finds_what_the_whole_frame_finds_there(bus, imgsz):
@@ -252,7 +246,7 @@ def test_a_region_finds_what_the_whole_frame_finds_there(bus, imgsz):
     wanted = [b for b in whole if inside(b.bbox, region) and b.confidence >= 0.4]  # clear of the conf edge
     assert len(wanted) >= 4
     for w in wanted:                                             # in frame pixels: the region's origin added
-        assert max((_iou(w.bbox, g.bbox) for g in got if g.class_id == w.class_id), default=0) >= 0.8, (w, got)
+        assert max((iou(w.bbox, g.bbox) for g in got if g.class_id == w.class_id), default=0) >= 0.8, (w, got)
     for g in got:
         assert 0 <= g.bbox[0] < g.bbox[2] <= bus.shape[1] and 0 <= g.bbox[1] < g.bbox[3] <= bus.shape[0]
     assert det.detect_regions(bus, [(600, 0, 810, 150)]) == []  # nothing there
@@ -267,7 +261,7 @@ def test_two_regions_each_find_their_objects_in_frame_pixels(detector, bus):
     people = [b for b in whole if b.class_name == "person"]
     assert len(people) == 3
     for p in people:
-        assert max(_iou(p.bbox, g.bbox) for g in got if g.class_name == "person") >= 0.8, (p, got)
+        assert max(iou(p.bbox, g.bbox) for g in got if g.class_name == "person") >= 0.8, (p, got)
     # safe from two threads at once on one detector (no per-call state on it)
     results: list[list[Box]] = [[], []]
 
@@ -306,5 +300,5 @@ def test_regions_on_a_dynamic_yolo_export(tmp_path, bus):
     wanted = [b for b in whole if inside(b.bbox, region) and b.confidence >= 0.5]
     assert len(wanted) >= 2
     for w in wanted:
-        assert max((_iou(w.bbox, g.bbox) for g in got if g.class_id == w.class_id), default=0) >= 0.8, (w, got)
+        assert max((iou(w.bbox, g.bbox) for g in got if g.class_id == w.class_id), default=0) >= 0.8, (w, got)
     assert not load_detector(str(FALL_PT.with_suffix(".onnx")), runtime="onnxruntime").supports_regions

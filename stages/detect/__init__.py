@@ -46,7 +46,7 @@ from stages.detect.scene import SceneRun
 from stages.detect.mot import BoxFrame, MotReader
 from stages.detect.mot_format import BadLine
 from stages.detect.motion_gate import (REGION_MIN_INPUT_PX, SKIP, WHOLE, GateDecision, MotionGate, MotionGateConfig,
-                                       merge_boxes, min_side_for)
+                                       iou, merge_boxes, min_side_for)
 from stages.detect.outbox import Outbox
 from stages.detect.sources import CameraReader, Frame, ReaderSettings, SourceSpec
 
@@ -176,15 +176,6 @@ class DetectStats:
 
 COAST_DUPLICATE_IOU = 0.3
 """a coasted box overlapping a detected box of its class this much is that detection under a new id"""
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0.0 or h <= 0.0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def message_id(camera_id: str, frame_id: int, capture_ts: float) -> str:
@@ -672,7 +663,7 @@ class DetectStage:
                           min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
         if x2 <= x1 or y2 <= y1:
             return None
-        if any(o.class_name == prev.class_name and _iou((x1, y1, x2, y2), o.bbox) >= COAST_DUPLICATE_IOU
+        if any(o.class_name == prev.class_name and iou((x1, y1, x2, y2), o.bbox) >= COAST_DUPLICATE_IOU
                for o in detected):
             return None
         m.OBJECTS_COASTED.labels(camera_id).inc()

@@ -378,9 +378,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def realtime_run(model: str, video: Path, cameras: int, seconds: float, warmup_s: float, tmpdir: Path,
+def realtime_run(model: str, video: Path | list[Path], cameras: int, seconds: float, warmup_s: float, tmpdir: Path,
                  extra: tuple[str, ...] = ()) -> dict:
-    """One real `hazardctl detect` with `cameras` copies of the video, paced in real time and looping:
+    """One real `hazardctl detect` with `cameras` copies of the video (camera i plays video[i mod len] when
+    given several), paced in real time and looping:
     wait until every camera has had a frame analysed, let it settle, count for `seconds` from its
     /metrics, then SIGTERM it and read the lags from what it wrote."""
     import signal
@@ -392,8 +393,9 @@ def realtime_run(model: str, video: Path, cameras: int, seconds: float, warmup_s
     err = tmpdir / f"realtime-{cameras}cam.stderr"
     cmd = [str(exe), "detect", "--model", model, "--fps", f"{ANALYSED_FPS:g}", "--loop", "--out", str(out),
            "--metrics-port", str(port), *extra]
-    for cid in camera_ids(cameras):
-        cmd += ["--source", str(video), "--camera-id", cid]
+    videos = video if isinstance(video, list) else [video]
+    for i, cid in enumerate(camera_ids(cameras)):
+        cmd += ["--source", str(videos[i % len(videos)]), "--camera-id", cid]
     env = {k: v for k, v in os.environ.items() if k != "HAZARDCTL_DETECT_THREADS"}  # the stage's own default
     env["HAZARDCTL_LOG_LEVEL"] = "INFO"
     clk = os.sysconf("SC_CLK_TCK")
@@ -483,6 +485,8 @@ def realtime_section(a, video: Path, tmpdir: Path, derived: list[tuple[str, floa
 # ------------------------------------------------------------------ issue 21: the levers, alone and together
 
 INT8 = ROOT / ".cache/models/centernet-coco-int8.onnx"
+LEVER_COPIES = 10
+"""rotations of the looped road scene the cameras play (one a second of its 10)"""
 #: name -> (model, extra flags). "today" is the code before issue 21: every frame decoded, one frame per
 #: inference call, the CenterNet's 512x512 square input (every frame stretched to it), fp32, no motion gate.
 #: "defaults" is what `hazardctl detect` runs without flags (keyframes, motion gate, inference workers,
@@ -506,9 +510,10 @@ LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def make_h264(path: Path, seconds: float, fps: int = 25, gop: int = 12) -> None:
+def make_h264(path: Path, seconds: float, fps: int = 25, gop: int = 12, start_s: float = 0.0) -> None:
     """The real-camera format of issue 21: 1280x720 H.264 (PyAV/libx264, no B-frames) at 25 fps, a
-    keyframe every `gop` frames (12: 0.48 s, which keyframe-only decoding at 2 fps needs)."""
+    keyframe every `gop` frames (12: 0.48 s, which keyframe-only decoding at 2 fps needs). `start_s`: the
+    copy begins that far into the scene and wraps round to its start (the same frames, rotated)."""
     import av
 
     people, vehicle = cutouts()
@@ -518,11 +523,24 @@ def make_h264(path: Path, seconds: float, fps: int = 25, gop: int = 12) -> None:
         s.codec_context.gop_size = gop
         s.options = {"preset": "veryfast", "bf": "0", "sc_threshold": "0", "crf": "23"}
         for i in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(scene(i / fps, people, vehicle), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(scene((start_s + i / fps) % seconds, people, vehicle), format="bgr24")
             for pkt in s.encode(frame):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+
+
+def staggered_copies(video: Path, seconds: float, copies: int) -> list[Path]:
+    """`copies` rotations of the scene, each starting `seconds / copies` later than the one before: camera i
+    plays copy i mod copies. Independent cameras are not all at their busiest second at once; N copies
+    started together are (the road's busy seconds cost up to 18 % more CPU a frame than its mean, so the
+    synchronised copies measure that peak at every camera together: --levers-sync keeps them)."""
+    paths = [video]
+    for k in range(1, copies):
+        path = video.with_name(f"{video.stem}-from{k}{video.suffix}")
+        make_h264(path, seconds, start_s=k * seconds / copies)
+        paths.append(path)
+    return paths
 
 
 def decode_cost(video: Path, seconds_of_video: float) -> dict:
@@ -553,7 +571,7 @@ def decode_cost(video: Path, seconds_of_video: float) -> dict:
     return out
 
 
-def largest_for(lever: str, model: str, extra: tuple[str, ...], video: Path, a, tmpdir: Path, start: int) -> dict:
+def largest_for(lever: str, model: str, extra: tuple[str, ...], video: Path | list[Path], a, tmpdir: Path, start: int) -> dict:
     """Grow N (x1.5) from `start` until a run is not sustained, then bisect: the largest sustained N."""
     runs: dict[int, dict] = {}
 
@@ -583,9 +601,14 @@ def largest_for(lever: str, model: str, extra: tuple[str, ...], video: Path, a, 
 def levers_section(a, tmpdir: Path) -> dict:
     video = tmpdir / "road-h264.mp4"
     make_h264(video, a.levers_video_s)
+    copies = 1 if a.levers_sync else LEVER_COPIES
+    videos = staggered_copies(video, a.levers_video_s, copies)
     load = os.getloadavg()
-    print(f"\nissue 21 levers: {SIZE[0]}x{SIZE[1]} H.264 25 fps (keyframe every 0.48 s), {a.levers_video_s:g} s looped; "
-          f"one real `hazardctl detect` per run, {a.realtime_seconds:g} s counted; sustained as above; "
+    print(f"\nissue 21 levers: {SIZE[0]}x{SIZE[1]} H.264 25 fps (keyframe every 0.48 s), {a.levers_video_s:g} s looped, "
+          + ("every camera the same copy, started together (--levers-sync: the busiest second at every camera at once); "
+             if copies == 1 else f"camera i plays copy i mod {copies}, each started {a.levers_video_s / copies:g} s further "
+             "into the scene (independent cameras; --levers-sync: all the same); ")
+          + f"one real `hazardctl detect` per run, {a.realtime_seconds:g} s counted; sustained as above; "
           f"load average at the start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
     cost = decode_cost(video, a.levers_video_s)
     print(f"decode per camera (CPU s per video s, 2 fps analysed): decode-all "
@@ -599,7 +622,7 @@ def levers_section(a, tmpdir: Path) -> dict:
         if not Path(models.get(model, "")).is_file():
             print(f"  {lever}: the {model} model is missing (make models)")
             continue
-        results[lever] = largest_for(lever, models[model], extra, video, a, tmpdir,
+        results[lever] = largest_for(lever, models[model], extra, videos, a, tmpdir,
                                      start if lever == "today" else max(start, results.get("today", {}).get(
                                          "largest_sustained", start)))
     end_load = os.getloadavg()
@@ -609,7 +632,7 @@ def levers_section(a, tmpdir: Path) -> dict:
     for lever, r in results.items():
         ratio = f"  ({r['largest_sustained'] / base:.2f}x today)" if base else ""
         print(f"  {lever:>11}: {r['largest_sustained']:>3}{ratio}   flags: {' '.join(LEVERS[lever][1])} model {LEVERS[lever][0]}")
-    return {"load_start": load, "load_end": end_load, "decode_cost": cost, "levers": results}
+    return {"load_start": load, "load_end": end_load, "decode_cost": cost, "copies": copies, "levers": results}
 
 
 # ------------------------------------------------------------------ issue 21: the input-size lever
@@ -779,6 +802,8 @@ def main() -> int:
     ap.add_argument("--levers-start", type=int, default=6, help="first N tried for 'today'")
     ap.add_argument("--levers-max", type=int, default=64, help="largest N tried")
     ap.add_argument("--levers-video-s", type=float, default=10.0, help="seconds of the looped H.264 video")
+    ap.add_argument("--levers-sync", action="store_true",
+                    help="every camera plays the same copy from the same start (default: staggered rotations)")
     ap.add_argument("--sizes", default="", metavar="L1,L2,...",
                     help="issue 21: model input long sides to compare with 512x512 (e.g. 512,416,384): ms per frame "
                     "and recall on real frames; '' skips it")

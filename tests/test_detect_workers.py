@@ -195,3 +195,48 @@ def test_motion_regions_in_the_stage_run_the_model_where_walkers_move(tmp_path):
     whole = sum(len(r.objects) for r in runs["whole"][1])
     found = sum(len(r.objects) for r in results)
     assert found >= 0.9 * whole, (found, whole)
+
+
+def test_free_workers_get_the_frames_that_waited_longest(tmp_path):
+    """Near capacity frames queue in the readers' slots; the oldest go first, whatever the cameras' order
+    (a fixed or rotating order let a frame wait behind a whole round and be superseded: issue 21). A
+    superseded frame's camera keeps its place (it has waited since the first), and a camera whose frame is
+    still on a worker is passed over."""
+    import numpy as np
+
+    import stages.detect as detect
+    from hazardctl.transports import Endpoints
+    from stages.detect.sources import Frame, ReaderSettings, make_spec
+
+    video = detect_scenes.write_video(detect_scenes.walk(n_frames=10), tmp_path / "walk.mp4")
+    cfg = detect.DetectConfig(cameras=tuple(make_spec(str(video), f"cam{i}", 2.0, False) for i in range(4)),
+                              out=str(tmp_path / "out.jsonl"), reader=ReaderSettings(realtime=True),
+                              status_every_s=0, inference_workers=2)
+    output = Endpoints().output(cfg.out)
+    stage = detect.DetectStage(cfg, Overlap(None), output, max_message_bytes=1 << 20, stop_on_delivery_failure=True)
+    readers = [stage.cameras[f"cam{i}"].reader for i in range(4)]  # never started: frames handed in below
+    image = np.zeros((8, 8, 3), np.uint8)
+
+    def arrive(cam: int, frame_id: int = 0) -> None:
+        readers[cam]._deliver(Frame(f"cam{cam}", frame_id, time.time(), image))
+        time.sleep(0.002)  # distinct arrival times on any clock
+
+    try:
+        for cam in (2, 0, 3, 1):
+            arrive(cam)
+        taken = [f.camera_id for f in stage._take_ready(readers)]  # two workers free: two frames
+        assert taken == ["cam2", "cam0"]
+        assert [f.camera_id for f in stage._take_ready(readers)] == ["cam3", "cam1"]
+
+        arrive(1, 1)
+        arrive(0, 1)
+        arrive(1, 2)  # supersedes cam1's frame 1: cam1 has still waited longest
+        stage._inferring.add("cam3")
+        arrive(3, 1)
+        assert [(f.camera_id, f.frame_id) for f in stage._take_ready(readers)] == [("cam1", 2), ("cam0", 1)]
+        assert stage._take_ready(readers) == []  # cam3 waits for its frame on the workers
+        stage._inferring.discard("cam3")
+        assert [f.camera_id for f in stage._take_ready(readers)] == ["cam3"]
+    finally:
+        stage.pool.close()
+        output.close()

@@ -249,7 +249,6 @@ class DetectStage:
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         """counters that worker threads add to while they build results"""
-        self._rr = 0
         self._failure_logged = 0.0
         self._info = DetectorInfo(model=detector.model_name, version=detector.model_version) if detector else None
         self.dlq = dlq_output
@@ -391,21 +390,19 @@ class DetectStage:
 
     def _take_ready(self, readers: list[CameraReader]) -> list[Frame]:
         """Ready frames for the free workers (max_batch per worker when the detector batches, else one),
-        starting at a rotating camera so none is starved; a camera with a frame still being inferred
+        the cameras that have waited longest first: near capacity a frame waits behind at most one round
+        of the others, not behind whichever cameras a fixed order puts before it, so fewer are superseded
+        (at 27 cameras on 2 cores: docs/detect-backends.md). A camera with a frame still being inferred
         waits, so its frames reach the tracker in order."""
-        n = len(readers)
         limit = self.pool.free * self._per_job
+        waiting = sorted((since, i) for i, r in enumerate(readers)
+                         if (since := r.waiting_since) is not None and r.spec.camera_id not in self._inferring)
         frames = []
-        for k in range(n):
-            r = readers[(self._rr + k) % n]
-            if r.spec.camera_id in self._inferring:
-                continue
-            f = r.take()
-            if f is not None:
+        for _, i in waiting:
+            if (f := readers[i].take()) is not None:
                 frames.append(f)
                 if len(frames) >= limit:
                     break
-        self._rr = (self._rr + 1) % n
         return frames
 
     def _emit_dead_letters(self) -> None:

@@ -416,9 +416,9 @@ class OpenVinoRunner:
     """The same ONNX file run by OpenVINO's CPU runtime instead of onnxruntime (issue 21).
 
     Why: on a CPU with native bfloat16 (AVX512-BF16 or AMX: recent Xeons, Zen 4) OpenVINO runs the
-    CenterNet in bf16 — 16 ms of CPU for a 512x288 frame against onnxruntime's 29 ms in f32 — and finds
-    97-100 % of the f32 boxes (docs/detect-backends.md); in f32 (`precision="f32"`, or a CPU without bf16)
-    it is as fast as onnxruntime and finds the same boxes. One stream per inference worker, each worker
+    CenterNet in bf16 — 12 ms of CPU for a 512x288 frame (compiled for that shape) against onnxruntime's
+    29 ms in f32 — and finds 97-100 % of the f32 boxes (docs/detect-backends.md); in f32 (`precision="f32"`,
+    or a CPU without bf16) it costs 22 ms and finds the same boxes. One stream per inference worker, each worker
     thread with its own infer request (a request is not thread-safe; the compiled model is)."""
 
     def __init__(self, path: Path, *, threads: int | None, streams: int, precision: str) -> None:
@@ -438,19 +438,48 @@ class OpenVinoRunner:
                                      "INFERENCE_NUM_THREADS": streams * (threads or max(1, physical_cores() // streams))}
         if precision != "auto":  # auto: OpenVINO's own choice, bf16 where the CPU has it natively, else f32
             config["INFERENCE_PRECISION_HINT"] = precision
+        self._core, self._config = ov.Core(), config
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self._model = self._core.read_model(str(path))
+            self.compiled = self._core.compile_model(self._model, "CPU", config)
         except Exception as e:  # noqa: BLE001 -- OpenVINO raises RuntimeError with its own text
             raise ConfigError(f"model {path}: OpenVINO cannot load it: {str(e).splitlines()[0]}") from None
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
+        self._static: dict[tuple[int, ...], object] = {}
+        self._compiling = threading.Lock()
         self._local = threading.local()
 
+    STATIC_SHAPES = 4
+    """input shapes that get a model compiled for exactly their size (in the order first seen; others run
+    on the any-size model). A static 1x288x512x3 CenterNet costs 12 ms of CPU a frame against 16.6 ms for
+    the same call on the model compiled for any shape (2-core Xeon, bf16, issue 21); compiling one takes
+    ~0.3 s, once per shape: a camera resolution each, and motion regions may add some"""
+
+    def _compiled_for(self, shape: tuple[int, ...]):
+        compiled = self._static.get(shape)
+        if compiled is not None or len(self._static) >= self.STATIC_SHAPES:
+            return compiled or self.compiled
+        with self._compiling:  # workers meeting a new shape together compile it once
+            if shape not in self._static and len(self._static) < self.STATIC_SHAPES:
+                model = self._model.clone()
+                try:
+                    model.reshape({model.inputs[0]: list(shape)})
+                    self._static[shape] = self._core.compile_model(model, "CPU", self._config)
+                except Exception as e:  # noqa: BLE001 -- the any-size model still runs it
+                    log.warning("OpenVINO could not compile the model for input %s (%s): it runs at any size",
+                                shape, str(e).splitlines()[0])
+                    self._static[shape] = self.compiled
+            return self._static.get(shape, self.compiled)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        request = getattr(self._local, "request", None)
+        batch = np.ascontiguousarray(batch)
+        compiled = self._compiled_for(batch.shape)
+        requests = self._local.__dict__.setdefault("requests", {})  # a request is not thread-safe: one per thread
+        request = requests.get(id(compiled))
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = requests[id(compiled)] = compiled.create_infer_request()
         # the batch is a fresh array for this call: OpenVINO may read it in place (saves a copy, 3 % of a call)
-        return request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)[0]
+        return request.infer({0: batch}, share_inputs=True)[0]
 
 
 def open_onnx(path: Path, **kwargs) -> OnnxDetector:

@@ -34,7 +34,9 @@
    int8 model, the motion gate, the input at the camera's aspect: --imgsz 512, 512x288, inference workers,
    OpenVINO), the defaults and all together, the largest N
    sustained as in 6 (grown x1.5 then bisected); plus the decode CPU per camera both ways, and the load
-   average at the start and the end (the machine is shared).
+   average at the start and the end (the machine is shared). Camera i plays rotation i mod 10 of the
+   scene (each starts 1 s further in: independent cameras are not all at their busiest second at once);
+   --levers-sync gives every camera the same copy from the same start (that worst case).
 8. input sizes (issue 21, --sizes 512,416,384): inference ms on 1280x720 frames at 512x512 and at each
    long side with the camera's aspect kept (taking turns frame by frame), and the recall of each size
    against the 512x512 detections on real frames (tests/data photos, vtest.avi, the road scene).

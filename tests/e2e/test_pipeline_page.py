@@ -8,9 +8,12 @@ page, which headless Debian Chromium opens through Playwright.
 
 Why an incident card must appear: the simulator's answer is a pure function of (crop, prompt, seed).
 For this photo the detector finds one group (the people by the bus) and the simulator, seed 1,
-judges its crop `low` on every frame, so with `--min-level low` consume opens an incident. If a
-different onnxruntime ever produced a crop judged `none`, `/incidents` would be empty and the test
-says so in its failure message instead of timing out silently.
+judges its crop `low` on every frame, so with `--min-level low` consume opens an incident. The
+detector runs on onnxruntime's f32 (`--runtime onnxruntime`), the reference boxes: OpenVINO's bf16
+moves the group's box by a pixel or two, which makes another crop and so another draw (OpenVINO
+compiled for the exact input shape drew `none`: still photo, one task, no incident). If a different
+onnxruntime ever produced a crop judged `none`, `/incidents` would be empty and the test says so in
+its failure message instead of timing out silently.
 
 Needs the model (`make models`) and chromium + playwright (`scripts/install-chromium.sh`); without
 them the test is skipped, unless HAZARDCTL_REQUIRE_BROWSER=1 (set by `make test`), where a missing
@@ -43,7 +46,7 @@ def test_pipe_pipeline_shows_the_bus_camera_and_an_incident_on_the_live_page(bro
     stages: list[Stage] = []
     try:
         detect = Stage("detect", ["--source", str(IMAGE), "--camera-id", CAMERA, "--loop", "--fps", "2",
-                                  "--conf", "0.3", "--model", str(MODEL)],
+                                  "--conf", "0.3", "--model", str(MODEL), "--runtime", "onnxruntime"],
                        tmp_path, env=env, cwd=ROOT, stdout=subprocess.PIPE)
         stages.append(detect)
         expand = Stage("expand", ["--refresh", "1"], tmp_path, env=env, cwd=ROOT,

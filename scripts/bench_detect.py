@@ -113,18 +113,18 @@ def make_video(path: Path, seconds: float, src_fps: int) -> list[np.ndarray]:
     for i in range(n):
         writer.write(scene(i / src_fps, people, vehicle))
     writer.release()
-    step = round(src_fps / ANALYSED_FPS)
-    cap = cv2.VideoCapture(str(path))
-    sampled, i = [], 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    return every_nth_frame(path, round(src_fps / ANALYSED_FPS))
+
+
+def every_nth_frame(path: Path, step: int) -> list[np.ndarray]:
+    """Frames 0, step, 2*step, ... of a video file, decoded (the others grabbed, not converted)."""
+    cap, frames, i = cv2.VideoCapture(str(path)), [], 0
+    while cap.grab():
         if i % step == 0:
-            sampled.append(frame)
+            frames.append(cap.retrieve()[1])
         i += 1
     cap.release()
-    return sampled
+    return frames
 
 
 # ------------------------------------------------------------------ measurements
@@ -648,13 +648,7 @@ def size_frames() -> dict[str, list[np.ndarray]]:
     benchmark's street footage (768x576, when fetched) and the bench's 1280x720 road scene."""
     sets = {"photos": [cv2.imread(str(ROOT / f"tests/data/{n}.jpg")) for n in ("bus", "zidane")]}
     if FOOTAGE.is_file():
-        cap, frames, i = cv2.VideoCapture(str(FOOTAGE)), [], 0
-        while cap.grab():
-            if i % 16 == 0:
-                frames.append(cap.retrieve()[1])
-            i += 1
-        cap.release()
-        sets["vtest.avi"] = frames
+        sets["vtest.avi"] = every_nth_frame(FOOTAGE, 16)
     people, vehicle = cutouts()
     sets["road 1280x720"] = [scene(t + 0.37, people, vehicle) for t in np.linspace(0.0, 9.0, 12)]
     return sets

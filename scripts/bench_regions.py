@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_detect import ANALYSED_FPS, make_video, matched  # noqa: E402
+from scripts.bench_detect import ANALYSED_FPS, every_nth_frame, make_video, matched  # noqa: E402
 from stages.detect.backends import load_detector  # noqa: E402
 from stages.detect.motion_gate import (  # noqa: E402
     REGION_MIN_INPUT_PX,
@@ -57,17 +57,9 @@ def sample(path: Path) -> tuple[list[np.ndarray], float]:
     """The frames a 2 fps camera analyses from the video, and their spacing in seconds."""
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    step = max(1, round(fps / ANALYSED_FPS))
-    frames, i = [], 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if i % step == 0:
-            frames.append(frame)
-        i += 1
     cap.release()
-    return frames, step / fps
+    step = max(1, round(fps / ANALYSED_FPS))
+    return every_nth_frame(path, step), step / fps
 
 
 @dataclass

@@ -28,16 +28,12 @@ ROAD_USERS = ["person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic
 
 
 def real_frames() -> list[np.ndarray]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_detect import cutouts, every_nth_frame, scene
+
     frames = [cv2.imread(str(ROOT / "tests/data" / n)) for n in ("bus.jpg", "zidane.jpg")]
     if FOOTAGE.is_file():
-        cap, i = cv2.VideoCapture(str(FOOTAGE)), 0
-        while cap.grab():
-            if i % 40 == 0:
-                frames.append(cap.retrieve()[1])
-            i += 1
-        cap.release()
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_detect import cutouts, scene
+        frames += every_nth_frame(FOOTAGE, 40)
 
     people, vehicle = cutouts()
     frames += [scene(t, people, vehicle) for t in np.linspace(0.3, 9.3, 8)]

@@ -54,6 +54,13 @@ def test_an_expired_backlog_drains_at_stage_speed_not_worker_speed(kafka_bootstr
                 stale = [r for r in col.by_topic[t_out] if r["task_id"].startswith("expired-")]
                 if len({r["task_id"] for r in stale}) >= EXPIRED:
                     break
+            # The second busy call may still be on its way when the drain ends (slow start spaces the key's
+            # first sends by ~170 ms; on a loaded CI box more): wait for it, then a little longer so that a
+            # call spent on an expired task would be counted too.
+            calls_by = time.monotonic() + 5
+            while sim.stats()["totals"]["requests"] < BUSY and time.monotonic() < calls_by:
+                time.sleep(0.05)
+            time.sleep(0.5)
             requests = sim.stats()["totals"]["requests"]
         finally:
             proc.terminate()

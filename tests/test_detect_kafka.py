@@ -31,8 +31,10 @@ MODEL = ROOT / ".cache/models/centernet-coco.onnx"
 JARS = ROOT / ".cache/kafka/libs"
 BUFFER_MB = 2.0
 OUTAGE_S = 20.0
-#: allowed RSS growth during the outage; holding every frame would take ~50 MB more (printed)
-RSS_SLACK_MB = 20
+#: allowed RSS growth during the outage; holding every frame would take ~90 MB more (printed). Measured:
+#: +11 MB on a quiet 2-core box, +24 MB on one running other work beside it (more threads runnable at
+#: once, more malloc arenas touched), which failed a CI run at a 20 MB slack
+RSS_SLACK_MB = 32
 
 pytestmark = [
     pytest.mark.kafka,

@@ -31,7 +31,7 @@
 7. levers (issue 21, --levers; `--quick` runs only this, shorter): a 1280x720 H.264 25 fps video (a
    keyframe every 0.48 s) and, for today's code (--decode-all --batch 1, fp32 at the 512x512 square, no
    gate, one onnxruntime call at a time) and each lever alone (keyframes-only decoding, batches of 8, the
-   int8 model, the motion gate, the input at the camera's aspect: --imgsz 512, 512x288, inference workers,
+   int8 model (NNCF, on OpenVINO), the motion gate, the input at the camera's aspect: --imgsz 512, 512x288, inference workers,
    OpenVINO), the defaults and all together, the largest N
    sustained as in 6 (grown x1.5 then bisected); plus the decode CPU per camera both ways, and the load
    average at the start and the end (the machine is shared). Camera i plays rotation i mod 10 of the
@@ -40,6 +40,9 @@
 8. input sizes (issue 21, --sizes 512,416,384): inference ms on 1280x720 frames at 512x512 and at each
    long side with the camera's aspect kept (taking turns frame by frame), and the recall of each size
    against the 512x512 detections on real frames (tests/data photos, vtest.avi, the road scene).
+9. precisions (issue 21, --precisions, alone): CPU ms per 512x288 frame (one thread each, taking turns)
+   and agreement with onnxruntime f32 (recall, precision; road users at --imgsz 512) for onnxruntime f32,
+   OpenVINO f32 and auto (bf16 where the CPU has it), and the int8 model on OpenVINO (f32 and auto between).
 
 Prints a table and writes bench-results/detect.json. Timings on a shared machine are noisy; the
 ratios (measured back to back in one run) are what to compare.
@@ -493,13 +496,16 @@ LEVER_COPIES = 10
 #: inference call, the CenterNet's 512x512 square input (every frame stretched to it), fp32, no motion gate.
 #: "defaults" is what `hazardctl detect` runs without flags (keyframes, motion gate, inference workers,
 #: OpenVINO, spread sampling: every lever but the input size, which costs recall, a user's choice); "all" adds
-#: the input size (int8 and motion regions do not raise capacity here: docs/detect-backends.md).
+#: the input size. Not int8: on OpenVINO it costs ~10 % less CPU than bf16 but finds ~94 % of fp32's detections
+#: against bf16's 99 % (docs/detect-backends.md); motion regions do not raise capacity here.
 ONE = ("--inference-workers", "1", "--runtime", "onnxruntime")  # before issue 21: one onnxruntime call at a time
 LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "today": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", *ONE)),
     "keyframes": ("fp32", ("--keyframes-only", "--batch", "1", "--no-motion-gate", *ONE)),
     "batch": ("fp32", ("--decode-all", "--batch", "8", "--no-motion-gate", *ONE)),
-    "int8": ("int8", ("--decode-all", "--batch", "1", "--no-motion-gate", *ONE)),
+    # the NNCF int8 model runs on OpenVINO only: compare it with "openvino" (fp32 model, bf16 here)
+    "int8": ("int8", ("--decode-all", "--batch", "1", "--no-motion-gate", "--inference-workers", "1",
+                      "--runtime", "openvino")),
     "motion-gate": ("fp32", ("--decode-all", "--batch", "1", "--motion-gate", *ONE)),
     "input-size": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", "--imgsz", "512", *ONE)),
     # one worker per core, each call on one intra-op thread
@@ -509,6 +515,7 @@ LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
                           "--runtime", "openvino")),
     "defaults": ("fp32", ()),
     "all": ("fp32", ("--imgsz", "512")),
+    "all-int8": ("int8", ("--imgsz", "512")),  # literally every lever, the int8 model's agreement aside
 }
 
 
@@ -770,6 +777,58 @@ def sizes_section(a) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ issue 21: precisions and runtimes
+
+def precisions_section(a) -> dict:
+    """CPU per 512x288 frame and agreement with onnxruntime f32 for each runtime and precision the stage
+    offers on the CPU: one thread each, taking turns frame by frame (load that comes and goes hits all
+    alike); agreement at --imgsz 512 on real frames (recall of f32's detections and precision, one-to-one)."""
+    from stages.detect.backend_onnx import stretch
+
+    variants = {"onnxruntime f32": (a.model, "onnxruntime", "auto"), "OpenVINO f32": (a.model, "openvino", "f32"),
+                "OpenVINO auto": (a.model, "openvino", "auto"), "int8 OpenVINO f32": (str(INT8), "openvino", "f32"),
+                "int8 OpenVINO auto": (str(INT8), "openvino", "auto")}
+    dets = {k: load_detector(m, classes=ROAD_USERS, imgsz=512, runtime=rt, precision=pr, threads=1)
+            for k, (m, rt, pr) in variants.items() if Path(m).is_file()}
+    load = os.getloadavg()
+    print(f"\nprecisions (issue 21): one thread each, load average at the start {load[0]:.1f}; "
+          + ", ".join(f"{k} = {d.precision}" for k, d in dets.items()))
+    people, vehicle = cutouts()
+    inputs = []
+    for f in (scene(t, people, vehicle) for t in np.linspace(0.0, 9.0, a.sizes_frames)):
+        img, _ = stretch(f, 512, 288)
+        inputs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None])
+    cpu: dict[str, list[float]] = {k: [] for k in dets}
+    for d in dets.values():
+        for x in inputs[:3]:
+            d._run(x)
+    for x in inputs:
+        for k, d in dets.items():
+            t0 = time.process_time()
+            d._run(x)
+            cpu[k].append(time.process_time() - t0)
+    sets = size_frames()
+    ref_det = dets["onnxruntime f32"]
+    refs = {n: [ref_det.detect([f])[0] for f in fs] for n, fs in sets.items()}
+    out: dict = {"load_start": load, "variants": {}}
+    base = statistics.median(cpu["onnxruntime f32"])
+    print(f"{'variant':>19} | {'CPU ms':>6} | {'vs ort f32':>10} | " + " | ".join(f"{n}: recall, precision" for n in sets))
+    for k, d in dets.items():
+        cells, row = [], {"precision": d.precision, "cpu_ms_p50": 1e3 * statistics.median(cpu[k]), "sets": {}}
+        for n, fs in sets.items():
+            got = [d.detect([f])[0] for f in fs]
+            tot, ng = sum(map(len, refs[n])), sum(map(len, got))
+            fnd = sum(matched(r, g) for r, g in zip(refs[n], got))
+            kept = ng - sum(len(g) - matched(g, r) for r, g in zip(refs[n], got))
+            row["sets"][n] = {"baseline": tot, "found": fnd, "detections": ng, "matched": kept}
+            cells.append(f"{fnd}/{tot} = {100 * fnd / max(1, tot):5.1f} %, {100 * kept / max(1, ng):5.1f} %")
+        print(f"{k:>19} | {row['cpu_ms_p50']:6.1f} | {base / statistics.median(cpu[k]):9.2f}x | " + " | ".join(cells))
+        out["variants"][k] = row
+    print("recall = onnxruntime f32's detections (conf >= 0.35, road users) found (same class, IoU >= 0.5); "
+          f"precision = share of the variant's detections f32 also made; load average at the end {os.getloadavg()[0]:.1f}")
+    return out
+
+
 # ------------------------------------------------------------------ main
 
 def main() -> int:
@@ -805,6 +864,8 @@ def main() -> int:
                     "and recall on real frames; '' skips it")
     ap.add_argument("--sizes-only", action="store_true", help="only the --sizes section")
     ap.add_argument("--sizes-frames", type=int, default=40, help="1280x720 frames timed per size")
+    ap.add_argument("--precisions", action="store_true",
+                    help="only the precisions section: onnxruntime f32, OpenVINO f32/auto, int8: CPU ms and agreement")
     ap.add_argument("--quick", action="store_true", help="only the --levers section (all levers), 20 s counted, 1 s warm-up")
     a = ap.parse_args()
     if a.quick:
@@ -822,9 +883,11 @@ def main() -> int:
                                 "opencv": cv2.__version__}, "model": a.model, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
         tmpdir = Path(tmp)
+        if a.precisions:
+            report["precisions"] = precisions_section(a)
         if a.sizes.strip():
             report["sizes"] = sizes_section(a)
-        if a.sizes_only:
+        if a.sizes_only or a.precisions:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps(report, indent=2))
             print(f"\nwrote {a.json}")

@@ -1,24 +1,29 @@
-"""Statically quantize the CenterNet ONNX model to int8 (onnxruntime.quantization.quantize_static).
+"""Statically quantize the CenterNet ONNX model to int8 with NNCF (OpenVINO's quantizer).
 
     python scripts/quantize_model.py .cache/models/centernet-coco.onnx .cache/models/centernet-coco-int8.onnx
 
 Calibration frames are ones the project ships or makes, no download: tests/data/*.jpg, their
 mirror images and crops, and frames of the bench's synthetic road scene (cut-outs of bus.jpg on a
-grey road). Only the convolutions are quantized (QDQ, per-channel weights): they are nearly all of
-the work, and the decode tail (TopK, Gather, the box arithmetic) stays fp32 so boxes keep their
-precision. The CenterNet metadata (layout, names) is copied, so the backend treats it as the fp32
-model. `make models` runs this after the conversion (scripts/fetch_models.sh).
+grey road), each at the square 512x512 input and at a 16:9 camera's 512x288. Only the convolutions are
+quantized (QDQ, per-channel int8 weights, fast bias correction): they are nearly all of the work, and the
+decode tail (TopK, Gather, the box arithmetic) and the hard-swish chains stay in float so boxes keep their
+precision. The CenterNet metadata (layout, names) is copied, so the backend treats it as the fp32 model.
+`make models` runs this after the conversion (scripts/fetch_models.sh).
 
-Not a capacity lever on the 2-core Xeon measured (issue 21): every onnxruntime variant tried (QDQ or
-QOperator, Conv only or every op but the decode tail, reduce_range, depthwise convs left fp32) ran at
-0.87-1.02x fp32's speed and found 87-90 % of its detections (docs/detect-backends.md).
+Why NNCF and not onnxruntime's quantize_static (issue 21): NNCF quantizes the activations into a
+depthwise convolution per channel and corrects the bias the rounding shifts; on this MobileNetV3 that is
+the difference between finding 78-90 % of fp32's detections (onnxruntime, seven variants) and 97 %
+(road users, `python scripts/bench_detect.py --precisions`). The model runs on OpenVINO (the CPU default,
+`--runtime auto`), where it is the cheapest precision: 14.1 ms of CPU a 512x288 frame against 15.0 in bf16
+and 22.7 in f32 (docs/detect-backends.md). onnxruntime cannot
+run it (its QLinearConv takes one zero point per input): `--runtime onnxruntime` or `--device cuda` with it
+fail at start with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -45,40 +50,29 @@ def calibration_frames() -> list[np.ndarray]:
     return frames
 
 
-def model_input(frame: np.ndarray, size: int) -> np.ndarray:
-    """As the backend prepares CenterNet input: plain resize, RGB, 0..255 float, NHWC."""
-    img = cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
+def model_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """As the backend prepares CenterNet input for `size` (width, height): plain resize, RGB, 0..255 float, NHWC."""
+    img = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None]
 
 
 def quantize(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import nncf
 
     model = onnx.load(str(src))
     inp = model.graph.input[0]
-    size = inp.type.tensor_type.shape.dim[1].dim_value or 512
-    batches = [model_input(f, size) for f in calibration_frames()]
-
-    class Frames(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter({inp.name: b} for b in batches)
-
-        def get_next(self):
-            return next(self._it, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Frames(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    out = onnx.load(str(dst))
+    fixed = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim[1:3])  # (h, w), 0 where dynamic
+    sizes = [(fixed[1], fixed[0])] if all(fixed) else [(512, 512), (512, 288)]
+    frames = calibration_frames()
+    batches = [model_input(f, size) for size in sizes for f in frames]
+    floats = sorted({n.op_type for n in model.graph.node} - {"Conv"})  # everything but the convolutions
+    out = nncf.quantize(model, nncf.Dataset(batches, lambda x: {inp.name: x}), subset_size=len(batches),
+                        target_device=nncf.TargetDevice.CPU, ignored_scope=nncf.IgnoredScope(types=floats))
     del out.metadata_props[:]
     for p in model.metadata_props:
         out.metadata_props.add(key=p.key, value=p.value)
     onnx.save(out, str(dst))
-    print(f"quantize_model: {dst} ({dst.stat().st_size / 1e6:.1f} MB, {len(batches)} calibration frames)",
+    print(f"quantize_model: {dst} ({dst.stat().st_size / 1e6:.1f} MB, {len(batches)} calibration inputs)",
           file=sys.stderr)
 
 

@@ -741,12 +741,20 @@ def warm_up(detector: Detector, *, batch: int, size: int) -> None:
     """Calls at the largest batch this process can form, then at one frame, before any camera is
     read: onnxruntime plans a memory pattern per input shape on its first run and allocates it on
     the second, so the arena reaches its size now; RSS is flat from the start (an outage test saw
-    +85 MB the first time two cameras' frames met in one batch) and the first batch is not slow."""
+    +85 MB the first time two cameras' frames met in one batch) and the first batch is not slow. A model
+    the runtime loads but cannot run stops the stage here, with one line, before any camera is opened."""
     t0 = time.monotonic()
     blank = np.zeros((size * 9 // 16, size, 3), np.uint8)  # a 16:9 camera's shape: OpenVINO compiles for it now
     for n in sorted({batch, 1}, reverse=True):
         for _ in range(2):
-            detector.detect([blank] * n)
+            try:
+                detector.detect([blank] * n)
+            except Exception as e:  # noqa: BLE001 -- a model the runtime loads but cannot run (e.g. int8 on onnxruntime)
+                runtime = getattr(detector, "runtime", "ultralytics")
+                hint = ("; an int8 model from NNCF (make models) runs on OpenVINO only: --runtime openvino"
+                        if runtime == "onnxruntime" and "zero point" in str(e) else "")
+                raise ConfigError(f"model {detector.model_name} on {runtime}: the first inference failed: "
+                                  f"{str(e).splitlines()[0][:200]}{hint}") from None
     log.info("detect: detector warmed up at batch %d in %.2f s", batch, time.monotonic() - t0)
 
 

@@ -97,7 +97,7 @@ bench-store: venv                ## result -> WebSocket event P95 at 50 results/
 bench-gate-motion: venv          ## detect's motion gate on the gate benchmark's hazard scenes rendered to frames: onsets covered with and without it (~30 s)
 	$(PY) scripts/bench_gate_motion.py $(BENCH_ARGS)
 
-bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine, today's code next to each issue-21 lever, the defaults and all together (BENCH_ARGS=--quick: the levers only, ~15 min)
+bench-detect: venv models        ## whole detect stage vs bare backend inference; cameras per machine, today's code next to each issue-21 lever, the defaults and all together (BENCH_ARGS=--quick: the levers only, ~26 min)
 	$(PY) scripts/bench_detect.py --levers today,keyframes,batch,int8,motion-gate,input-size,workers,openvino,defaults,all $(BENCH_ARGS)
 
 bench-motion: venv               ## detect's per-frame cost of motion cues (kinematics, pair cues, predicted grouping) vs grouping alone, 20 and 50 objects (~10 s)

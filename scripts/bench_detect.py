@@ -496,8 +496,9 @@ LEVER_COPIES = 10
 #: inference call, the CenterNet's 512x512 square input (every frame stretched to it), fp32, no motion gate.
 #: "defaults" is what `hazardctl detect` runs without flags (keyframes, motion gate, inference workers,
 #: OpenVINO, spread sampling: every lever but the input size, which costs recall, a user's choice); "all" adds
-#: the input size. Not int8: on OpenVINO it costs ~10 % less CPU than bf16 but finds ~94 % of fp32's detections
-#: against bf16's 99 % (docs/detect-backends.md); motion regions do not raise capacity here.
+#: the input size, on the fp32 model (bf16 here); "all-int8" is the same with the int8 model (6 % less CPU than
+#: bf16 here, 97.4 % of fp32's detections against bf16's 99.1 %: docs/detect-backends.md). Motion regions do
+#: not raise capacity on this road.
 ONE = ("--inference-workers", "1", "--runtime", "onnxruntime")  # before issue 21: one onnxruntime call at a time
 LEVERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "today": ("fp32", ("--decode-all", "--batch", "1", "--no-motion-gate", *ONE)),
@@ -788,6 +789,8 @@ def precisions_section(a) -> dict:
     variants = {"onnxruntime f32": (a.model, "onnxruntime", "auto"), "OpenVINO f32": (a.model, "openvino", "f32"),
                 "OpenVINO auto": (a.model, "openvino", "auto"), "int8 OpenVINO f32": (str(INT8), "openvino", "f32"),
                 "int8 OpenVINO auto": (str(INT8), "openvino", "auto")}
+    if not INT8.is_file():
+        print(f"precisions: {INT8} is missing (make models, with nncf): the int8 rows are left out")
     dets = {k: load_detector(m, classes=ROAD_USERS, imgsz=512, runtime=rt, precision=pr, threads=1)
             for k, (m, rt, pr) in variants.items() if Path(m).is_file()}
     load = os.getloadavg()
@@ -798,6 +801,7 @@ def precisions_section(a) -> dict:
     for f in (scene(t, people, vehicle) for t in np.linspace(0.0, 9.0, a.sizes_frames)):
         img, _ = stretch(f, 512, 288)
         inputs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None])
+    # process CPU: whatever threads a runtime uses for a call count (one variant runs at a time)
     cpu: dict[str, list[float]] = {k: [] for k in dets}
     for d in dets.values():
         for x in inputs[:3]:

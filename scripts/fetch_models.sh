@@ -13,8 +13,9 @@
 # scripts/tfjs/) and the ONNX file in onnxruntime on real images: boxes within 0.001 px or it fails.
 # Its pass is remembered (centernet-coco.tfjs-check: the sha256 of every input) until a file changes.
 #
-# Then scripts/quantize_model.py writes centernet-coco-int8.onnx (static int8, calibrated on frames the
-# project ships or makes; `--model .cache/models/centernet-coco-int8.onnx`).
+# Then scripts/quantize_model.py writes centernet-coco-int8.onnx (NNCF's static int8, calibrated on frames the
+# project ships or makes; OpenVINO runs it: `--model .cache/models/centernet-coco-int8.onnx`), when nncf is
+# installed (the [dev] extra); rebuilt when the fp32 model or the script changes (centernet-coco-int8.inputs).
 #
 # Idempotent: exits early when the ONNX file is already there and verifies.
 set -euo pipefail
@@ -69,14 +70,20 @@ check_tfjs() {  # ONNX vs the tfjs runtime, once per set of inputs (needs node +
     echo "$want" > "$stamp"
 }
 
-quantize() {  # the int8 model beside it (scripts/quantize_model.py), rebuilt when the fp32 file is newer
-    local int8="$CACHE/centernet-coco-int8.onnx"
-    if [[ -f "$int8" && "$int8" -nt "$ONNX" && "$int8" -nt "$ROOT/scripts/quantize_model.py" ]]; then
+quantize() {  # the int8 model beside it (scripts/quantize_model.py), rebuilt when the fp32 file or the script changes
+    local int8="$CACHE/centernet-coco-int8.onnx" stamp="$CACHE/centernet-coco-int8.inputs" want
+    want="$(sha256 "$ONNX") $(sha256 "$ROOT/scripts/quantize_model.py")"
+    if [[ -f "$int8" && -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]]; then
         log "ok: $int8"
+        return 0
+    fi
+    if ! "$PYTHON" -c "import nncf" >/dev/null 2>&1; then  # optional: the [dev] extra brings NNCF
+        log "skipped the int8 model: nncf is not installed (pip install -e '.[dev]')"
         return 0
     fi
     "$PYTHON" "$ROOT/scripts/quantize_model.py" "$ONNX" "$int8.tmp" >&2 || die "int8 quantization failed"
     mv -f "$int8.tmp" "$int8"
+    echo "$want" > "$stamp"
 }
 
 if verify_onnx && [[ -f "$CACHE/centernet.json" && -f "$CACHE/centernet.bin" ]]; then

@@ -61,8 +61,8 @@ def quantize(src: Path, dst: Path) -> None:
 
     model = onnx.load(str(src))
     inp = model.graph.input[0]
-    fixed = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim[1:3])  # (h, w), 0 where dynamic
-    sizes = [(fixed[1], fixed[0])] if all(fixed) else [(512, 512), (512, 288)]
+    h, w = (d.dim_value for d in inp.type.tensor_type.shape.dim[1:3])  # NHWC; 0 where dynamic
+    sizes = [(w or 512, h)] if h else [(w or 512, w or 512), (w or 512, (w or 512) * 9 // 16)]
     frames = calibration_frames()
     batches = [model_input(f, size) for size in sizes for f in frames]
     floats = sorted({n.op_type for n in model.graph.node} - {"Conv"})  # everything but the convolutions

@@ -112,23 +112,15 @@ def test_stage_repeats_detections_of_a_static_camera_and_infers_a_moving_one(tmp
 
 # --- int8 -----------------------------------------------------------------------------------------
 
-def _iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def agreement(min_conf: float) -> tuple[int, int]:
-    """fp32 detections (onnxruntime f32, confidence >= min_conf) and how many the int8 model found on its
-    default runtime (OpenVINO; same class, IoU >= 0.5), with the stage's road-user classes at its --imgsz 512
-    input, on real street
-    footage the calibration never saw (vtest.avi), the shipped photos and the bench's road scene at times
-    the calibration never saw."""
-    from scripts.bench_detect import FOOTAGE, cutouts, every_nth_frame, scene
-    from stages.detect.backends import load_detector
-
+def agreement() -> dict[str, int]:
+    """fp32 detections (onnxruntime f32) and how many the int8 model found on its default runtime (OpenVINO;
+    same class, IoU >= 0.5, one-to-one), with the stage's road-user classes at its --imgsz 512 input, on real
+    street footage the calibration never saw (every 32nd frame of vtest.avi), the shipped photos and the
+    bench's road scene at times the calibration never saw; also the int8 model's own detections and how many
+    of them fp32 made too (its precision)."""
+    from scripts.bench_detect import FOOTAGE, cutouts, every_nth_frame, matched, scene
     from stages.detect import DEFAULT_CLASSES
+    from stages.detect.backends import load_detector
 
     fp32 = load_detector(str(MODEL), runtime="onnxruntime", imgsz=512, classes=list(DEFAULT_CLASSES))
     int8 = load_detector(str(INT8), imgsz=512, classes=list(DEFAULT_CLASSES))
@@ -136,39 +128,62 @@ def agreement(min_conf: float) -> tuple[int, int]:
     people, vehicle = cutouts()
     frames = [cv2.imread(str(ROOT / f"tests/data/{n}.jpg")) for n in ("bus", "zidane")]
     frames += [scene(t + 0.37, people, vehicle) for t in np.linspace(0.0, 8.0, 8)]
-    frames += every_nth_frame(FOOTAGE, 32) if FOOTAGE.is_file() else []
-    total = found = 0
+    frames += every_nth_frame(FOOTAGE, 32)
+    n = dict.fromkeys(("fp32", "found", "fp32_confident", "found_confident", "int8", "int8_also_fp32"), 0)
     for frame in frames:
         ref, got = fp32.detect([frame])[0], int8.detect([frame])[0]
-        for a in ref:
-            if a.confidence < min_conf:
-                continue
-            total += 1
-            found += any(b.class_id == a.class_id and _iou(a.bbox, b.bbox) >= 0.5 for b in got)
-    return total, found
+        confident = [a for a in ref if a.confidence >= 0.45]
+        n["fp32"] += len(ref)
+        n["found"] += matched(ref, got)
+        n["fp32_confident"] += len(confident)
+        n["found_confident"] += matched(confident, got)
+        n["int8"] += len(got)
+        n["int8_also_fp32"] += matched(got, ref)
+    return n
+
+
+def quantized_convs(path: Path) -> tuple[int, int]:
+    """(convolutions, those whose input comes through a DequantizeLinear): an NNCF run that quantized nothing
+    would agree 100 % with fp32."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    return len(convs), sum(made_by.get(c.input[0]) == "DequantizeLinear" for c in convs)
+
+
+needs_int8 = pytest.mark.skipif(not INT8.is_file(), reason="make models writes the int8 model (scripts/quantize_model.py)")
 
 
 @needs_model
-@pytest.mark.skipif(not INT8.is_file(), reason="make models writes the int8 model (scripts/quantize_model.py)")
+@needs_int8
 def test_int8_model_agrees_with_fp32():
+    from scripts.bench_detect import FOOTAGE
     from stages.detect.backends import load_detector
 
+    if not FOOTAGE.is_file():
+        pytest.skip("make models fetches vtest.avi (scripts/fetch_footage.sh)")
     int8 = load_detector(str(INT8))
     assert int8.layout == "centernet" and int8.names == load_detector(str(MODEL)).names
-    # Issue 21 asks >= 95 % of fp32's detections. Measured (2026-12-07): 233/238 = 97.9 % (conf >= 0.35) and
-    # 157/157 of the confident ones (fp32 >= 0.45). onnxruntime's per-tensor quantizer found 78-90 % of all classes.
-    total, found = agreement(0.45)
-    assert total >= 100 and found / total >= 0.97, (total, found)
-    total, found = agreement(0.0)
-    assert total >= 150 and found / total >= 0.95, (total, found)
-    print(f"\nint8 found {found}/{total} = {100 * found / total:.1f} % of fp32's detections")
+    convs, quantized = quantized_convs(INT8)
+    assert convs > 50 and quantized >= 0.9 * convs, (convs, quantized)  # NNCF: 87 of 89 (the head's squeeze-excite pair stays float)
+    n = agreement()
+    # Issue 21 asks >= 95 % of fp32's detections. Measured (2026-12-07): 233/238 = 97.9 %, 157/157 of the
+    # confident ones (fp32 >= 0.45); the model onnxruntime's per-tensor quantizer made found 214/238 = 89.9 %.
+    assert n["fp32"] >= 150 and n["found"] / n["fp32"] >= 0.95, n
+    assert n["fp32_confident"] >= 100 and n["found_confident"] / n["fp32_confident"] >= 0.97, n
+    assert n["int8_also_fp32"] / n["int8"] >= 0.90, n  # and it does not add boxes of its own
+    print(f"\nint8 found {n['found']}/{n['fp32']} = {100 * n['found'] / n['fp32']:.1f} % of fp32's detections; "
+          f"{n['int8_also_fp32']}/{n['int8']} of its own were fp32's too")
 
 
 @needs_model
-@pytest.mark.skipif(not INT8.is_file(), reason="make models writes the int8 model (scripts/quantize_model.py)")
+@needs_int8
 def test_int8_model_on_onnxruntime_is_one_line_exit_2():
-    """onnxruntime loads the NNCF model but cannot run it (one zero point per input): the stage says so at
-    start, not at the first camera frame."""
+    """onnxruntime (1.32) loads the NNCF model but cannot run it (its QLinearConv takes one zero point per
+    input): the stage says so at start, not at the first camera frame. An onnxruntime that learns to run it
+    fails this test: then the int8 model may run there too, and the docs should say so."""
     p = subprocess.run([sys.executable, "-m", "hazardctl.cli", "detect", "--model", str(INT8), "--runtime",
                         "onnxruntime", "--source", str(ROOT / "tests/data/bus.jpg")],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)

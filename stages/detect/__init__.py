@@ -749,12 +749,16 @@ def warm_up(detector: Detector, *, batch: int, size: int) -> None:
         for _ in range(2):
             try:
                 detector.detect([blank] * n)
+            except ConfigError:
+                raise
             except Exception as e:  # noqa: BLE001 -- a model the runtime loads but cannot run (e.g. int8 on onnxruntime)
+                log.debug("detect: the first inference failed", exc_info=True)
                 runtime = getattr(detector, "runtime", "ultralytics")
-                hint = ("; an int8 model from NNCF (make models) runs on OpenVINO only: --runtime openvino"
+                hint = ("; an int8 model from NNCF (make models) runs on OpenVINO only: --device cpu --runtime openvino"
                         if runtime == "onnxruntime" and "zero point" in str(e) else "")
+                first = (str(e).splitlines() or [""])[0][:200]
                 raise ConfigError(f"model {detector.model_name} on {runtime}: the first inference failed: "
-                                  f"{str(e).splitlines()[0][:200]}{hint}") from None
+                                  f"{type(e).__name__}: {first}{hint}") from None
     log.info("detect: detector warmed up at batch %d in %.2f s", batch, time.monotonic() - t0)
 
 

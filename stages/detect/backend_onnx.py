@@ -191,7 +191,9 @@ class OnnxDetector:
         if runtime == "openvino" and device != "cpu":
             raise ConfigError(f"--runtime openvino runs on the CPU; use --runtime onnxruntime for --device {device}")
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # beside OpenVINO the session only reads the model's metadata and shapes: no graph rewriting to fail or wait on
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if runtime == "openvino"
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         opts.inter_op_num_threads = 1
         if threads:
             opts.intra_op_num_threads = threads

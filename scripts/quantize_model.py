@@ -57,8 +57,11 @@ def model_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def quantize(src: Path, dst: Path) -> None:
+    import logging
+
     import nncf
 
+    nncf.set_log_level(logging.WARNING)  # not a line per node it leaves in float (~190 lines)
     model = onnx.load(str(src))
     inp = model.graph.input[0]
     h, w = (d.dim_value for d in inp.type.tensor_type.shape.dim[1:3])  # NHWC; 0 where dynamic

@@ -70,6 +70,7 @@ sys.path.insert(0, str(ROOT))
 import cv2
 import numpy as np
 
+from stages.detect import DEFAULT_CLASSES
 from stages.detect.backends import load_detector
 from stages.detect.inference import physical_cores
 
@@ -647,7 +648,7 @@ def levers_section(a, tmpdir: Path) -> dict:
 
 # ------------------------------------------------------------------ issue 21: the input-size lever
 
-ROAD_USERS = ["person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light", "stop sign"]
+ROAD_USERS = list(DEFAULT_CLASSES)  # the stage's default classes
 FOOTAGE = ROOT / ".cache/footage/vtest.avi"
 
 
@@ -784,8 +785,6 @@ def precisions_section(a) -> dict:
     """CPU per 512x288 frame and agreement with onnxruntime f32 for each runtime and precision the stage
     offers on the CPU: one thread each, taking turns frame by frame (load that comes and goes hits all
     alike); agreement at --imgsz 512 on real frames (recall of f32's detections and precision, one-to-one)."""
-    from stages.detect.backend_onnx import stretch
-
     variants = {"onnxruntime f32": (a.model, "onnxruntime", "auto"), "OpenVINO f32": (a.model, "openvino", "f32"),
                 "OpenVINO auto": (a.model, "openvino", "auto"), "int8 OpenVINO f32": (str(INT8), "openvino", "f32"),
                 "int8 OpenVINO auto": (str(INT8), "openvino", "auto")}
@@ -797,10 +796,9 @@ def precisions_section(a) -> dict:
     print(f"\nprecisions (issue 21): one thread each, load average at the start {load[0]:.1f}; "
           + ", ".join(f"{k} = {d.precision}" for k, d in dets.items()))
     people, vehicle = cutouts()
-    inputs = []
-    for f in (scene(t, people, vehicle) for t in np.linspace(0.0, 9.0, a.sizes_frames)):
-        img, _ = stretch(f, 512, 288)
-        inputs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None])
+    ref_det = dets["onnxruntime f32"]
+    # the stage's own preprocessing: a 1280x720 frame at --imgsz 512 is a 512x288 RGB float input
+    inputs = [ref_det._prepare(scene(t, people, vehicle))[0][None] for t in np.linspace(0.0, 9.0, a.sizes_frames)]
     # process CPU: whatever threads a runtime uses for a call count (one variant runs at a time)
     cpu: dict[str, list[float]] = {k: [] for k in dets}
     for d in dets.values():
@@ -812,7 +810,6 @@ def precisions_section(a) -> dict:
             d._run(x)
             cpu[k].append(time.process_time() - t0)
     sets = size_frames()
-    ref_det = dets["onnxruntime f32"]
     refs = {n: [ref_det.detect([f])[0] for f in fs] for n, fs in sets.items()}
     out: dict = {"load_start": load, "variants": {}}
     base = statistics.median(cpu["onnxruntime f32"])

@@ -52,7 +52,9 @@ def calibration_frames() -> list[np.ndarray]:
 
 def model_input(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """As the backend prepares CenterNet input for `size` (width, height): plain resize, RGB, 0..255 float, NHWC."""
-    img = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+    from stages.detect.backend_onnx import stretch
+
+    img, _ = stretch(frame, *size)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32)[None]
 
 
